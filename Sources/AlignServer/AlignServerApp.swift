@@ -1,0 +1,191 @@
+import Foundation
+import AlignAPI
+import AlignServing
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceLifecycle
+
+/// Why the server could not start; `exitCode` follows sysexits where one fits.
+public struct StartupError: Error, CustomStringConvertible {
+  public var description: String
+  public var exitCode: Int32
+  public init(_ description: String, exitCode: Int32 = 1) {
+    self.description = description
+    self.exitCode = exitCode
+  }
+}
+
+/// The alignd server: one gRPC listener and the model loader in a ServiceGroup with graceful
+/// shutdown on SIGTERM/SIGINT.
+///
+/// Startup order: the port opens first with health NOT_SERVING (so probes and clients get a clear
+/// answer instead of a refused connection), the models load, then health turns SERVING. On SIGTERM
+/// health turns NOT_SERVING, the listener stops accepting RPCs, in-flight RPCs get
+/// `drain_timeout_seconds` to finish, and then whatever remains is cancelled.
+public struct AlignServerApp: Sendable {
+  /// The server version reported by GetStatus.
+  public static let version = "0.1.0"
+
+  public let configuration: ServerConfiguration
+
+  public init(configuration: ServerConfiguration) {
+    self.configuration = configuration
+  }
+
+  /// True for addresses that only this machine can reach.
+  public static func isLoopback(_ host: String) -> Bool {
+    host == "localhost" || host == "::1" || host.hasPrefix("127.")
+  }
+
+  /// Runs until SIGTERM/SIGINT (then drains) or a fatal error.
+  public func run() async throws {
+    let config = configuration
+    var logger = Logger(label: "alignd")
+    logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+
+    // Auth: secure by default.
+    var interceptors: [ConditionalInterceptor<any ServerInterceptor>] = []
+    if let keysFile = config.keysFile {
+      let keys: APIKeyStore
+      do {
+        keys = try APIKeyStore(contentsOf: keysFile)
+      } catch let error as ConfigurationError {
+        throw StartupError(error.description, exitCode: 78)
+      }
+      logger.info("API keys loaded", metadata: ["keys": "\(keys.entries.count)", "file": "\(keysFile)"])
+      interceptors.append(.apply(AuthInterceptor(keys: keys), to: .all))
+    } else if Self.isLoopback(config.host) {
+      logger.notice(
+        "no keys file: authentication is off, so alignd binds to loopback only",
+        metadata: ["host": "\(config.host)"])
+    } else if config.allowUnauthenticated {
+      logger.warning(
+        "no keys file and a non-loopback bind: every client can call every RPC, admin included",
+        metadata: ["host": "\(config.host)"])
+    } else {
+      throw StartupError(
+        "refusing to bind \(config.host) without a keys file: give --keys-file, bind a loopback address, or pass --allow-unauthenticated",
+        exitCode: 78)
+    }
+    interceptors.append(.apply(MessageSizeInterceptor(limit: config.maxRequestBytes), to: .all))
+
+    let status = ServingStatus()
+    let models = ModelHost()
+    let index: DescriptorIndex
+    do {
+      index = try DescriptorIndex(base64: alignDescriptorSetBase64)
+    } catch {
+      throw StartupError("the embedded API descriptors are unreadable: \(error)")
+    }
+    let services: [any RegistrableRPCService] = [
+      HealthService(status: status, services: Set([""] + index.services)),
+      ReflectionService(index: index),
+      ReflectionServiceV1Alpha(index: index),
+      InferenceService(status: status, models: models),
+      AdminService(status: status, models: models),
+    ]
+
+    let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { transport in
+      // The transport's own limit is a backstop at twice the configured one; messages between the
+      // two get a clear RESOURCE_EXHAUSTED from MessageSizeInterceptor.
+      transport.rpc.maxRequestPayloadSize = config.maxRequestBytes * 2
+      transport.http2.maxConcurrentStreams = config.maxConcurrentStreams
+      transport.connection.maxIdleTime = .milliseconds(Int64(config.idleTimeoutSeconds * 1000))
+    }
+    let server = GRPCServer(
+      transport: .http2NIOPosix(
+        address: .ipv4(host: config.host == "localhost" ? "127.0.0.1" : config.host, port: config.port),
+        transportSecurity: .plaintext,
+        config: transportConfig),
+      services: services,
+      interceptorPipeline: interceptors)
+
+    let policyPath = Self.resolve(config.policyModel, against: config.modelsDir)
+    let grpcService = GRPCServerService(server: server, status: status, logger: logger)
+    let loader = ModelLoaderService(models: models, status: status, policyPath: policyPath, logger: logger)
+
+    var groupConfig = ServiceGroupConfiguration(
+      services: [
+        .init(service: grpcService),
+        .init(service: loader, successTerminationBehavior: .ignore),
+      ],
+      gracefulShutdownSignals: [.sigterm, .sigint],
+      logger: logger)
+    groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.drainTimeoutSeconds * 1000))
+    groupConfig.maximumCancellationDuration = .seconds(5)
+    do {
+      try await ServiceGroup(configuration: groupConfig).run()
+    } catch let error as StartupError {
+      throw error
+    } catch let error as ServiceGroupError {
+      throw StartupError("stopped: \(error)")
+    }
+    logger.info("alignd stopped")
+  }
+
+  /// Resolves a model path relative to the models folder.
+  static func resolve(_ path: String, against folder: String) -> String {
+    path.hasPrefix("/") ? path : URL(fileURLWithPath: folder).appendingPathComponent(path).path
+  }
+}
+
+/// Runs the gRPC server; begins draining on graceful shutdown.
+struct GRPCServerService: Service {
+  let server: GRPCServer<HTTP2ServerTransport.Posix>
+  let status: ServingStatus
+  let logger: Logger
+
+  func run() async throws {
+    try await withGracefulShutdownHandler {
+      try await withThrowingDiscardingTaskGroup { group in
+        group.addTask {
+          do {
+            try await server.serve()
+          } catch {
+            throw StartupError(
+              "the gRPC listener failed: \(Self.describe(error)) (is the port already in use?)", exitCode: 69)
+          }
+        }
+        if let address = try? await server.listeningAddress {
+          logger.info("alignd listening", metadata: ["address": "\(address)", "protocol": "grpc"])
+        }
+      }
+    } onGracefulShutdown: {
+      logger.info("draining: no new RPCs are admitted; in-flight RPCs may finish")
+      status.beginDraining()
+      server.beginGracefulShutdown()
+    }
+  }
+
+  static func describe(_ error: any Error) -> String {
+    if let error = error as? RuntimeError, let cause = error.cause { return "\(error.message): \(cause)" }
+    return "\(error)"
+  }
+}
+
+/// Loads the models after the port is open, then marks the server SERVING. A load failure stops
+/// the server with a clear error rather than leaving it NOT_SERVING forever.
+struct ModelLoaderService: Service {
+  let models: ModelHost
+  let status: ServingStatus
+  let policyPath: String
+  let logger: Logger
+
+  func run() async throws {
+    let start = ContinuousClock.now
+    do {
+      try await models.loadPolicy(path: policyPath)
+    } catch {
+      status.markFailed("\(error)")
+      throw StartupError("cannot load the policy model: \(error)", exitCode: 66)
+    }
+    logger.info(
+      "models loaded",
+      metadata: [
+        "policy": "\(models.versions.policy)",
+        "seconds": "\((ContinuousClock.now - start).formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))",
+      ])
+    status.markServing()
+  }
+}

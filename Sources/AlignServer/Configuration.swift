@@ -1,0 +1,253 @@
+import Foundation
+
+/// The server's configuration: every key, its type and default, in one `Sendable` struct.
+///
+/// Reading flags, environment variables and the config file is a separate layer
+/// (``ConfigurationLoader``); nothing deeper in the code reads the environment.
+public struct ServerConfiguration: Sendable, Equatable {
+  /// Address the gRPC listener binds to.
+  public var host: String = "127.0.0.1"
+  /// gRPC port (h2c, or TLS when configured). 0 picks a free port.
+  public var port: Int = 50051
+  /// Port of the HTTP/JSON gateway (served by a later component; reserved here).
+  public var httpPort: Int = 8080
+  /// Folder for the feedback store and the checkpoint registry.
+  public var dataDir: String = "data"
+  /// Folder holding the default models (see scripts/fetch-models.sh).
+  public var modelsDir: String = "models"
+  /// Policy model file (GGUF) or Hugging Face folder; relative paths resolve against `modelsDir`.
+  public var policyModel: String = "SmolLM2-135M-Instruct.Q4_1.gguf"
+  /// API keys file (roles and SHA-256 hashes of keys). Without one, only loopback binds are allowed.
+  public var keysFile: String? = nil
+  /// Allow binding a non-loopback address without a keys file (explicit opt-in).
+  public var allowUnauthenticated: Bool = false
+  /// How long in-flight RPCs may run after SIGTERM before they are cancelled.
+  public var drainTimeoutSeconds: Double = 30
+  /// Largest accepted request message in bytes; larger messages get RESOURCE_EXHAUSTED.
+  public var maxRequestBytes: Int = 4 * 1024 * 1024
+  /// Maximum concurrent HTTP/2 streams per connection.
+  public var maxConcurrentStreams: Int = 256
+  /// Idle connections are closed after this many seconds.
+  public var idleTimeoutSeconds: Double = 300
+  /// Log level: trace, debug, info, notice, warning, error, critical.
+  public var logLevel: String = "info"
+
+  public init() {}
+}
+
+/// A configuration problem found while reading flags, environment or file.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+  public var description: String
+  public init(_ description: String) { self.description = description }
+}
+
+/// Merges the configuration sources with precedence flag > environment > file > default.
+///
+/// Every key has one canonical name (e.g. `drain_timeout_seconds`), used as is in the JSON config
+/// file, as `--drain-timeout-seconds` on the command line and as `ALIGND_DRAIN_TIMEOUT_SECONDS` in the
+/// environment.
+public enum ConfigurationLoader {
+  /// One documented configuration key.
+  public struct Key: Sendable {
+    public let name: String
+    public let help: String
+    let apply: @Sendable (inout ServerConfiguration, String) throws -> Void
+    let current: @Sendable (ServerConfiguration) -> String
+
+    /// The command-line flag for this key.
+    public var flag: String { "--" + name.replacingOccurrences(of: "_", with: "-") }
+    /// The environment variable for this key.
+    public var environmentVariable: String { "ALIGND_" + name.uppercased() }
+    /// The key's value in a configuration, rendered as text.
+    public func value(in config: ServerConfiguration) -> String { current(config) }
+  }
+
+  /// Every key, in documentation order.
+  public static let keys: [Key] = [
+    string("host", \.host, "Address the gRPC listener binds to."),
+    int("port", \.port, "gRPC port (0 picks a free port).", range: 0...65535),
+    int("http_port", \.httpPort, "HTTP/JSON gateway port.", range: 0...65535),
+    string("data_dir", \.dataDir, "Folder for the feedback store and checkpoint registry."),
+    string("models_dir", \.modelsDir, "Folder holding the default models."),
+    string("policy_model", \.policyModel, "Policy GGUF file or HF folder (relative to models_dir)."),
+    optionalString("keys_file", \.keysFile, "API keys file; without one only loopback binds are allowed."),
+    bool("allow_unauthenticated", \.allowUnauthenticated, "Allow a non-loopback bind without a keys file."),
+    double("drain_timeout_seconds", \.drainTimeoutSeconds, "Grace period for in-flight RPCs after SIGTERM.", min: 0),
+    int("max_request_bytes", \.maxRequestBytes, "Largest accepted request message in bytes.", range: 1024...(1 << 30)),
+    int("max_concurrent_streams", \.maxConcurrentStreams, "Maximum concurrent HTTP/2 streams per connection.", range: 1...100_000),
+    double("idle_timeout_seconds", \.idleTimeoutSeconds, "Idle connections are closed after this long.", min: 1),
+    Key(
+      name: "log_level", help: "trace, debug, info, notice, warning, error or critical.",
+      apply: { config, raw in
+        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        guard levels.contains(raw) else {
+          throw ConfigurationError("log_level must be one of \(levels.joined(separator: ", ")), got '\(raw)'")
+        }
+        config.logLevel = raw
+      },
+      current: { $0.logLevel }),
+  ]
+
+  /// Builds the configuration from its sources.
+  ///
+  /// - Parameters:
+  ///   - flags: values given on the command line, by canonical key name.
+  ///   - environment: the process environment (only `ALIGND_*` variables are read).
+  ///   - configFile: path of a JSON config file, if any (flag `--config` or `ALIGND_CONFIG`).
+  /// - Throws: ``ConfigurationError`` naming the key, the source and the problem.
+  public static func load(
+    flags: [String: String],
+    environment: [String: String],
+    configFile: String?
+  ) throws -> ServerConfiguration {
+    var config = ServerConfiguration()
+    let known = Set(keys.map(\.name))
+    for name in flags.keys where !known.contains(name) {
+      throw ConfigurationError("unknown configuration key '\(name)'")
+    }
+
+    if let path = configFile {
+      let values = try readFile(path)
+      for (name, raw) in values.sorted(by: { $0.key < $1.key }) {
+        guard let key = keys.first(where: { $0.name == name }) else {
+          throw ConfigurationError("\(path): unknown configuration key '\(name)'")
+        }
+        do { try key.apply(&config, raw) } catch let error as ConfigurationError {
+          throw ConfigurationError("\(path): \(error.description)")
+        }
+      }
+    }
+    for key in keys {
+      if let raw = environment[key.environmentVariable] {
+        do { try key.apply(&config, raw) } catch let error as ConfigurationError {
+          throw ConfigurationError("environment \(key.environmentVariable): \(error.description)")
+        }
+      }
+    }
+    for key in keys {
+      if let raw = flags[key.name] {
+        do { try key.apply(&config, raw) } catch let error as ConfigurationError {
+          throw ConfigurationError("flag \(key.flag): \(error.description)")
+        }
+      }
+    }
+    return config
+  }
+
+  /// A scalar value of the JSON config file.
+  private enum Scalar: Decodable {
+    case string(String), number(Double), bool(Bool), null
+
+    init(from decoder: any Decoder) throws {
+      let container = try decoder.singleValueContainer()
+      if container.decodeNil() { self = .null }
+      else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+      else if let value = try? container.decode(Double.self) { self = .number(value) }
+      else if let value = try? container.decode(String.self) { self = .string(value) }
+      else {
+        throw DecodingError.typeMismatch(
+          Scalar.self,
+          .init(codingPath: decoder.codingPath, debugDescription: "must be a string, number or boolean"))
+      }
+    }
+
+    var text: String? {
+      switch self {
+      case .string(let value): return value
+      case .bool(let value): return value ? "true" : "false"
+      case .number(let value):
+        return value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+      case .null: return nil
+      }
+    }
+  }
+
+  /// Reads a JSON object of key → scalar from a config file.
+  static func readFile(_ path: String) throws -> [String: String] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw ConfigurationError("cannot read config file \(path)")
+    }
+    let object: [String: Scalar]
+    do {
+      object = try JSONDecoder().decode([String: Scalar].self, from: data)
+    } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
+      let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+      throw ConfigurationError("\(path): '\(key)' must be a string, number or boolean")
+    } catch {
+      throw ConfigurationError("\(path): expected a JSON object of configuration keys (\(error))")
+    }
+    return object.compactMapValues(\.text)
+  }
+
+  // MARK: Key builders
+
+  private static func string(
+    _ name: String, _ path: WritableKeyPath<ServerConfiguration, String> & Sendable, _ help: String
+  ) -> Key {
+    Key(
+      name: name, help: help,
+      apply: { config, raw in
+        guard !raw.isEmpty else { throw ConfigurationError("\(name) must not be empty") }
+        config[keyPath: path] = raw
+      },
+      current: { $0[keyPath: path] })
+  }
+
+  private static func optionalString(
+    _ name: String, _ path: WritableKeyPath<ServerConfiguration, String?> & Sendable, _ help: String
+  ) -> Key {
+    Key(
+      name: name, help: help,
+      apply: { config, raw in config[keyPath: path] = raw.isEmpty ? nil : raw },
+      current: { $0[keyPath: path] ?? "" })
+  }
+
+  private static func int(
+    _ name: String, _ path: WritableKeyPath<ServerConfiguration, Int> & Sendable, _ help: String,
+    range: ClosedRange<Int>
+  ) -> Key {
+    Key(
+      name: name, help: help,
+      apply: { config, raw in
+        guard let value = Int(raw.trimmingCharacters(in: .whitespaces)) else {
+          throw ConfigurationError("\(name) must be an integer, got '\(raw)'")
+        }
+        guard range.contains(value) else {
+          throw ConfigurationError("\(name) must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
+        }
+        config[keyPath: path] = value
+      },
+      current: { String($0[keyPath: path]) })
+  }
+
+  private static func double(
+    _ name: String, _ path: WritableKeyPath<ServerConfiguration, Double> & Sendable, _ help: String,
+    min: Double
+  ) -> Key {
+    Key(
+      name: name, help: help,
+      apply: { config, raw in
+        guard let value = Double(raw.trimmingCharacters(in: .whitespaces)), value.isFinite else {
+          throw ConfigurationError("\(name) must be a number, got '\(raw)'")
+        }
+        guard value >= min else { throw ConfigurationError("\(name) must be at least \(min), got \(value)") }
+        config[keyPath: path] = value
+      },
+      current: { String($0[keyPath: path]) })
+  }
+
+  private static func bool(
+    _ name: String, _ path: WritableKeyPath<ServerConfiguration, Bool> & Sendable, _ help: String
+  ) -> Key {
+    Key(
+      name: name, help: help,
+      apply: { config, raw in
+        switch raw.lowercased() {
+        case "1", "true", "yes", "on": config[keyPath: path] = true
+        case "0", "false", "no", "off": config[keyPath: path] = false
+        default: throw ConfigurationError("\(name) must be true or false, got '\(raw)'")
+        }
+      },
+      current: { $0[keyPath: path] ? "true" : "false" })
+  }
+}

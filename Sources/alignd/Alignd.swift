@@ -1,0 +1,94 @@
+import AlignServer
+import ArgumentParser
+import Foundation
+
+/// The alignd server executable: parses flags, builds the configuration, runs the service group.
+@main
+struct Alignd: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "alignd",
+    abstract: "alignd: serve an RLHF policy, reward model and safety classifiers over gRPC.",
+    subcommands: [Serve.self, Config.self],
+    defaultSubcommand: Serve.self
+  )
+}
+
+/// Flags shared by `serve` and `config`: one per configuration key (see ConfigurationLoader.keys).
+struct ConfigurationFlags: ParsableArguments {
+  @Option(help: "JSON configuration file (keys as in `alignd config`). Env: ALIGND_CONFIG.")
+  var config: String?
+  @Option(help: "Address the gRPC listener binds to (default 127.0.0.1).") var host: String?
+  @Option(help: "gRPC port (default 50051; 0 picks a free port).") var port: String?
+  @Option(help: "HTTP/JSON gateway port (default 8080).") var httpPort: String?
+  @Option(help: "Folder for the feedback store and checkpoint registry (default data).") var dataDir: String?
+  @Option(help: "Folder holding the default models (default models).") var modelsDir: String?
+  @Option(help: "Policy GGUF file or HF folder, relative to models-dir.") var policyModel: String?
+  @Option(help: "API keys file; without one only loopback binds are allowed.") var keysFile: String?
+  @Flag(help: "Allow a non-loopback bind without a keys file.") var allowUnauthenticated = false
+  @Option(help: "Grace period for in-flight RPCs after SIGTERM (default 30).") var drainTimeoutSeconds: String?
+  @Option(help: "Largest accepted request message in bytes (default 4194304).") var maxRequestBytes: String?
+  @Option(help: "Maximum concurrent HTTP/2 streams per connection (default 256).") var maxConcurrentStreams: String?
+  @Option(help: "Close idle connections after this many seconds (default 300).") var idleTimeoutSeconds: String?
+  @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
+
+  /// The flags that were given, by canonical key name.
+  var given: [String: String] {
+    var flags: [String: String] = [:]
+    flags["host"] = host
+    flags["port"] = port
+    flags["http_port"] = httpPort
+    flags["data_dir"] = dataDir
+    flags["models_dir"] = modelsDir
+    flags["policy_model"] = policyModel
+    flags["keys_file"] = keysFile
+    if allowUnauthenticated { flags["allow_unauthenticated"] = "true" }
+    flags["drain_timeout_seconds"] = drainTimeoutSeconds
+    flags["max_request_bytes"] = maxRequestBytes
+    flags["max_concurrent_streams"] = maxConcurrentStreams
+    flags["idle_timeout_seconds"] = idleTimeoutSeconds
+    flags["log_level"] = logLevel
+    return flags
+  }
+
+  func load() throws -> ServerConfiguration {
+    let environment = ProcessInfo.processInfo.environment
+    do {
+      return try ConfigurationLoader.load(
+        flags: given, environment: environment, configFile: config ?? environment["ALIGND_CONFIG"])
+    } catch let error as ConfigurationError {
+      FileHandle.standardError.write(Data("alignd: configuration error: \(error.description)\n".utf8))
+      throw ExitCode(78)  // EX_CONFIG
+    }
+  }
+}
+
+struct Serve: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Run the server (the default).")
+
+  @OptionGroup var flags: ConfigurationFlags
+
+  func run() async throws {
+    let config = try flags.load()
+    do {
+      try await AlignServerApp(configuration: config).run()
+    } catch let error as StartupError {
+      FileHandle.standardError.write(Data("alignd: \(error.description)\n".utf8))
+      throw ExitCode(error.exitCode)
+    }
+  }
+}
+
+struct Config: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Print every configuration key with its flag, environment variable and effective value.")
+
+  @OptionGroup var flags: ConfigurationFlags
+
+  func run() throws {
+    let config = try flags.load()
+    for key in ConfigurationLoader.keys {
+      print("\(key.name) = \(key.value(in: config))")
+      print("    \(key.flag) | \(key.environmentVariable) | \(key.help)")
+    }
+  }
+}

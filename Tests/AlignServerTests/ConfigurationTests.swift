@@ -1,0 +1,105 @@
+import AlignServer
+import Foundation
+import Testing
+
+@Suite("Configuration: flag > environment > file > default")
+struct ConfigurationTests {
+  func writeConfig(_ json: String) throws -> String {
+    let folder = try TestPaths.temporaryFolder()
+    let path = folder.appendingPathComponent("alignd.json").path
+    try json.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+  }
+
+  @Test func defaultsWithoutSources() throws {
+    let config = try ConfigurationLoader.load(flags: [:], environment: [:], configFile: nil)
+    #expect(config == ServerConfiguration())
+    #expect(config.host == "127.0.0.1")
+    #expect(config.port == 50051)
+  }
+
+  @Test func precedenceIsFlagThenEnvironmentThenFileThenDefault() throws {
+    let file = try writeConfig(#"{"port": 6001, "host": "127.0.0.2", "drain_timeout_seconds": 7, "log_level": "debug"}"#)
+    let environment = ["ALIGND_PORT": "6002", "ALIGND_HOST": "127.0.0.3", "UNRELATED": "x"]
+    let flags = ["port": "6003"]
+    let config = try ConfigurationLoader.load(flags: flags, environment: environment, configFile: file)
+    #expect(config.port == 6003)  // flag beats environment and file
+    #expect(config.host == "127.0.0.3")  // environment beats file
+    #expect(config.drainTimeoutSeconds == 7)  // file beats default
+    #expect(config.logLevel == "debug")
+    #expect(config.maxRequestBytes == ServerConfiguration().maxRequestBytes)  // default
+  }
+
+  @Test func booleansAndOptionalStrings() throws {
+    let file = try writeConfig(#"{"allow_unauthenticated": true, "keys_file": "/etc/alignd/keys"}"#)
+    let config = try ConfigurationLoader.load(flags: [:], environment: [:], configFile: file)
+    #expect(config.allowUnauthenticated)
+    #expect(config.keysFile == "/etc/alignd/keys")
+    let overridden = try ConfigurationLoader.load(
+      flags: [:], environment: ["ALIGND_ALLOW_UNAUTHENTICATED": "false"], configFile: file)
+    #expect(!overridden.allowUnauthenticated)
+  }
+
+  @Test(arguments: [
+    (["port": "70000"], [String: String](), "flag --port"),
+    (["port": "abc"], [:], "must be an integer"),
+    ([:], ["ALIGND_DRAIN_TIMEOUT_SECONDS": "-1"], "environment ALIGND_DRAIN_TIMEOUT_SECONDS"),
+    ([:], ["ALIGND_LOG_LEVEL": "loud"], "log_level must be one of"),
+    (["no_such_key": "1"], [:], "unknown configuration key 'no_such_key'"),
+  ])
+  func badValuesAreClearErrors(flags: [String: String], environment: [String: String], expected: String) throws {
+    let error = #expect(throws: ConfigurationError.self) {
+      try ConfigurationLoader.load(flags: flags, environment: environment, configFile: nil)
+    }
+    #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+  }
+
+  @Test func badFilesAreClearErrors() throws {
+    let unknownKey = try writeConfig(#"{"prot": 1}"#)
+    let e1 = #expect(throws: ConfigurationError.self) {
+      try ConfigurationLoader.load(flags: [:], environment: [:], configFile: unknownKey)
+    }
+    #expect(e1?.description.contains("unknown configuration key 'prot'") == true)
+
+    let notJSON = try writeConfig("port = 1")
+    let e2 = #expect(throws: ConfigurationError.self) {
+      try ConfigurationLoader.load(flags: [:], environment: [:], configFile: notJSON)
+    }
+    #expect(e2?.description.contains(notJSON) == true)
+
+    let nested = try writeConfig(#"{"port": [1, 2]}"#)
+    let e3 = #expect(throws: ConfigurationError.self) {
+      try ConfigurationLoader.load(flags: [:], environment: [:], configFile: nested)
+    }
+    #expect(e3?.description.contains("'port' must be a string, number or boolean") == true, "\(e3?.description ?? "")")
+
+    #expect(throws: ConfigurationError.self) {
+      try ConfigurationLoader.load(flags: [:], environment: [:], configFile: "/nonexistent/alignd.json")
+    }
+  }
+}
+
+@Suite("API keys file")
+struct APIKeyStoreTests {
+  @Test func parsesAndAuthenticates() throws {
+    let text = """
+      # comment
+      \(APIKeyStore.line(for: "admin-secret", role: .admin, name: "ops"))
+
+      \(APIKeyStore.line(for: "infer-secret", role: .infer, name: "app one"))
+      """
+    let store = try APIKeyStore(parsing: text, source: "keys.txt")
+    #expect(store.entries.count == 2)
+    #expect(store.authenticate(key: "admin-secret")?.role == .admin)
+    #expect(store.authenticate(key: "infer-secret")?.name == "app one")
+    #expect(store.authenticate(key: "infer-secreT") == nil)
+    #expect(store.authenticate(key: "") == nil)
+    // The file holds hashes, never the keys.
+    #expect(!text.contains("admin-secret\n") && !text.contains(" admin-secret "))
+  }
+
+  @Test(arguments: ["root abc", "admin 1234", "admin", "# only a comment"])
+  func rejectsMalformedFiles(text: String) {
+    #expect(throws: ConfigurationError.self) { try APIKeyStore(parsing: text, source: "keys.txt") }
+  }
+}

@@ -1,0 +1,186 @@
+import AlignAPI
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Synchronization
+
+/// Paths of the repository and the built binaries, found from the test binary's location.
+enum TestPaths {
+  static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+  /// The folder holding the built products (the test bundle sits beside `alignd`).
+  static var productsFolder: URL {
+    if let override = ProcessInfo.processInfo.environment["ALIGND_PRODUCTS_DIR"] {
+      return URL(fileURLWithPath: override)
+    }
+    let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    return executable.deletingLastPathComponent()
+  }
+
+  static var alignd: URL { productsFolder.appendingPathComponent("alignd") }
+  static var alignctl: URL { productsFolder.appendingPathComponent("alignctl") }
+
+  static var modelsDir: URL {
+    if let override = ProcessInfo.processInfo.environment["ALIGND_MODELS_DIR"] {
+      return URL(fileURLWithPath: override)
+    }
+    return repositoryRoot.appendingPathComponent("models")
+  }
+
+  static func temporaryFolder() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("alignd-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+  }
+}
+
+struct ServerStartError: Error, CustomStringConvertible {
+  var description: String
+}
+
+/// A real `alignd` process on a free loopback port, with its stderr captured.
+final class ServerProcess: Sendable {
+  let process: Process
+  let port: Int
+  private let output: LockedText
+
+  /// Starts alignd with `arguments` (after `serve`) and waits until it listens.
+  init(arguments: [String] = [], environment: [String: String] = [:], timeout: Duration = .seconds(60)) async throws {
+    let process = Process()
+    process.executableURL = TestPaths.alignd
+    process.arguments = ["serve", "--port", "0", "--models-dir", TestPaths.modelsDir.path] + arguments
+    var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ALIGND_") }
+    env.merge(environment) { $1 }
+    process.environment = env
+    let pipe = Pipe()
+    process.standardError = pipe
+    process.standardOutput = FileHandle.nullDevice
+    let output = LockedText()
+    let (lines, continuation) = AsyncStream.makeStream(of: String.self)
+    pipe.fileHandleForReading.readabilityHandler = { handle in
+      let data = handle.availableData
+      if data.isEmpty {
+        handle.readabilityHandler = nil
+        continuation.finish()
+        return
+      }
+      let text = String(decoding: data, as: UTF8.self)
+      output.append(text)
+      continuation.yield(text)
+    }
+    try process.run()
+    self.process = process
+    self.output = output
+
+    // Wait for the "alignd listening" log line and read the port from it.
+    let found: Int? = try await withThrowingTaskGroup(of: Int?.self) { group in
+      group.addTask {
+        var buffer = ""
+        for await chunk in lines {
+          buffer += chunk
+          if let port = Self.listeningPort(in: buffer) { return port }
+        }
+        return nil
+      }
+      group.addTask {
+        try await Task.sleep(for: timeout)
+        return nil
+      }
+      let first = try await group.next() ?? nil
+      group.cancelAll()
+      return first
+    }
+    guard let port = found else {
+      if process.isRunning { process.terminate() }
+      throw ServerStartError(description: "alignd did not start listening:\n\(output.text)")
+    }
+    self.port = port
+  }
+
+  static func listeningPort(in log: String) -> Int? {
+    for line in log.split(separator: "\n") where line.contains("alignd listening") {
+      // address=[IPv4]127.0.0.1/127.0.0.1:PORT
+      guard let range = line.range(of: "address=") else { continue }
+      let rest = line[range.upperBound...].prefix { $0 != " " }
+      if let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]) {
+        return port
+      }
+    }
+    return nil
+  }
+
+  /// Everything the server logged so far.
+  var log: String { output.text }
+
+  /// Waits for the health check to answer SERVING (models loaded).
+  func waitUntilServing(timeout: Duration = .seconds(120)) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+      let status = try? await withClient { client in
+        try await Grpc_Health_V1_Health.Client(wrapping: client).check(.with { $0.service = "" }).status
+      }
+      if status == .serving { return }
+      guard process.isRunning else {
+        throw ServerStartError(description: "alignd exited while loading:\n\(log)")
+      }
+      try await Task.sleep(for: .milliseconds(100))
+    }
+    throw ServerStartError(description: "alignd did not become SERVING in time:\n\(log)")
+  }
+
+  /// Runs `body` with a client connected to this server.
+  func withClient<Result: Sendable>(
+    _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+  ) async throws -> Result {
+    try await withGRPCClient(
+      transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+    ) { client in
+      try await body(client)
+    }
+  }
+
+  func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+  /// Waits for the process to exit and returns its status.
+  func waitForExit(timeout: Duration = .seconds(60)) async throws -> Int32 {
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning {
+      if ContinuousClock.now > deadline {
+        process.interrupt()
+        kill(process.processIdentifier, SIGKILL)
+        throw ServerStartError(description: "alignd did not exit in time:\n\(log)")
+      }
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    return process.terminationStatus
+  }
+
+  deinit {
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+  }
+}
+
+/// Runs alignd to completion (for commands that should fail at once) and returns status and stderr.
+func runAlignd(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stderr: String) {
+  let process = Process()
+  process.executableURL = TestPaths.alignd
+  process.arguments = arguments
+  var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ALIGND_") }
+  env.merge(environment) { $1 }
+  process.environment = env
+  let pipe = Pipe()
+  process.standardError = pipe
+  process.standardOutput = pipe
+  try process.run()
+  let data = pipe.fileHandleForReading.readDataToEndOfFile()
+  process.waitUntilExit()
+  return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Text appended from a pipe's reader thread and read from tests.
+final class LockedText: Sendable {
+  private let storage = Mutex("")
+  func append(_ text: String) { storage.withLock { $0 += text } }
+  var text: String { storage.withLock { $0 } }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what alignd needs on a Debian 12 machine with Swift 6.3.1, idempotently:
+# system packages (only the missing ones) and the default model (scripts/fetch-models.sh).
+#   scripts/setup.sh          what serving needs
+#   scripts/setup.sh --test   also what the tests need
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+packages=(libopenblas-dev)
+if [[ "${1:-}" == "--test" ]]; then
+  # protoc: the generated-code drift check.
+  packages+=(protobuf-compiler)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if (( ${#missing[@]} > 0 )); then
+  echo "installing system packages: ${missing[*]}" >&2
+  SUDO=""
+  if [[ "$(id -u)" != "0" ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+command -v swift >/dev/null || { echo "error: swift is not on PATH (Swift 6.3.1 is required)" >&2; exit 1; }
+"$ROOT/scripts/fetch-models.sh"

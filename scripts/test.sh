@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up what is missing, builds once (release, tests included) and runs every test:
+# the generated-code drift check, then the Swift test suites (unit and end-to-end against the
+# real alignd binary).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${ALIGND_BUILD_DIR:-$ROOT/.build}"
+"$ROOT/scripts/setup.sh" --test
+
+echo "== generated code drift check" >&2
+"$ROOT/scripts/generate-code.sh" --check
+
+echo "== build" >&2
+"$ROOT/scripts/build.sh" >/dev/null
+
+echo "== tests" >&2
+cd "$ROOT"
+swift test -c release --skip-build --package-path "$ROOT" --scratch-path "$BUILD_DIR" "$@"
