@@ -107,6 +107,11 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "AlignServingTests",
+      dependencies: ["AlignServing"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "AlignServerTests",
       dependencies: [
         "AlignServer",
