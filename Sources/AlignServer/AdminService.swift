@@ -74,6 +74,15 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
         })
       }
       response.loadedModelBytes = models.loadedBytes
+      if let policy = models.policy {
+        let stats = policy.loop.stats
+        response.queues.append(.with {
+          $0.model = policy.version
+          $0.queued = UInt32(stats.queued)
+          $0.capacity = UInt32(stats.capacity)
+          $0.running = UInt32(stats.runningSequences)
+        })
+      }
     }
   }
 }

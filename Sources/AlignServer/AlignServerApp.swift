@@ -1,10 +1,12 @@
 import Foundation
 import AlignAPI
+import AlignEngine
 import AlignServing
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Why the server could not start; `exitCode` follows sysexits where one fits.
 public struct StartupError: Error, CustomStringConvertible {
@@ -82,7 +84,11 @@ public struct AlignServerApp: Sendable {
       HealthService(status: status, services: Set([""] + index.services)),
       ReflectionService(index: index),
       ReflectionServiceV1Alpha(index: index),
-      InferenceService(status: status, models: models),
+      InferenceService(
+        status: status, models: models,
+        limits: GenerationLimits(
+          defaultMaxTokens: config.defaultMaxTokens, maxTokensLimit: config.maxTokensLimit,
+          maxSamples: min(16, config.maxRunningSequences))),
       AdminService(status: status, models: models),
     ]
 
@@ -103,7 +109,13 @@ public struct AlignServerApp: Sendable {
 
     let policyPath = Self.resolve(config.policyModel, against: config.modelsDir)
     let grpcService = GRPCServerService(server: server, status: status, logger: logger)
-    let loader = ModelLoaderService(models: models, status: status, policyPath: policyPath, logger: logger)
+    let loader = ModelLoaderService(
+      models: models, status: status, policyPath: policyPath,
+      scheduler: GenerationScheduler.Configuration(
+        maxRunningSequences: config.maxRunningSequences, maxStepTokens: config.maxStepTokens,
+        queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens),
+      engine: EngineSettings(threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256)),
+      logger: logger)
 
     var groupConfig = ServiceGroupConfiguration(
       services: [
@@ -121,6 +133,7 @@ public struct AlignServerApp: Sendable {
     } catch let error as ServiceGroupError {
       throw StartupError("stopped: \(error)")
     }
+    models.shutdown()
     logger.info("alignd stopped")
   }
 
@@ -170,12 +183,27 @@ struct ModelLoaderService: Service {
   let models: ModelHost
   let status: ServingStatus
   let policyPath: String
+  let scheduler: GenerationScheduler.Configuration
+  let engine: EngineSettings
   let logger: Logger
 
   func run() async throws {
     let start = ContinuousClock.now
+    // Loading is CPU-bound work that cannot stop halfway, so it runs detached and this service
+    // stops waiting for it as soon as it is cancelled or a graceful shutdown begins; otherwise a
+    // slow load would hold up shutdown (and ServiceGroup aborts the process when cancellation
+    // takes too long).
+    let (models, policyPath, scheduler, engine) = (self.models, self.policyPath, self.scheduler, self.engine)
+    let load = Task.detached(priority: .userInitiated) {
+      try await models.loadPolicy(path: policyPath, scheduler: scheduler, engine: engine)
+    }
     do {
-      try await models.loadPolicy(path: policyPath)
+      try await cancelWhenGracefulShutdown {
+        try await Self.waitCancellably(for: load)
+      }
+    } catch is CancellationError {
+      logger.info("model loading abandoned: the server is stopping")
+      return
     } catch {
       status.markFailed("\(error)")
       throw StartupError("cannot load the policy model: \(error)", exitCode: 66)
@@ -187,5 +215,52 @@ struct ModelLoaderService: Service {
         "seconds": "\((ContinuousClock.now - start).formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))",
       ])
     status.markServing()
+  }
+
+  /// Waits for `task`, but returns (throwing CancellationError) as soon as the caller is cancelled.
+  static func waitCancellably(for task: Task<Void, any Error>) async throws {
+    let once = OnceContinuation()
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        once.set(continuation)
+        Task {
+          let result = await task.result
+          once.resume(result)
+        }
+      }
+    } onCancel: {
+      once.resume(.failure(CancellationError()))
+    }
+  }
+}
+
+/// A continuation resumed at most once, by whichever of several racers comes first.
+final class OnceContinuation: Sendable {
+  private struct State {
+    var continuation: CheckedContinuation<Void, any Error>?
+    var early: Result<Void, any Error>?
+  }
+  private let state = Mutex(State())
+
+  func set(_ continuation: CheckedContinuation<Void, any Error>) {
+    let early: Result<Void, any Error>? = state.withLock { state in
+      if let early = state.early { return early }
+      state.continuation = continuation
+      return nil
+    }
+    if let early { continuation.resume(with: early) }
+  }
+
+  func resume(_ result: Result<Void, any Error>) {
+    let continuation: CheckedContinuation<Void, any Error>? = state.withLock { state in
+      if let continuation = state.continuation {
+        state.continuation = nil
+        state.early = .success(())  // mark as done
+        return continuation
+      }
+      if state.early == nil { state.early = result }
+      return nil
+    }
+    continuation?.resume(with: result)
   }
 }

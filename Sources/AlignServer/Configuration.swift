@@ -31,6 +31,20 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var idleTimeoutSeconds: Double = 300
   /// Log level: trace, debug, info, notice, warning, error, critical.
   public var logLevel: String = "info"
+  /// Generation requests waiting per model beyond the running batch; more get RESOURCE_EXHAUSTED.
+  public var queueCapacity: Int = 256
+  /// Most sequences decoding together in one batched step.
+  public var maxRunningSequences: Int = 32
+  /// Most tokens in one forward step (decode tokens plus prefill chunks).
+  public var maxStepTokens: Int = 256
+  /// KV cache size in tokens shared by running sequences (memory: ~46 KB per token for SmolLM2).
+  public var kvCacheTokens: Int = 16384
+  /// Engine worker threads.
+  public var engineThreads: Int = 2
+  /// max_tokens when a request leaves it unset.
+  public var defaultMaxTokens: Int = 256
+  /// Largest max_tokens a request may ask for.
+  public var maxTokensLimit: Int = 2048
 
   public init() {}
 }
@@ -76,6 +90,13 @@ public enum ConfigurationLoader {
     int("max_request_bytes", \.maxRequestBytes, "Largest accepted request message in bytes.", range: 1024...(1 << 30)),
     int("max_concurrent_streams", \.maxConcurrentStreams, "Maximum concurrent HTTP/2 streams per connection.", range: 1...100_000),
     double("idle_timeout_seconds", \.idleTimeoutSeconds, "Idle connections are closed after this long.", min: 1),
+    int("queue_capacity", \.queueCapacity, "Waiting generation requests per model before RESOURCE_EXHAUSTED.", range: 0...1_000_000),
+    int("max_running_sequences", \.maxRunningSequences, "Most sequences decoding together.", range: 1...1024),
+    int("max_step_tokens", \.maxStepTokens, "Most tokens in one forward step.", range: 16...65536),
+    int("kv_cache_tokens", \.kvCacheTokens, "KV cache size in tokens.", range: 256...10_000_000),
+    int("engine_threads", \.engineThreads, "Engine worker threads.", range: 1...256),
+    int("default_max_tokens", \.defaultMaxTokens, "max_tokens when a request leaves it unset.", range: 1...1_000_000),
+    int("max_tokens_limit", \.maxTokensLimit, "Largest max_tokens a request may ask for.", range: 1...1_000_000),
     Key(
       name: "log_level", help: "trace, debug, info, notice, warning, error or critical.",
       apply: { config, raw in

@@ -1,42 +1,311 @@
 import AlignAPI
+import AlignEngine
 import AlignServing
+import Foundation
 import GRPCCore
 
 /// alignd.v1.Inference: validate → schedule → map.
-struct InferenceService: Alignd_V1_Inference.SimpleServiceProtocol {
+struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   let status: ServingStatus
   let models: ModelHost
+  let limits: GenerationLimits
 
   static func missing(_ what: String) -> RPCError {
     RPCError(code: .unimplemented, message: "\(what) is not implemented yet in this alignd build")
   }
 
-  func generate(request: Alignd_V1_GenerateRequest, context: ServerContext) async throws -> Alignd_V1_GenerateResponse {
-    throw Self.missing("Generate (the inference engine and its batch scheduler)")
+  /// The active policy, captured once per request; UNAVAILABLE while loading or draining.
+  func policy() throws -> PolicySnapshot {
+    switch status.phase {
+    case .loading: throw RPCError(code: .unavailable, message: "alignd is loading its models; retry shortly")
+    case .draining: throw RPCError(code: .unavailable, message: "alignd is shutting down")
+    case .failed(let reason): throw RPCError(code: .unavailable, message: "alignd failed to start: \(reason)")
+    case .serving: break
+    }
+    guard let policy = models.policy else { throw RPCError(code: .unavailable, message: "no policy model is loaded") }
+    return policy
+  }
+
+  static func versions(_ policy: PolicySnapshot) -> Alignd_V1_ModelVersions {
+    .with { $0.policy = policy.version }
+  }
+
+  static func responseID(_ prefix: String) -> String {
+    var generator = SystemRandomNumberGenerator()
+    return prefix + "-" + String(format: "%016llx", generator.next() as UInt64)
+  }
+
+  static func finishReason(_ reason: FinishReason) -> Alignd_V1_FinishReason {
+    switch reason {
+    case .stop: return .stop
+    case .length: return .length
+    case .cancelled: return .cancelled
+    case .deadline: return .deadline
+    case .safety: return .safety
+    }
+  }
+
+  static func tokenLogprobs(_ tokens: [ScoredToken], tokenizer: Tokenizer) -> [Alignd_V1_TokenLogprob] {
+    tokens.map { token in
+      .with { entry in
+        entry.tokenID = token.token
+        entry.token = tokenizer.decode([token.token])
+        entry.logprob = token.logprob
+        entry.top = token.top.map { alternative in
+          .with {
+            $0.tokenID = alternative.token
+            $0.token = tokenizer.decode([alternative.token])
+            $0.logprob = alternative.logprob
+          }
+        }
+      }
+    }
+  }
+
+  /// Handles grpc-swift's RPC cancellation signal. It fires when the client cancels or disconnects,
+  /// when the deadline passes, and also when the server begins a graceful shutdown (the transport's
+  /// "quiesce" hint). Draining must let in-flight generations finish, so the hint is ignored then:
+  /// the drain timeout still bounds the work, and a stream whose client is really gone stops at its
+  /// next failed write.
+  func cancelUnlessDraining(_ id: RequestID, on policy: PolicySnapshot) {
+    if status.phase != .draining { policy.loop.cancel(id) }
+  }
+
+  /// Queues a validated request on the policy's engine loop.
+  func submit(_ spec: GenerationSpec, on policy: PolicySnapshot) throws -> (RequestID, AsyncStream<GenerationEvent>) {
+    do {
+      return try policy.loop.submit(spec)
+    } catch {
+      switch error {
+      case .queueFull(let retryAfter):
+        let milliseconds = max(1, Int((retryAfter * 1000).rounded(.up)))
+        throw RPCError(
+          code: .resourceExhausted,
+          message: "the generation queue is full; retry in about \(milliseconds) ms",
+          metadata: ["retry-after-ms": "\(milliseconds)"])
+      case .tooLarge(let needed, let capacity):
+        throw RPCError(
+          code: .invalidArgument,
+          message: "the request needs \(needed) KV cache tokens (prompt + n × max_tokens); the server has \(capacity)")
+      }
+    }
+  }
+
+  // MARK: Generate
+
+  func generate(
+    request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Alignd_V1_GenerateResponse> {
+    let policy = try policy()
+    let validated = try RequestValidation.generate(
+      request.message, model: policy.model, limits: limits, deadline: RequestValidation.deadline(from: request.metadata))
+    let (id, events) = try submit(validated.spec, on: policy)
+    let tokenizer = policy.model.tokenizer
+    var completions = (0..<validated.spec.samples).map { index in
+      Alignd_V1_Completion.with { $0.index = UInt32(index) }
+    }
+    var completionTokens = 0
+    var failure: String? = nil
+    await withRPCCancellationHandler {
+      for await event in events {
+        switch event {
+        case .token(let sample, let text, let tokens):
+          completions[sample].text += text
+          if validated.returnTokenIDs { completions[sample].tokenIds += tokens.map(\.token) }
+          if validated.logprobs > 0 {
+            completions[sample].logprobs += Self.tokenLogprobs(tokens.map(ScoredToken.init), tokenizer: tokenizer)
+          }
+        case .finished(let sample, let reason, let count):
+          completions[sample].finishReason = Self.finishReason(reason)
+          completionTokens += count
+        case .failed(let message):
+          failure = message
+        }
+      }
+    } onCancelRPC: {
+      cancelUnlessDraining(id, on: policy)
+    }
+    if let failure { throw RPCError(code: .internalError, message: failure) }
+    if completions.contains(where: { $0.finishReason == .deadline }) {
+      throw RPCError(code: .deadlineExceeded, message: "the deadline expired before the completion finished")
+    }
+    if completions.contains(where: { $0.finishReason == .cancelled }) {
+      throw RPCError(code: .cancelled, message: "the request was cancelled")
+    }
+    let response = Alignd_V1_GenerateResponse.with {
+      $0.responseID = Self.responseID("gen")
+      $0.completions = completions
+      $0.usage = .with { usage in
+        usage.promptTokens = UInt32(validated.spec.promptTokens.count)
+        usage.completionTokens = UInt32(completionTokens)
+        usage.totalTokens = usage.promptTokens + usage.completionTokens
+      }
+      $0.versions = Self.versions(policy)
+    }
+    return ServerResponse(message: response)
   }
 
   func generateStream(
-    request: Alignd_V1_GenerateRequest, response: RPCWriter<Alignd_V1_GenerateStreamResponse>,
-    context: ServerContext
-  ) async throws {
-    throw Self.missing("GenerateStream (the inference engine and its batch scheduler)")
+    request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
+  ) async throws -> StreamingServerResponse<Alignd_V1_GenerateStreamResponse> {
+    let policy = try policy()
+    let validated = try RequestValidation.generate(
+      request.message, model: policy.model, limits: limits, deadline: RequestValidation.deadline(from: request.metadata))
+    let (id, events) = try submit(validated.spec, on: policy)
+    let responseID = Self.responseID("gen")
+    let tokenizer = policy.model.tokenizer
+    return StreamingServerResponse { writer in
+      var completions = (0..<validated.spec.samples).map { index in
+        Alignd_V1_Completion.with { $0.index = UInt32(index) }
+      }
+      var completionTokens = 0
+      var failure: String? = nil
+      try await withRPCCancellationHandler {
+        for await event in events {
+          switch event {
+          case .token(let sample, let text, let tokens):
+            try await Self.write(cancelling: id, on: policy, to: writer,
+              .with {
+                $0.responseID = responseID
+                $0.chunk = .with { chunk in
+                  chunk.index = UInt32(sample)
+                  chunk.text = text
+                  chunk.tokenIds = tokens.map(\.token)
+                  if validated.logprobs > 0 { chunk.logprobs = Self.tokenLogprobs(tokens.map(ScoredToken.init), tokenizer: tokenizer) }
+                }
+              })
+          case .finished(let sample, let reason, let count):
+            completions[sample].finishReason = Self.finishReason(reason)
+            completionTokens += count
+          case .failed(let message):
+            failure = message
+          }
+        }
+      } onCancelRPC: {
+        cancelUnlessDraining(id, on: policy)
+      }
+      if let failure { throw RPCError(code: .internalError, message: failure) }
+      try await writer.write(
+        .with {
+          $0.responseID = responseID
+          $0.end = .with { end in
+            end.completions = completions
+            end.usage = .with { usage in
+              usage.promptTokens = UInt32(validated.spec.promptTokens.count)
+              usage.completionTokens = UInt32(completionTokens)
+              usage.totalTokens = usage.promptTokens + usage.completionTokens
+            }
+            end.versions = Self.versions(policy)
+          }
+        })
+      return [:]
+    }
   }
 
-  func score(request: Alignd_V1_ScoreRequest, context: ServerContext) async throws -> Alignd_V1_ScoreResponse {
+  /// Writes one stream message; if the client is gone, frees the request's KV slots at once.
+  static func write(
+    cancelling id: RequestID, on policy: PolicySnapshot, to writer: RPCWriter<Alignd_V1_GenerateStreamResponse>,
+    _ message: Alignd_V1_GenerateStreamResponse
+  ) async throws {
+    do {
+      try await writer.write(message)
+    } catch {
+      policy.loop.cancel(id)
+      throw error
+    }
+  }
+
+  // MARK: Tokenize and Logprobs
+
+  func tokenize(
+    request: ServerRequest<Alignd_V1_TokenizeRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Alignd_V1_TokenizeResponse> {
+    let policy = try policy()
+    let model = policy.model
+    let message = request.message
+    var rendered = ""
+    let ids: [Int32]
+    switch message.input {
+    case .text(let text):
+      ids = model.tokenizer.encode(text, addSpecialTokens: message.addSpecialTokens, parseSpecial: true)
+    case .chat(let chat):
+      rendered = try RequestValidation.promptText(prompt: nil, chat: chat, model: model)
+      ids = model.tokenizer.encode(rendered, addSpecialTokens: message.addSpecialTokens, parseSpecial: true)
+    case nil:
+      throw RequestValidation.invalid("give text or chat messages")
+    }
+    return ServerResponse(
+      message: .with {
+        $0.tokenIds = ids
+        $0.tokens = ids.map { model.tokenizer.tokenText($0) ?? "" }
+        $0.rendered = rendered
+        $0.versions = Self.versions(policy)
+      })
+  }
+
+  func logprobs(
+    request: ServerRequest<Alignd_V1_LogprobsRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Alignd_V1_LogprobsResponse> {
+    let policy = try policy()
+    let model = policy.model
+    let message = request.message
+    guard !message.items.isEmpty else { throw RequestValidation.invalid("items is empty") }
+    guard message.topLogprobs <= UInt32(GenerationLimits.maxLogprobs) else {
+      throw RequestValidation.invalid("top_logprobs must be at most \(GenerationLimits.maxLogprobs)")
+    }
+    // Tokenize context and continuation separately so the scored span is exact.
+    var sequences: [[Int32]] = []
+    var contextLengths: [Int] = []
+    for (i, item) in message.items.enumerated() {
+      var contextText = item.context
+      if !item.messages.isEmpty {
+        contextText = try RequestValidation.promptText(
+          prompt: nil, chat: .with { $0.messages = item.messages }, model: model)
+      }
+      guard !item.continuation.isEmpty || !contextText.isEmpty else {
+        throw RequestValidation.invalid("items[\(i)] has no text")
+      }
+      let contextTokens = contextText.isEmpty ? [] : model.encodePrompt(contextText)
+      let continuationTokens = model.tokenizer.encode(
+        item.continuation, addSpecialTokens: contextTokens.isEmpty, parseSpecial: true)
+      sequences.append(contextTokens + continuationTokens)
+      contextLengths.append(contextTokens.count)
+    }
+    let scored: [[ScoredToken]]
+    do {
+      scored = try await policy.loop.teacherForce(sequences, topLogprobs: Int(message.topLogprobs))
+    } catch let error as ValidationError {
+      throw RequestValidation.invalid(error.description)
+    }
+    let tokenizer = model.tokenizer
+    return ServerResponse(
+      message: .with { response in
+        response.responseID = Self.responseID("lp")
+        response.versions = Self.versions(policy)
+        for (k, tokens) in scored.enumerated() {
+          // Entry j scores token j+1; keep only tokens after the context.
+          let kept = tokens.enumerated().filter { $0.offset + 1 >= max(1, contextLengths[k]) }.map(\.element)
+          response.items.append(
+            .with { item in
+              item.contextTokens = UInt32(contextLengths[k])
+              item.tokens = Self.tokenLogprobs(kept, tokenizer: tokenizer)
+              item.totalLogprob = kept.reduce(0) { $0 + Double($1.logprob) }
+            })
+        }
+      })
+  }
+
+  // MARK: Not yet built
+
+  func score(
+    request: ServerRequest<Alignd_V1_ScoreRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Alignd_V1_ScoreResponse> {
     throw Self.missing("Score (reward models and the generative judge)")
   }
 
   func checkSafety(
-    request: Alignd_V1_CheckSafetyRequest, context: ServerContext
-  ) async throws -> Alignd_V1_CheckSafetyResponse {
+    request: ServerRequest<Alignd_V1_CheckSafetyRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Alignd_V1_CheckSafetyResponse> {
     throw Self.missing("CheckSafety (the safety classifiers and policy file)")
-  }
-
-  func tokenize(request: Alignd_V1_TokenizeRequest, context: ServerContext) async throws -> Alignd_V1_TokenizeResponse {
-    throw Self.missing("Tokenize (the policy tokenizer)")
-  }
-
-  func logprobs(request: Alignd_V1_LogprobsRequest, context: ServerContext) async throws -> Alignd_V1_LogprobsResponse {
-    throw Self.missing("Logprobs (the inference engine)")
   }
 }

@@ -1,3 +1,4 @@
+import AlignEngine
 import Foundation
 import Crypto
 import Synchronization
@@ -29,12 +30,17 @@ public final class PolicySnapshot: Sendable {
   public let path: String
   public let sizeBytes: UInt64
   public let sha256: String
+  /// The engine loop serving this checkpoint (continuous batching).
+  public let loop: GenerationLoop
 
-  init(version: String, path: String, sizeBytes: UInt64, sha256: String) {
+  public var model: PolicyModel { loop.model }
+
+  init(version: String, path: String, sizeBytes: UInt64, sha256: String, loop: GenerationLoop) {
     self.version = version
     self.path = path
     self.sizeBytes = sizeBytes
     self.sha256 = sha256
+    self.loop = loop
   }
 }
 
@@ -55,16 +61,37 @@ public final class ModelHost: Sendable {
   /// Bytes of model files loaded.
   public var loadedBytes: UInt64 { policy?.sizeBytes ?? 0 }
 
-  /// Loads a policy checkpoint and makes it active.
-  /// - Throws: ``ModelLoadError`` when the file is missing or unreadable.
-  public func loadPolicy(path: String) async throws {
+  /// Loads a policy checkpoint, starts its engine loop and makes it active.
+  /// - Throws: ``ModelLoadError`` when the file is missing, unreadable or not a supported model.
+  public func loadPolicy(
+    path: String, scheduler: GenerationScheduler.Configuration, engine: EngineSettings
+  ) async throws {
     let snapshot = try await Task.detached(priority: .userInitiated) {
-      try Self.readPolicy(path: path)
+      let (version, size, digest) = try Self.fingerprint(path: path)
+      let model = try PolicyModel(ggufPath: path, version: version, settings: engine)
+      let loop = try GenerationLoop(model: model, configuration: scheduler)
+      return PolicySnapshot(version: version, path: path, sizeBytes: size, sha256: digest, loop: loop)
     }.value
-    policySlot.withLock { $0 = snapshot }
+    // Swapping a loaded policy (drain the old loop while the new one serves) belongs to checkpoint
+    // activation; this initial load refuses to replace one.
+    let replaced = policySlot.withLock { slot -> Bool in
+      guard slot == nil else { return true }
+      slot = snapshot
+      return false
+    }
+    if replaced {
+      snapshot.loop.shutdown()
+      throw ModelLoadError("a policy is already loaded; activate another checkpoint through the Admin service")
+    }
   }
 
-  static func readPolicy(path: String) throws -> PolicySnapshot {
+  /// Stops every engine loop (at shutdown, after draining).
+  public func shutdown() {
+    policy?.loop.shutdown()
+  }
+
+  /// The version string and size of a model file.
+  static func fingerprint(path: String) throws -> (version: String, size: UInt64, sha256: String) {
     guard let handle = FileHandle(forReadingAtPath: path) else {
       throw ModelLoadError("cannot open the policy model \(path) (run scripts/fetch-models.sh for the default model)")
     }
@@ -85,7 +112,6 @@ public final class ModelHost: Sendable {
     let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
     var name = URL(fileURLWithPath: path).lastPathComponent
     if name.hasSuffix(".gguf") { name.removeLast(5) }
-    return PolicySnapshot(
-      version: "\(name)@\(digest.prefix(12))", path: path, sizeBytes: size, sha256: digest)
+    return ("\(name)@\(digest.prefix(12))", size, digest)
   }
 }

@@ -30,6 +30,13 @@ struct ConfigurationFlags: ParsableArguments {
   @Option(help: "Maximum concurrent HTTP/2 streams per connection (default 256).") var maxConcurrentStreams: String?
   @Option(help: "Close idle connections after this many seconds (default 300).") var idleTimeoutSeconds: String?
   @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
+  @Option(help: "Waiting generation requests per model before RESOURCE_EXHAUSTED (default 256).") var queueCapacity: String?
+  @Option(help: "Most sequences decoding together (default 32).") var maxRunningSequences: String?
+  @Option(help: "Most tokens in one forward step (default 256).") var maxStepTokens: String?
+  @Option(help: "KV cache size in tokens (default 16384).") var kvCacheTokens: String?
+  @Option(help: "Engine worker threads (default 2).") var engineThreads: String?
+  @Option(help: "max_tokens when a request leaves it unset (default 256).") var defaultMaxTokens: String?
+  @Option(help: "Largest max_tokens a request may ask for (default 2048).") var maxTokensLimit: String?
 
   /// The flags that were given, by canonical key name.
   var given: [String: String] {
@@ -47,6 +54,13 @@ struct ConfigurationFlags: ParsableArguments {
     flags["max_concurrent_streams"] = maxConcurrentStreams
     flags["idle_timeout_seconds"] = idleTimeoutSeconds
     flags["log_level"] = logLevel
+    flags["queue_capacity"] = queueCapacity
+    flags["max_running_sequences"] = maxRunningSequences
+    flags["max_step_tokens"] = maxStepTokens
+    flags["kv_cache_tokens"] = kvCacheTokens
+    flags["engine_threads"] = engineThreads
+    flags["default_max_tokens"] = defaultMaxTokens
+    flags["max_tokens_limit"] = maxTokensLimit
     return flags
   }
 

@@ -1,0 +1,442 @@
+import CBLAS
+import Foundation
+
+/// Runtime settings: how to run a model (not what the model is).
+public struct EngineSettings: Sendable, Equatable {
+  /// Worker threads for matrix products and attention.
+  public var threads: Int = 2
+  /// Most tokens processed in one internal forward step; longer batches are split into steps.
+  public var maxBatchTokens: Int = 256
+  /// Longest sequence (prompt plus generated tokens) the engine accepts; nil means
+  /// min(model context length, 8192).
+  public var maxContextLength: Int?
+  /// From this many tokens per step on, quantized matrices are dequantized into tiles and multiplied
+  /// with sgemm; below it, dot products run directly on the quantized rows.
+  public var gemmMinTokens: Int = 4
+  /// Below `gemmMinTokens`, quantize activations to 8 bits for Q4_0/Q4_1/Q8_0 weights and use integer
+  /// dot products (llama.cpp's scheme; faster, ~1e-3 relative error). False keeps float activations.
+  public var quantizedActivations: Bool = true
+
+  public init(
+    threads: Int = 2, maxBatchTokens: Int = 256, maxContextLength: Int? = nil, gemmMinTokens: Int = 4,
+    quantizedActivations: Bool = true
+  ) {
+    self.threads = threads
+    self.maxBatchTokens = maxBatchTokens
+    self.maxContextLength = maxContextLength
+    self.gemmMinTokens = gemmMinTokens
+    self.quantizedActivations = quantizedActivations
+  }
+}
+
+/// Which rows of output a batch item wants back.
+public enum LogitsRequest: Sendable, Equatable {
+  /// No output (e.g. a prompt chunk whose logits nobody reads).
+  case none
+  /// The output row of the item's last token (the next-token distribution).
+  case last
+  /// One output row per token of the item (prompt log-probabilities).
+  case all
+}
+
+/// One sequence's share of a batched forward call.
+public struct BatchItem: Sendable, Equatable {
+  /// The sequence; it must exist in the cache. Its new tokens are appended after its cached length.
+  public var sequence: SequenceID
+  /// New tokens to run (a prompt chunk for a new sequence, one token for a running one).
+  public var tokens: [Int32]
+  /// Which output rows to return.
+  public var logits: LogitsRequest
+  /// Also return the final (normed) hidden state at the last token (the feature a reward head reads).
+  public var wantHidden: Bool
+
+  public init(sequence: SequenceID, tokens: [Int32], logits: LogitsRequest = .last, wantHidden: Bool = false) {
+    self.sequence = sequence
+    self.tokens = tokens
+    self.logits = logits
+    self.wantHidden = wantHidden
+  }
+
+  /// Convenience matching the batching layer's vocabulary: all positions or only the last.
+  public init(sequence: SequenceID, tokens: [Int32], wantAllLogits: Bool) {
+    self.init(sequence: sequence, tokens: tokens, logits: wantAllLogits ? .all : .last)
+  }
+}
+
+/// What a forward call returns for one batch item.
+public struct ForwardOutput: Sendable {
+  public let sequence: SequenceID
+  /// Width of one output row: vocabulary size for a causal LM, label count for a classifier.
+  public let width: Int
+  /// Number of rows in `logits` (0, 1, or the item's token count).
+  public let rows: Int
+  /// (rows, width) row-major.
+  public var logits: [Float]
+  /// (hidden) final normed hidden state at the item's last token, when asked.
+  public var hidden: [Float]?
+
+  /// Output row `i`.
+  public func row(_ i: Int) -> ArraySlice<Float> { logits[(i * width)..<((i + 1) * width)] }
+}
+
+/// Runs a `TransformerModel`: owns the activation buffers (sized once) and the thread fan-out.
+///
+/// `forward` is serialized by an internal lock; one engine runs one forward pass at a time. Run
+/// several engines on one model to overlap work.
+public final class Engine: @unchecked Sendable {
+  // Safety: all mutable state (the buffers) is used only while `lock` is held.
+  public let model: TransformerModel
+  public let settings: EngineSettings
+  /// Longest sequence accepted.
+  public let maxContextLength: Int
+  private let lock = NSLock()
+  private let scratch: MatmulScratch
+  private let policy: MatmulPolicy
+  private let outChunk: Int
+
+  // Activation buffers; T = settings.maxBatchTokens.
+  private let x: AlignedBuffer  // (T, hidden) residual stream
+  private let xn: AlignedBuffer  // (T, hidden) normed
+  private let q: AlignedBuffer  // (T, qDim)
+  private let k: AlignedBuffer  // (T, kvDim)
+  private let v: AlignedBuffer  // (T, kvDim)
+  private let att: AlignedBuffer  // (T, qDim) attention output
+  private let gate: AlignedBuffer  // (T, ffn)
+  private let up: AlignedBuffer  // (T, ffn)
+  private let cosTable: AlignedBuffer  // (T, rot/2)
+  private let sinTable: AlignedBuffer  // (T, rot/2)
+  private let scores: AlignedBuffer  // (threads, maxContext)
+  private let outHidden: AlignedBuffer  // (outChunk, hidden)
+  private let outRows: AlignedBuffer  // (outChunk, outputWidth)
+  private var positions: [Int]  // (T)
+  private var tokenPiece: [Int]  // (T) index of the piece each token belongs to
+
+  /// Creates an engine for `model`.
+  /// - Throws: `EngineError.invalidArgument` for non-positive settings.
+  public init(model: TransformerModel, settings: EngineSettings = EngineSettings()) throws {
+    guard settings.threads > 0, settings.maxBatchTokens > 0, settings.gemmMinTokens > 0 else {
+      throw EngineError.invalidArgument("engine settings must be positive: \(settings)")
+    }
+    self.model = model
+    self.settings = settings
+    let hp = model.hyperparameters
+    let ctx = settings.maxContextLength ?? min(hp.contextLength, 8192)
+    guard ctx > 0 else { throw EngineError.invalidArgument("maxContextLength \(ctx)") }
+    maxContextLength = ctx
+    let t = settings.maxBatchTokens
+    let maxCols = max(hp.hiddenSize, hp.qDim, hp.intermediateSize)
+    scratch = MatmulScratch(threads: settings.threads, maxCols: maxCols, maxTokens: t)
+    policy = MatmulPolicy(gemmMinTokens: settings.gemmMinTokens, quantizedActivations: settings.quantizedActivations)
+    outChunk = min(t, 32)
+    x = AlignedBuffer(floats: t * hp.hiddenSize)
+    xn = AlignedBuffer(floats: t * hp.hiddenSize)
+    q = AlignedBuffer(floats: t * hp.qDim)
+    k = AlignedBuffer(floats: t * hp.kvDim)
+    v = AlignedBuffer(floats: t * hp.kvDim)
+    att = AlignedBuffer(floats: t * hp.qDim)
+    gate = AlignedBuffer(floats: t * hp.intermediateSize)
+    up = AlignedBuffer(floats: t * hp.intermediateSize)
+    cosTable = AlignedBuffer(floats: t * hp.ropeDimension / 2)
+    sinTable = AlignedBuffer(floats: t * hp.ropeDimension / 2)
+    scores = AlignedBuffer(floats: settings.threads * ctx)
+    outHidden = AlignedBuffer(floats: outChunk * hp.hiddenSize)
+    outRows = AlignedBuffer(floats: outChunk * hp.outputWidth)
+    positions = [Int](repeating: 0, count: t)
+    tokenPiece = [Int](repeating: 0, count: t)
+    // Our own threads split the work; OpenBLAS runs single-threaded inside each of them.
+    openblas_set_num_threads(1)
+  }
+
+  /// Creates a KV cache sized for this engine's model.
+  public func makeCache(capacityTokens: Int, blockSize: Int = 16) throws -> KVCache {
+    try KVCache(model: model, capacityTokens: capacityTokens, blockSize: blockSize)
+  }
+
+  struct Piece {
+    var item: Int
+    var sequence: SequenceID
+    var start: Int  // offset of the first token in the item
+    var count: Int
+    var position: Int  // cache position of the first token
+    var tokenOffset: Int  // row of the first token in the step's buffers
+    var outputAll: Bool
+    var outputLast: Bool
+    var hidden: Bool
+  }
+
+  /// Advances every item's sequence by its tokens in one batched pass and returns the requested outputs.
+  ///
+  /// Each item's tokens are appended after its sequence's cached length (each sequence at its own
+  /// position). Batches larger than `settings.maxBatchTokens` are split into steps internally.
+  /// - Parameters:
+  ///   - items: at most one item per sequence; every sequence must already exist in `cache`.
+  ///   - cache: the KV cache holding the sequences.
+  /// - Returns: one output per item, in item order.
+  /// - Throws: `EngineError.invalidArgument` (unknown or repeated sequence, token id out of range,
+  ///   context too long), `EngineError.cacheFull` (nothing is changed in that case).
+  public func forward(_ items: [BatchItem], cache: KVCache) throws -> [ForwardOutput] {
+    lock.lock()
+    defer { lock.unlock() }
+    let hp = model.hyperparameters
+    guard cache.layerCount == hp.layerCount, cache.kvDim == hp.kvDim else {
+      throw EngineError.invalidArgument("KV cache was made for another model shape")
+    }
+    var seen = Set<SequenceID>()
+    var totalBlocks = 0
+    for item in items {
+      guard seen.insert(item.sequence).inserted else {
+        throw EngineError.invalidArgument("sequence \(item.sequence) appears twice in one batch")
+      }
+      guard let len = cache.length(of: item.sequence) else {
+        throw EngineError.invalidArgument("unknown sequence \(item.sequence)")
+      }
+      guard !item.tokens.isEmpty else { throw EngineError.invalidArgument("empty token list for \(item.sequence)") }
+      guard len + item.tokens.count <= maxContextLength else {
+        throw EngineError.invalidArgument(
+          "sequence \(item.sequence) would reach \(len + item.tokens.count) tokens, limit \(maxContextLength)")
+      }
+      for t in item.tokens where t < 0 || Int(t) >= hp.vocabSize {
+        throw EngineError.invalidArgument("token id \(t) outside vocabulary of \(hp.vocabSize)")
+      }
+      totalBlocks += cache.blocksNeeded(item.sequence, adding: item.tokens.count)
+    }
+    guard totalBlocks * cache.blockSize <= cache.freeTokens else {
+      throw EngineError.cacheFull(
+        requestedTokens: items.reduce(0) { $0 + $1.tokens.count }, freeTokens: cache.freeTokens)
+    }
+    for item in items { try cache.reserve(item.sequence, adding: item.tokens.count) }
+
+    var outputs = items.map { item -> ForwardOutput in
+      let rows: Int
+      switch item.logits {
+      case .none: rows = 0
+      case .last: rows = 1
+      case .all: rows = item.tokens.count
+      }
+      var o = ForwardOutput(
+        sequence: item.sequence, width: hp.outputWidth, rows: rows, logits: [], hidden: nil)
+      o.logits.reserveCapacity(rows * hp.outputWidth)
+      return o
+    }
+    var done = [Int](repeating: 0, count: items.count)
+    while true {
+      var pieces: [Piece] = []
+      var budget = settings.maxBatchTokens
+      var offset = 0
+      for (i, item) in items.enumerated() where done[i] < item.tokens.count && budget > 0 {
+        let n = min(item.tokens.count - done[i], budget)
+        let isEnd = done[i] + n == item.tokens.count
+        pieces.append(Piece(
+          item: i, sequence: item.sequence, start: done[i], count: n,
+          position: cache.length(of: item.sequence)!, tokenOffset: offset,
+          outputAll: item.logits == .all, outputLast: isEnd && item.logits == .last,
+          hidden: isEnd && item.wantHidden))
+        budget -= n
+        offset += n
+      }
+      if pieces.isEmpty { break }
+      try step(pieces, items: items, cache: cache, outputs: &outputs)
+      for p in pieces {
+        done[p.item] += p.count
+        cache.commit(p.sequence, length: p.position + p.count)
+      }
+    }
+    return outputs
+  }
+
+  private func step(_ pieces: [Piece], items: [BatchItem], cache: KVCache, outputs: inout [ForwardOutput]) throws {
+    let hp = model.hyperparameters
+    let d = hp.hiddenSize
+    let qDim = hp.qDim
+    let kvDim = hp.kvDim
+    let ffn = hp.intermediateSize
+    let headDim = hp.headDim
+    let half = hp.ropeDimension / 2
+    let total = pieces.reduce(0) { $0 + $1.count }
+    let xp = x.floats, xnp = xn.floats, qp = q.floats, kp = k.floats, vp = v.floats
+    let attp = att.floats, gatep = gate.floats, upp = up.floats
+    let cosp = cosTable.floats, sinp = sinTable.floats
+
+    // Embeddings, positions and RoPE angles.
+    for (pi, p) in pieces.enumerated() {
+      let toks = items[p.item].tokens
+      for j in 0..<p.count {
+        let t = p.tokenOffset + j
+        positions[t] = p.position + j
+        tokenPiece[t] = pi
+        model.tokenEmbedding.dequantize(row: Int(toks[p.start + j]), into: xp + t * d)
+        let pos = Float(p.position + j)
+        for i in 0..<half {
+          let angle = pos * model.inverseFrequencies[i]
+          cosp[t * half + i] = cos(angle)
+          sinp[t * half + i] = sin(angle)
+        }
+      }
+    }
+    let blockLists = pieces.map { cache.blocks(of: $0.sequence) }
+
+    for (li, layer) in model.layers.enumerated() {
+      rmsNorm(xp, layer.attnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
+      matmul(layer.wq, xnp, tokens: total, qp, scratch: scratch, policy: policy)
+      matmul(layer.wk, xnp, tokens: total, kp, scratch: scratch, policy: policy)
+      matmul(layer.wv, xnp, tokens: total, vp, scratch: scratch, policy: policy)
+      if let bq = layer.bq, let bk = layer.bk, let bv = layer.bv {
+        for t in 0..<total {
+          for i in 0..<qDim { qp[t * qDim + i] += bq[i] }
+          for i in 0..<kvDim {
+            kp[t * kvDim + i] += bk[i]
+            vp[t * kvDim + i] += bv[i]
+          }
+        }
+      }
+      if let qn = layer.qNorm, let kn = layer.kNorm {
+        rmsNorm(qp, qn, qp, rows: total * hp.headCount, dim: headDim, eps: hp.rmsNormEps)
+        rmsNorm(kp, kn, kp, rows: total * hp.kvHeadCount, dim: headDim, eps: hp.rmsNormEps)
+      }
+      applyRope(qp, tokens: total, heads: hp.headCount, headDim: headDim, half: half, style: hp.ropeStyle)
+      applyRope(kp, tokens: total, heads: hp.kvHeadCount, headDim: headDim, half: half, style: hp.ropeStyle)
+
+      // Write this step's keys and values into the cache.
+      for (pi, p) in pieces.enumerated() {
+        blockLists[pi].withUnsafeBufferPointer { bl in
+          for j in 0..<p.count {
+            let t = p.tokenOffset + j
+            let o = cache.offset(blocks: bl, layer: li, position: p.position + j)
+            (cache.keys.floats + o).update(from: kp + t * kvDim, count: kvDim)
+            (cache.values.floats + o).update(from: vp + t * kvDim, count: kvDim)
+          }
+        }
+      }
+      attention(layer: li, pieces: pieces, blockLists: blockLists, total: total, cache: cache)
+      matmul(layer.wo, attp, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy)
+
+      rmsNorm(xp, layer.ffnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
+      matmul(layer.wGate, xnp, tokens: total, gatep, scratch: scratch, policy: policy)
+      matmul(layer.wUp, xnp, tokens: total, upp, scratch: scratch, policy: policy)
+      swiGLU(gatep, upp, total * ffn)
+      matmul(layer.wDown, gatep, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy)
+    }
+
+    // Output rows: gather the wanted tokens, norm, project, copy out in chunks.
+    var wanted: [(piece: Int, token: Int)] = []
+    for (pi, p) in pieces.enumerated() {
+      if p.outputAll {
+        for j in 0..<p.count { wanted.append((pi, p.tokenOffset + j)) }
+      } else if p.outputLast {
+        wanted.append((pi, p.tokenOffset + p.count - 1))
+      }
+      if p.hidden {
+        let t = p.tokenOffset + p.count - 1
+        var h = [Float](repeating: 0, count: d)
+        h.withUnsafeMutableBufferPointer { hb in
+          rmsNorm(xp + t * d, model.outputNorm, hb.baseAddress!, rows: 1, dim: d, eps: hp.rmsNormEps)
+        }
+        outputs[p.item].hidden = h
+      }
+    }
+    let width = hp.outputWidth
+    var c = 0
+    while c < wanted.count {
+      let n = min(outChunk, wanted.count - c)
+      for r in 0..<n {
+        rmsNorm(xp + wanted[c + r].token * d, model.outputNorm, outHidden.floats + r * d, rows: 1, dim: d, eps: hp.rmsNormEps)
+      }
+      matmul(model.output, outHidden.floats, tokens: n, outRows.floats, scratch: scratch, policy: policy)
+      for r in 0..<n {
+        let item = pieces[wanted[c + r].piece].item
+        outputs[item].logits.append(contentsOf: UnsafeBufferPointer(start: outRows.floats + r * width, count: width))
+      }
+      c += n
+    }
+  }
+
+  private func applyRope(
+    _ buf: UnsafeMutablePointer<Float>, tokens: Int, heads: Int, headDim: Int, half: Int, style: RopeStyle
+  ) {
+    let cosp = cosTable.floats, sinp = sinTable.floats
+    for t in 0..<tokens {
+      let cs = cosp + t * half
+      let sn = sinp + t * half
+      for h in 0..<heads {
+        let p = buf + (t * heads + h) * headDim
+        switch style {
+        case .halves:
+          for i in 0..<half {
+            let x0 = p[i], x1 = p[i + half]
+            p[i] = x0 * cs[i] - x1 * sn[i]
+            p[i + half] = x0 * sn[i] + x1 * cs[i]
+          }
+        case .interleaved:
+          for i in 0..<half {
+            let x0 = p[2 * i], x1 = p[2 * i + 1]
+            p[2 * i] = x0 * cs[i] - x1 * sn[i]
+            p[2 * i + 1] = x0 * sn[i] + x1 * cs[i]
+          }
+        }
+      }
+    }
+  }
+
+  /// Causal attention of every new token over its own sequence's cached keys and values.
+  private func attention(layer li: Int, pieces: [Piece], blockLists: [[Int32]], total: Int, cache: KVCache) {
+    let hp = model.hyperparameters
+    let heads = hp.headCount
+    let headDim = hp.headDim
+    let group = hp.headCount / hp.kvHeadCount
+    let qDim = hp.qDim
+    let kvDim = hp.kvDim
+    let scale = 1 / Float(headDim).squareRoot()
+    let qp = q.floats, attp = att.floats
+    let kc = cache.keys.floats, vc = cache.values.floats
+    let bs = cache.blockSize
+    let layerStride = bs * kvDim
+    let blockStride = hp.layerCount * layerStride
+    let ctx = maxContextLength
+    let scoreBase = scores.floats
+    positions.withUnsafeBufferPointer { posb in
+      tokenPiece.withUnsafeBufferPointer { tpb in
+        parallelChunks(total * heads, parts: settings.threads, pool: scratch.pool) { tid, range in
+          let sc = scoreBase + tid * ctx
+          for unit in range {
+            let t = unit / heads
+            let h = unit % heads
+            let kvh = h / group
+            let pos = posb[t]
+            let blocks = blockLists[tpb[t]]
+            let qv = qp + t * qDim + h * headDim
+            let n = pos + 1
+            var maxScore = -Float.infinity
+            blocks.withUnsafeBufferPointer { bl in
+              var j = 0
+              var bi = 0
+              while j < n {
+                let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim
+                let cnt = min(bs, n - j)
+                for o in 0..<cnt {
+                  let s = dotF32(qv, kc + base + o * kvDim, headDim) * scale
+                  sc[j + o] = s
+                  if s > maxScore { maxScore = s }
+                }
+                j += cnt
+                bi += 1
+              }
+              let sum = expShiftedInPlace(sc, n, shift: maxScore)
+              let inv = 1 / sum
+              let out = attp + t * qDim + h * headDim
+              out.update(repeating: 0, count: headDim)
+              j = 0
+              bi = 0
+              while j < n {
+                let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim
+                let cnt = min(bs, n - j)
+                for o in 0..<cnt { axpy(sc[j + o] * inv, vc + base + o * kvDim, out, headDim) }
+                j += cnt
+                bi += 1
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,533 @@
+import AlignEngine
+import Dispatch
+import Foundation
+import Synchronization
+
+/// A validated generation request, ready for the scheduler.
+public struct GenerationSpec: Sendable {
+  public var promptTokens: [Int32]
+  public var maxTokens: Int
+  /// Completions sharing the prompt's prefill (n).
+  public var samples: Int
+  public var sampling: SamplingParameters
+  /// Generation stops before any of these strings; the stop string is not returned.
+  public var stopStrings: [String]
+  /// Token ids that end a completion besides the model's own end tokens.
+  public var extraStopTokenIDs: Set<Int32>
+  public var ignoreEOS: Bool
+  public var priority: RequestPriority
+  public var deadline: ContinuousClock.Instant?
+
+  public init(
+    promptTokens: [Int32], maxTokens: Int, samples: Int = 1, sampling: SamplingParameters = .init(),
+    stopStrings: [String] = [], extraStopTokenIDs: Set<Int32> = [], ignoreEOS: Bool = false,
+    priority: RequestPriority = .normal, deadline: ContinuousClock.Instant? = nil
+  ) {
+    self.promptTokens = promptTokens
+    self.maxTokens = maxTokens
+    self.samples = samples
+    self.sampling = sampling
+    self.stopStrings = stopStrings
+    self.extraStopTokenIDs = extraStopTokenIDs
+    self.ignoreEOS = ignoreEOS
+    self.priority = priority
+    self.deadline = deadline
+  }
+}
+
+/// What a request's event stream carries, in order per sample; the stream ends after every sample
+/// has finished.
+public enum GenerationEvent: Sendable, Equatable {
+  /// New text of sample `sample` (never half a UTF-8 character) and the tokens that produced it.
+  case token(sample: Int, text: String, tokens: [SampledToken])
+  case finished(sample: Int, reason: FinishReason, completionTokens: Int)
+  /// The engine failed; the request cannot continue.
+  case failed(String)
+}
+
+/// A token of a given text with its log-probability under the model and the likeliest alternatives.
+public struct ScoredToken: Sendable, Equatable {
+  public var token: Int32
+  public var logprob: Float
+  public var top: [TokenLogprob]
+
+  public init(token: Int32, logprob: Float, top: [TokenLogprob]) {
+    self.token = token
+    self.logprob = logprob
+    self.top = top
+  }
+
+  public init(_ sampled: SampledToken) {
+    self.init(token: sampled.token, logprob: sampled.logprob, top: sampled.topLogprobs)
+  }
+}
+
+/// Live counters of the loop, for status and tests.
+public struct GenerationLoopStats: Sendable, Equatable {
+  public var queued: Int
+  public var runningSequences: Int
+  public var capacity: Int
+  /// Forward steps run so far.
+  public var steps: UInt64
+  /// Sequences whose KV slot was released (finished, cancelled or expired).
+  public var releasedSlots: UInt64
+  /// Largest number of sequences decoded in one step.
+  public var maxDecodeBatch: Int
+}
+
+/// One engine loop per loaded policy: continuous batching on a dedicated thread.
+///
+/// Every step it asks the ``GenerationScheduler`` what to run (decode tokens of running sequences
+/// plus prefill chunks of new ones), runs one batched forward pass, samples, streams tokens out and
+/// records them. Requests join between steps. The forward pass is CPU-bound work of tens of
+/// milliseconds, so it runs on its own thread rather than on Swift's cooperative pool, where it
+/// would starve the network event handlers.
+///
+/// Thread-safety: the scheduler and the request table live behind `shared` (a Mutex) and are
+/// touched by submitters and the loop; `slots` (samplers, detokenizers) is touched only by the
+/// loop thread, which is why the class is `@unchecked Sendable`.
+public final class GenerationLoop: @unchecked Sendable {
+  struct RequestContext {
+    var spec: GenerationSpec
+    var continuation: AsyncStream<GenerationEvent>.Continuation
+    var finishedSamples: Set<Int> = []
+  }
+
+  struct Shared {
+    var scheduler: GenerationScheduler
+    var requests: [RequestID: RequestContext] = [:]
+    var nextID: RequestID = 1
+    var stopped = false
+    var stats: GenerationLoopStats
+    var jobs: [TeacherForcingJob] = []
+  }
+
+  /// Teacher-forced forward passes (prompt log-probabilities), batched together between steps.
+  struct TeacherForcingJob {
+    var sequences: [[Int32]]
+    var topLogprobs: Int
+    var continuation: CheckedContinuation<[[ScoredToken]], any Error>
+  }
+
+  struct SlotContext {
+    var request: RequestID
+    var sample: Int
+    var sampler: Sampler
+    var detokenizer: StreamingDetokenizer
+    /// Decoded text held back because it might begin a stop string.
+    var held = ""
+    var generated = 0
+    var promptLength: Int
+    var done = false
+  }
+
+  public let model: PolicyModel
+  private let shared: Mutex<Shared>
+  private let wake = DispatchSemaphore(value: 0)
+  private let cache: KVCache
+  private let origin = ContinuousClock.now
+  /// Loop-thread only.
+  private var slots: [SlotID: SlotContext] = [:]
+  private let finishedThread = DispatchSemaphore(value: 0)
+
+  /// Creates the loop and starts its thread.
+  /// - Throws: when the KV cache cannot be allocated.
+  public init(model: PolicyModel, configuration: GenerationScheduler.Configuration) throws {
+    self.model = model
+    // Room for the generation reservations plus one context of teacher-forcing work.
+    self.cache = try model.engine.makeCache(
+      capacityTokens: configuration.kvCapacityTokens + model.contextLength)
+    let stats = GenerationLoopStats(
+      queued: 0, runningSequences: 0, capacity: configuration.queueCapacity, steps: 0, releasedSlots: 0,
+      maxDecodeBatch: 0)
+    self.shared = Mutex(Shared(scheduler: GenerationScheduler(configuration: configuration), stats: stats))
+    let thread = Thread { [self] in
+      self.run()
+      self.finishedThread.signal()
+    }
+    thread.name = "alignd-generation"
+    thread.start()
+  }
+
+  /// Queues a request. Returns its id (for ``cancel(_:)``) and its event stream.
+  /// - Throws: ``GenerationScheduler/AdmissionError`` when the queue is full or the request can
+  ///   never fit.
+  public func submit(_ spec: GenerationSpec) throws(GenerationScheduler.AdmissionError) -> (
+    id: RequestID, events: AsyncStream<GenerationEvent>
+  ) {
+    let (stream, continuation) = AsyncStream.makeStream(of: GenerationEvent.self)
+    let now = seconds(ContinuousClock.now)
+    let deadline = spec.deadline.map { seconds($0) }
+    let id: RequestID = try shared.withLock { (state: inout Shared) throws(GenerationScheduler.AdmissionError) -> RequestID in
+      let id = state.nextID
+      state.nextID += 1
+      try state.scheduler.submit(
+        .init(
+          id: id, promptTokens: spec.promptTokens, maxTokens: spec.maxTokens, samples: spec.samples,
+          priority: spec.priority, deadline: deadline),
+        now: now)
+      state.requests[id] = RequestContext(spec: spec, continuation: continuation)
+      state.stats.queued = state.scheduler.queuedCount
+      return id
+    }
+    wake.signal()
+    return (id, stream)
+  }
+
+  /// Cancels a request; its KV slots are freed at the next step.
+  public func cancel(_ id: RequestID) {
+    shared.withLock { $0.scheduler.cancel(id) }
+    wake.signal()
+  }
+
+  /// Log-probabilities of every token of each sequence given the tokens before it, computed in
+  /// one batched forward pass with whatever other such requests arrived meanwhile (dynamic
+  /// batching between generation steps). Returns, per sequence, one entry per token after the
+  /// first, with the `topLogprobs` most likely alternatives at that position.
+  /// - Throws: ``ValidationError`` when the sequences exceed the context; engine errors.
+  public func teacherForce(_ sequences: [[Int32]], topLogprobs: Int = 0) async throws -> [[ScoredToken]] {
+    let total = sequences.reduce(0) { $0 + $1.count }
+    guard sequences.allSatisfy({ !$0.isEmpty }), total <= model.contextLength else {
+      throw ValidationError(
+        "the texts hold \(total) tokens in all; at most \(model.contextLength) fit one request")
+    }
+    return try await withCheckedThrowingContinuation { continuation in
+      let accepted = shared.withLock { state -> Bool in
+        guard !state.stopped else { return false }
+        state.jobs.append(
+          TeacherForcingJob(sequences: sequences, topLogprobs: topLogprobs, continuation: continuation))
+        return true
+      }
+      if accepted {
+        wake.signal()
+      } else {
+        continuation.resume(throwing: ValidationError("the server is shutting down"))
+      }
+    }
+  }
+
+  /// Current counters.
+  public var stats: GenerationLoopStats { shared.withLock { $0.stats } }
+
+  /// Stops the loop thread after the current step; queued and running requests fail.
+  public func shutdown() {
+    let wasRunning = shared.withLock { state -> Bool in
+      defer { state.stopped = true }
+      return !state.stopped
+    }
+    guard wasRunning else { return }
+    wake.signal()
+    finishedThread.wait()
+  }
+
+  private func seconds(_ instant: ContinuousClock.Instant) -> Double {
+    let d = instant - origin
+    return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+  }
+
+  // MARK: The loop (loop thread only)
+
+  private func run() {
+    while true {
+      let now = seconds(ContinuousClock.now)
+      let (step, stopped, admittedSpecs, jobs) = shared.withLock {
+        state -> (GenerationScheduler.Step, Bool, [RequestID: GenerationSpec], [TeacherForcingJob]) in
+        let jobs = state.jobs
+        state.jobs.removeAll()
+        if state.stopped { return (GenerationScheduler.Step(), true, [:], jobs) }
+        let step = state.scheduler.schedule(now: now)
+        var specs: [RequestID: GenerationSpec] = [:]
+        for id in step.admitted { specs[id] = state.requests[id]?.spec }
+        state.stats.queued = state.scheduler.queuedCount
+        state.stats.runningSequences = state.scheduler.runningSequenceCount
+        return (step, false, specs, jobs)
+      }
+      if stopped {
+        for job in jobs { job.continuation.resume(throwing: ValidationError("the server is shutting down")) }
+        failAll("the server is shutting down")
+        return
+      }
+      runTeacherForcing(jobs)
+      apply(step, admittedSpecs: admittedSpecs)
+      if step.isIdle {
+        if jobs.isEmpty { _ = wake.wait(timeout: .now() + .milliseconds(50)) }
+        continue
+      }
+      execute(step)
+    }
+  }
+
+  /// Runs pending teacher-forcing jobs in as few forward calls as the context budget allows.
+  private func runTeacherForcing(_ jobs: [TeacherForcingJob]) {
+    var index = 0
+    while index < jobs.count {
+      // Pack jobs while their tokens fit one context's worth of reserved cache.
+      var group: [TeacherForcingJob] = []
+      var tokens = 0
+      while index < jobs.count {
+        let size = jobs[index].sequences.reduce(0) { $0 + $1.count }
+        if !group.isEmpty && tokens + size > model.contextLength { break }
+        group.append(jobs[index])
+        tokens += size
+        index += 1
+      }
+      var items: [BatchItem] = []
+      var nextSlot = Self.teacherForcingSlotBase
+      for job in group {
+        for sequence in job.sequences {
+          items.append(BatchItem(sequence: SequenceID(nextSlot), tokens: sequence, logits: .all))
+          nextSlot += 1
+        }
+      }
+      do {
+        for item in items { try cache.addSequence(item.sequence) }
+        defer { for item in items { cache.removeSequence(item.sequence) } }
+        let outputs = try model.engine.forward(items, cache: cache)
+        var offset = 0
+        for job in group {
+          var results: [[ScoredToken]] = []
+          for (k, sequence) in job.sequences.enumerated() {
+            let output = outputs[offset + k]
+            var scored: [ScoredToken] = []
+            for i in 1..<max(1, sequence.count) {
+              let row = output.row(i - 1)
+              scored.append(
+                ScoredToken(
+                  token: sequence[i], logprob: logprob(of: sequence[i], in: row),
+                  top: job.topLogprobs > 0 ? AlignEngine.topLogprobs(row, n: job.topLogprobs) : []))
+            }
+            results.append(scored)
+          }
+          offset += job.sequences.count
+          job.continuation.resume(returning: results)
+        }
+      } catch {
+        for job in group { job.continuation.resume(throwing: error) }
+      }
+    }
+  }
+
+  /// Sequence ids for teacher forcing start here, far above any generation slot.
+  static let teacherForcingSlotBase = 1 << 30
+
+  private func apply(_ step: GenerationScheduler.Step, admittedSpecs: [RequestID: GenerationSpec]) {
+    for (request, reason) in step.ended {
+      endRequest(request, reason: reason)
+    }
+    for slot in step.releasedSlots {
+      cache.removeSequence(SequenceID(slot))
+      slots[slot] = nil
+    }
+    if !step.releasedSlots.isEmpty {
+      shared.withLock { $0.stats.releasedSlots += UInt64(step.releasedSlots.count) }
+    }
+    // Create the sampling state of newly admitted requests: slot order = sample order.
+    for item in step.items where admittedSpecs[item.request] != nil && slots[item.slot] == nil {
+      guard let spec = admittedSpecs[item.request] else { continue }
+      let sampleSlots = scheduledSlots(of: item.request, in: step)
+      for (sample, slot) in sampleSlots.enumerated() {
+        var parameters = spec.sampling
+        // Distinct, reproducible streams per sample: sample i of seed s is the same whatever else runs.
+        parameters.seed = spec.sampling.seed &+ UInt64(sample) &* 0x9E37_79B9_7F4A_7C15
+        guard let sampler = try? Sampler(parameters: parameters, promptTokens: spec.promptTokens) else { continue }
+        slots[slot] = SlotContext(
+          request: item.request, sample: sample, sampler: sampler,
+          detokenizer: StreamingDetokenizer(tokenizer: model.tokenizer), promptLength: spec.promptTokens.count)
+      }
+      try? cache.addSequence(SequenceID(item.slot))
+    }
+  }
+
+  /// The slots of a request in sample order (the prefill slot first, then its fork targets).
+  private func scheduledSlots(of request: RequestID, in step: GenerationScheduler.Step) -> [SlotID] {
+    guard let item = step.items.first(where: { $0.request == request }) else { return [] }
+    if !item.sampleSlots.isEmpty { return item.sampleSlots }
+    // A multi-chunk prefill: siblings are only known at the last chunk; the first slot is sample 0.
+    return [item.slot]
+  }
+
+  private func execute(_ step: GenerationScheduler.Step) {
+    let batch = step.items.map { item in
+      BatchItem(sequence: SequenceID(item.slot), tokens: item.tokens, logits: item.sampleSlots.isEmpty ? .none : .last)
+    }
+    let outputs: [ForwardOutput]
+    do {
+      outputs = try model.engine.forward(batch, cache: cache)
+      for fork in step.forks {
+        try cache.fork(SequenceID(fork.from), into: SequenceID(fork.to))
+      }
+    } catch {
+      for request in Set(step.items.map(\.request)) {
+        failRequest(request, message: "the engine failed: \(error)")
+      }
+      return
+    }
+    let decodeCount = step.items.filter { $0.tokens.count == 1 && !$0.sampleSlots.isEmpty }.count
+    shared.withLock { state in
+      state.stats.steps += 1
+      state.stats.maxDecodeBatch = max(state.stats.maxDecodeBatch, decodeCount)
+    }
+
+    for (index, item) in step.items.enumerated() where !item.sampleSlots.isEmpty {
+      let output = outputs[index]
+      guard output.rows > 0 else { continue }
+      let logits = output.row(output.rows - 1)
+      for (sampleIndex, slot) in item.sampleSlots.enumerated() {
+        if slots[slot] == nil, let first = slots[item.slot] {
+          // A fork target created at the end of a multi-chunk prefill.
+          var parameters = first.sampler.parameters
+          parameters.seed = (shared.withLock { $0.requests[item.request]?.spec.sampling.seed } ?? 0)
+            &+ UInt64(sampleIndex) &* 0x9E37_79B9_7F4A_7C15
+          let prompt = shared.withLock { $0.requests[item.request]?.spec.promptTokens } ?? []
+          if let sampler = try? Sampler(parameters: parameters, promptTokens: prompt) {
+            slots[slot] = SlotContext(
+              request: item.request, sample: sampleIndex, sampler: sampler,
+              detokenizer: StreamingDetokenizer(tokenizer: model.tokenizer), promptLength: first.promptLength)
+          }
+        }
+        sampleAndEmit(slot: slot, logits: logits)
+      }
+    }
+  }
+
+  private func sampleAndEmit(slot: SlotID, logits: ArraySlice<Float>) {
+    guard var context = slots[slot], !context.done else { return }
+    guard let spec = shared.withLock({ $0.requests[context.request]?.spec }) else { return }
+    let sampled: SampledToken
+    do {
+      sampled = try context.sampler.sample(logits)
+    } catch {
+      failRequest(context.request, message: "sampling failed: \(error)")
+      return
+    }
+    let token = sampled.token
+    var finish: FinishReason? = nil
+    var text = ""
+    var emittedTokens: [SampledToken] = []
+    let isEnd = spec.extraStopTokenIDs.contains(token) || (!spec.ignoreEOS && model.stopTokenIDs.contains(token))
+    if isEnd {
+      // The end token itself is not part of the completion; release held-back text.
+      text = context.held + context.detokenizer.finish()
+      context.held = ""
+      finish = .stop
+    } else {
+      context.generated += 1
+      emittedTokens = [sampled]
+      context.held += context.detokenizer.append(token)
+      if let (prefix, matched) = Self.findStop(in: context.held, stops: spec.stopStrings), matched {
+        text = prefix
+        context.held = ""
+        finish = .stop
+      } else {
+        let keep = Self.heldSuffixLength(context.held, stops: spec.stopStrings)
+        let cut = context.held.index(context.held.endIndex, offsetBy: -keep)
+        text = String(context.held[..<cut])
+        context.held = String(context.held[cut...])
+      }
+      if finish == nil
+        && (context.generated >= spec.maxTokens || context.promptLength + context.generated >= model.contextLength)
+      {
+        text += context.held + context.detokenizer.finish()
+        context.held = ""
+        finish = .length
+      }
+    }
+    context.done = finish != nil
+    slots[slot] = context
+
+    let sample = context.sample
+    let generated = context.generated
+    shared.withLock { state in
+      state.scheduler.record(slot: slot, token: token, finish: finish)
+      guard var request = state.requests[context.request] else { return }
+      if !text.isEmpty || !emittedTokens.isEmpty {
+        request.continuation.yield(.token(sample: sample, text: text, tokens: emittedTokens))
+      }
+      if let finish {
+        request.continuation.yield(.finished(sample: sample, reason: finish, completionTokens: generated))
+        request.finishedSamples.insert(sample)
+        if request.finishedSamples.count == request.spec.samples {
+          request.continuation.finish()
+          state.requests[context.request] = nil
+          return
+        }
+      }
+      state.requests[context.request] = request
+    }
+  }
+
+  /// Finds the earliest stop string in `text`: the text before it and whether one matched.
+  static func findStop(in text: String, stops: [String]) -> (String, Bool)? {
+    var best: String.Index? = nil
+    for stop in stops where !stop.isEmpty {
+      if let range = text.range(of: stop), best == nil || range.lowerBound < best! {
+        best = range.lowerBound
+      }
+    }
+    guard let best else { return nil }
+    return (String(text[..<best]), true)
+  }
+
+  /// Length (in characters) of the longest suffix of `text` that is a proper prefix of a stop string.
+  static func heldSuffixLength(_ text: String, stops: [String]) -> Int {
+    var longest = 0
+    for stop in stops where !stop.isEmpty {
+      var length = min(stop.count - 1, text.count)
+      while length > longest {
+        if text.hasSuffix(stop.prefix(length)) {
+          longest = length
+          break
+        }
+        length -= 1
+      }
+    }
+    return longest
+  }
+
+  private func endRequest(_ id: RequestID, reason: FinishReason) {
+    let counts: [Int: Int] = Dictionary(
+      slots.values.filter { $0.request == id }.map { ($0.sample, $0.generated) }, uniquingKeysWith: { a, _ in a })
+    // Flush text held back for stop-string matching: it was generated and belongs to the answer.
+    var flushed: [Int: String] = [:]
+    for (slot, var context) in slots where context.request == id && !context.done {
+      flushed[context.sample] = context.held + context.detokenizer.finish()
+      context.held = ""
+      context.done = true
+      slots[slot] = context
+    }
+    shared.withLock { state in
+      guard let request = state.requests.removeValue(forKey: id) else { return }
+      for sample in 0..<request.spec.samples where !request.finishedSamples.contains(sample) {
+        if let text = flushed[sample], !text.isEmpty {
+          request.continuation.yield(.token(sample: sample, text: text, tokens: []))
+        }
+        request.continuation.yield(.finished(sample: sample, reason: reason, completionTokens: counts[sample] ?? 0))
+      }
+      request.continuation.finish()
+    }
+  }
+
+  private func failRequest(_ id: RequestID, message: String) {
+    shared.withLock { state in
+      state.scheduler.cancel(id)
+      guard let request = state.requests.removeValue(forKey: id) else { return }
+      request.continuation.yield(.failed(message))
+      request.continuation.finish()
+    }
+    for (slot, var context) in slots where context.request == id {
+      context.done = true
+      slots[slot] = context
+    }
+  }
+
+  private func failAll(_ message: String) {
+    let requests = shared.withLock { state -> [RequestContext] in
+      defer { state.requests.removeAll() }
+      return Array(state.requests.values)
+    }
+    for request in requests {
+      request.continuation.yield(.failed(message))
+      request.continuation.finish()
+    }
+  }
+}

@@ -1,0 +1,69 @@
+import AlignEngine
+import Foundation
+
+/// A fully loaded, immutable policy checkpoint: weights, tokenizer, chat template and the facts
+/// the serving layer needs (stop tokens, context length). Shared by every request admitted on it.
+public final class PolicyModel: Sendable {
+  public let version: String
+  public let engine: Engine
+  public let tokenizer: Tokenizer
+  public let chatTemplate: ChatTemplate?
+  /// Token ids that end a completion unless `ignore_eos` is set.
+  public let stopTokenIDs: Set<Int32>
+  public let bosText: String
+  public let eosText: String
+
+  /// Loads a GGUF policy.
+  /// - Throws: ``ModelLoadError`` naming the file and the problem.
+  public init(ggufPath path: String, version: String, settings: EngineSettings = EngineSettings()) throws {
+    do {
+      let model = try TransformerModel(ggufPath: path)
+      let gguf = try GGUFFile(path: path)
+      let description = try TokenizerDescription(gguf: gguf)
+      let tokenizer = try Tokenizer(description)
+      self.engine = try Engine(model: model, settings: settings)
+      self.tokenizer = tokenizer
+      self.chatTemplate = try description.chatTemplate.map { try ChatTemplate(source: $0) }
+      var stops = Set(model.metadata.eosTokenIDs)
+      if let eos = description.eosTokenID { stops.insert(eos) }
+      if let eot = description.eotTokenID { stops.insert(eot) }
+      self.stopTokenIDs = stops
+      self.bosText = description.bosTokenID.flatMap { tokenizer.tokenText($0) } ?? ""
+      self.eosText = description.eosTokenID.flatMap { tokenizer.tokenText($0) } ?? ""
+    } catch let error as ModelLoadError {
+      throw error
+    } catch {
+      throw ModelLoadError("\(path): \(error)")
+    }
+    self.version = version
+  }
+
+  /// Longest prompt plus completion the engine accepts.
+  public var contextLength: Int { engine.maxContextLength }
+
+  /// Renders a conversation with the model's chat template.
+  /// - Throws: ``ModelLoadError`` when the model has no template or the template rejects the input.
+  public func renderChat(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+    guard let chatTemplate else {
+      throw ValidationError("the policy model has no chat template; send a raw prompt")
+    }
+    do {
+      return try chatTemplate.render(
+        messages: messages, addGenerationPrompt: addGenerationPrompt, bosToken: bosText, eosToken: eosText)
+    } catch {
+      throw ValidationError("the chat template rejected the conversation: \(error)")
+    }
+  }
+
+  /// Tokenizes a prompt the way generation sees it (BOS added where the model expects it; special
+  /// tokens written in the text, like `<|im_start|>`, become their ids).
+  public func encodePrompt(_ text: String) -> [Int32] {
+    tokenizer.encode(text, addSpecialTokens: true, parseSpecial: true)
+  }
+}
+
+/// A request the serving layer refuses before scheduling; maps to INVALID_ARGUMENT.
+public struct ValidationError: Error, CustomStringConvertible, Equatable {
+  public var description: String
+  public init(_ description: String) { self.description = description }
+}
