@@ -91,6 +91,7 @@ let package = Package(
       dependencies: [
         "AlignAPI",
         "AlignEngine",
+        "AlignServing",
         "AlignServer",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -113,7 +113,8 @@ public struct AlignServerApp: Sendable {
       models: models, status: status, policyPath: policyPath,
       scheduler: GenerationScheduler.Configuration(
         maxRunningSequences: config.maxRunningSequences, maxStepTokens: config.maxStepTokens,
-        queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens),
+        queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens,
+        agingInterval: config.priorityAgingSeconds),
       engine: EngineSettings(threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256)),
       logger: logger)
 

@@ -45,6 +45,8 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var defaultMaxTokens: Int = 256
   /// Largest max_tokens a request may ask for.
   public var maxTokensLimit: Int = 2048
+  /// A queued request rises one priority level per this many seconds of waiting (bounds starvation).
+  public var priorityAgingSeconds: Double = 5
 
   public init() {}
 }
@@ -97,6 +99,7 @@ public enum ConfigurationLoader {
     int("engine_threads", \.engineThreads, "Engine worker threads.", range: 1...256),
     int("default_max_tokens", \.defaultMaxTokens, "max_tokens when a request leaves it unset.", range: 1...1_000_000),
     int("max_tokens_limit", \.maxTokensLimit, "Largest max_tokens a request may ask for.", range: 1...1_000_000),
+    double("priority_aging_seconds", \.priorityAgingSeconds, "Queued requests rise one priority level per this many seconds.", min: 0.01),
     Key(
       name: "log_level", help: "trace, debug, info, notice, warning, error or critical.",
       apply: { config, raw in

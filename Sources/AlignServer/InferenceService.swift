@@ -265,7 +265,8 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
       guard !item.continuation.isEmpty || !contextText.isEmpty else {
         throw RequestValidation.invalid("items[\(i)] has no text")
       }
-      let contextTokens = contextText.isEmpty ? [] : model.encodePrompt(contextText)
+      let contextTokens =
+        contextText.isEmpty ? [] : item.messages.isEmpty ? model.encodePrompt(contextText) : model.encodeRendered(contextText)
       let continuationTokens = model.tokenizer.encode(
         item.continuation, addSpecialTokens: contextTokens.isEmpty, parseSpecial: true)
       sequences.append(contextTokens + continuationTokens)
@@ -274,7 +275,7 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     let scored: [[ScoredToken]]
     do {
       scored = try await policy.loop.teacherForce(sequences, topLogprobs: Int(message.topLogprobs))
-    } catch let error as ValidationError {
+    } catch let error as InvalidRequest {
       throw RequestValidation.invalid(error.description)
     }
     let tokenizer = model.tokenizer

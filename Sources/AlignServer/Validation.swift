@@ -37,7 +37,7 @@ enum RequestValidation {
         return try model.renderChat(
           chat.messages.map { ChatMessage(role: $0.role, content: $0.content) },
           addGenerationPrompt: !chat.omitGenerationPrompt)
-      } catch let error as ValidationError {
+      } catch let error as InvalidRequest {
         throw invalid(error.description)
       }
     }
@@ -57,13 +57,16 @@ enum RequestValidation {
     _ request: Alignd_V1_GenerateRequest, model: PolicyModel, limits: GenerationLimits,
     deadline: ContinuousClock.Instant?
   ) throws -> ValidatedGenerate {
-    let text: String
+    let tokens: [Int32]
     switch request.input {
-    case .prompt(let prompt): text = try promptText(prompt: prompt, chat: nil, model: model)
-    case .chat(let chat): text = try promptText(prompt: nil, chat: chat, model: model)
-    case nil: throw invalid("give a prompt or chat messages")
+    case .prompt(let prompt):
+      tokens = model.encodePrompt(try promptText(prompt: prompt, chat: nil, model: model))
+    case .chat(let chat):
+      // The template writes any BOS itself; adding one again would double it (as transformers does not).
+      tokens = model.encodeRendered(try promptText(prompt: nil, chat: chat, model: model))
+    case nil:
+      throw invalid("give a prompt or chat messages")
     }
-    let tokens = model.encodePrompt(text)
     guard !tokens.isEmpty else { throw invalid("the prompt tokenizes to nothing") }
     guard tokens.count < model.contextLength else {
       throw invalid("the prompt has \(tokens.count) tokens; the context holds \(model.contextLength)")

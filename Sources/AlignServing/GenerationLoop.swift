@@ -184,11 +184,11 @@ public final class GenerationLoop: @unchecked Sendable {
   /// one batched forward pass with whatever other such requests arrived meanwhile (dynamic
   /// batching between generation steps). Returns, per sequence, one entry per token after the
   /// first, with the `topLogprobs` most likely alternatives at that position.
-  /// - Throws: ``ValidationError`` when the sequences exceed the context; engine errors.
+  /// - Throws: ``InvalidRequest`` when the sequences exceed the context; engine errors.
   public func teacherForce(_ sequences: [[Int32]], topLogprobs: Int = 0) async throws -> [[ScoredToken]] {
     let total = sequences.reduce(0) { $0 + $1.count }
     guard sequences.allSatisfy({ !$0.isEmpty }), total <= model.contextLength else {
-      throw ValidationError(
+      throw InvalidRequest(
         "the texts hold \(total) tokens in all; at most \(model.contextLength) fit one request")
     }
     return try await withCheckedThrowingContinuation { continuation in
@@ -201,7 +201,7 @@ public final class GenerationLoop: @unchecked Sendable {
       if accepted {
         wake.signal()
       } else {
-        continuation.resume(throwing: ValidationError("the server is shutting down"))
+        continuation.resume(throwing: InvalidRequest("the server is shutting down"))
       }
     }
   }
@@ -243,7 +243,7 @@ public final class GenerationLoop: @unchecked Sendable {
         return (step, false, specs, jobs)
       }
       if stopped {
-        for job in jobs { job.continuation.resume(throwing: ValidationError("the server is shutting down")) }
+        for job in jobs { job.continuation.resume(throwing: InvalidRequest("the server is shutting down")) }
         failAll("the server is shutting down")
         return
       }

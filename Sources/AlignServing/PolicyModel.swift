@@ -45,13 +45,13 @@ public final class PolicyModel: Sendable {
   /// - Throws: ``ModelLoadError`` when the model has no template or the template rejects the input.
   public func renderChat(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
     guard let chatTemplate else {
-      throw ValidationError("the policy model has no chat template; send a raw prompt")
+      throw InvalidRequest("the policy model has no chat template; send a raw prompt")
     }
     do {
       return try chatTemplate.render(
         messages: messages, addGenerationPrompt: addGenerationPrompt, bosToken: bosText, eosToken: eosText)
     } catch {
-      throw ValidationError("the chat template rejected the conversation: \(error)")
+      throw InvalidRequest("the chat template rejected the conversation: \(error)")
     }
   }
 
@@ -60,10 +60,15 @@ public final class PolicyModel: Sendable {
   public func encodePrompt(_ text: String) -> [Int32] {
     tokenizer.encode(text, addSpecialTokens: true, parseSpecial: true)
   }
+
+  /// Tokenizes text rendered by the chat template, which already holds any BOS it needs.
+  public func encodeRendered(_ text: String) -> [Int32] {
+    tokenizer.encode(text, addSpecialTokens: false, parseSpecial: true)
+  }
 }
 
 /// A request the serving layer refuses before scheduling; maps to INVALID_ARGUMENT.
-public struct ValidationError: Error, CustomStringConvertible, Equatable {
+public struct InvalidRequest: Error, CustomStringConvertible, Equatable {
   public var description: String
   public init(_ description: String) { self.description = description }
 }

@@ -37,6 +37,7 @@ struct ConfigurationFlags: ParsableArguments {
   @Option(help: "Engine worker threads (default 2).") var engineThreads: String?
   @Option(help: "max_tokens when a request leaves it unset (default 256).") var defaultMaxTokens: String?
   @Option(help: "Largest max_tokens a request may ask for (default 2048).") var maxTokensLimit: String?
+  @Option(help: "Queued requests rise one priority level per this many seconds (default 5).") var priorityAgingSeconds: String?
 
   /// The flags that were given, by canonical key name.
   var given: [String: String] {
@@ -61,6 +62,7 @@ struct ConfigurationFlags: ParsableArguments {
     flags["engine_threads"] = engineThreads
     flags["default_max_tokens"] = defaultMaxTokens
     flags["max_tokens_limit"] = maxTokensLimit
+    flags["priority_aging_seconds"] = priorityAgingSeconds
     return flags
   }
 

@@ -55,11 +55,11 @@ struct ModelLogitsTests {
   }
 
   @Test("GGUF logits match transformers on the stored weights", arguments: [
-    "llama-f32", "llama-q8_0", "llama-q4_1", "qwen2-f32",
+    ("llama-f32", 0), ("llama-q8_0", 0), ("llama-q4_1", 0), ("qwen2-f32", 0), ("llama-q4_1", 1 << 30),
   ])
-  func ggufLogits(name: String) throws {
+  func ggufLogits(name: String, denseLimit: Int) throws {
     let path = EngineFixtures.tiny("gguf/\(name).gguf")
-    let model = try TransformerModel(path: path)
+    let model = try TransformerModel(path: path, options: ModelLoadOptions(denseCopyLimitBytes: denseLimit))
     let engine = try Engine(model: model)
     let exp = try EngineFixtures.expected(EngineFixtures.tiny("gguf/\(name).expected.json"))
     for (i, seq) in exp.sequences.enumerated() {
@@ -209,5 +209,9 @@ struct SmolLM2SmokeTests {
     #expect(logits.allSatisfy { $0.isFinite })
     let greedy = try engine.greedy(prompt: [1, 504, 3458, 282, 4649, 314], maxTokens: 4)
     #expect(greedy.count == 4)
+    // Streaming teacher-forced rows agree with the all-at-once rows.
+    var top: [Int] = []
+    try engine.forEachLogitsRow(tokens: [1, 504, 3458, 282, 4649, 314]) { _, row in top.append(argmax(row)) }
+    #expect(top == (0..<6).map { argmax(logits[($0 * hp.vocabSize)..<(($0 + 1) * hp.vocabSize)]) })
   }
 }

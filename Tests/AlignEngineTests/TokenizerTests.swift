@@ -90,6 +90,27 @@ struct TokenizerTests {
     }
   }
 
+  /// The scanners cut every corpus string exactly where Hugging Face's pre-tokenizers do.
+  @Test(arguments: [PreTokenizerKind.gpt2, .llama3, .qwen2, .smollm])
+  func preTokenizerPiecesEqualHuggingFace(kind: PreTokenizerKind) throws {
+    let data = try Data(contentsOf: TokenizerFixtures.tokenizers.appendingPathComponent("expected-pretokenize.json"))
+    let expected = try JSONDecoder().decode([String: [[Int]]].self, from: data)
+    let rows = try #require(expected[kind.rawValue])
+    let corpus = try TokenizerFixtures.expected("smollm2").map(\.text)
+    #expect(rows.count == corpus.count)
+    var failures = 0
+    for (text, lengths) in zip(corpus, rows) {
+      let pieces = kind.pieces(of: text)
+      let got = pieces.map { $0.unicodeScalars.count }
+      if got != lengths {
+        failures += 1
+        if failures <= 5 { Issue.record("\(kind) cuts \(String(reflecting: text)) into \(pieces.map { String(reflecting: $0) }), reference lengths \(lengths)") }
+      }
+      #expect(pieces.joined() == text)
+    }
+    #expect(failures == 0)
+  }
+
   @Test func llama3StyleTokenizerJSON() throws {
     let tokenizer = try TokenizerFixtures.huggingFace("llama3-style")
     #expect(tokenizer.definition.preTokenizer == .llama3)
@@ -170,6 +191,58 @@ struct TokenizerTests {
     }
     #expect(throws: TokenizerError.missingMetadata(key: "tokenizer.ggml.model")) {
       _ = try TokenizerDescription(ggufMetadata: [:])
+    }
+  }
+}
+
+@Suite("Tokenizer round trips on random text")
+struct TokenizerRoundTripTests {
+  /// A seeded generator (SplitMix64), so failures reproduce.
+  struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+      state &+= 0x9E37_79B9_7F4A_7C15
+      var z = state
+      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+      return z ^ (z >> 31)
+    }
+  }
+
+  /// Random text mixing ASCII, whitespace, Latin-1, CJK, emoji, combining marks and rare planes.
+  static func randomText(_ rng: inout SplitMix) -> String {
+    var scalars = String.UnicodeScalarView()
+    for _ in 0..<Int.random(in: 1...60, using: &rng) {
+      let v: UInt32
+      switch Int.random(in: 0..<8, using: &rng) {
+      case 0, 1: v = UInt32.random(in: 0x20...0x7E, using: &rng)
+      case 2: v = [0x09, 0x0A, 0x0D, 0x20, 0xA0, 0x3000, 0x2028][Int.random(in: 0..<7, using: &rng)]
+      case 3: v = UInt32.random(in: 0xA1...0x24F, using: &rng)
+      case 4: v = UInt32.random(in: 0x4E00...0x9FFF, using: &rng)
+      case 5: v = UInt32.random(in: 0x1F300...0x1FAFF, using: &rng)
+      case 6: v = UInt32.random(in: 0x300...0x36F, using: &rng)
+      default: v = UInt32.random(in: 0x10000...0x10FFFF, using: &rng)
+      }
+      if let s = Unicode.Scalar(v) { scalars.append(s) }
+    }
+    return String(scalars)
+  }
+
+  /// Byte-level BPE without a normalizer, and SentencePiece BPE with byte fallback and the legacy
+  /// per-segment prefix, reproduce any text exactly; ids are always in the vocabulary.
+  @Test(arguments: ["llama3-style", "llama2-style"])
+  func decodeOfEncodeIsIdentity(name: String) throws {
+    let tokenizer = try TokenizerFixtures.huggingFace(name)
+    var rng = SplitMix(state: 42)
+    for _ in 0..<2000 {
+      let text = Self.randomText(&rng)
+      let ids = tokenizer.encode(text, addSpecialTokens: false, parseSpecial: false)
+      #expect(ids.allSatisfy { $0 >= 0 && Int($0) < tokenizer.vocabularySize })
+      let decoded = tokenizer.decode(ids)
+      if decoded != text {
+        Issue.record("round trip of \(String(reflecting: text)) gave \(String(reflecting: decoded))")
+        return
+      }
     }
   }
 }

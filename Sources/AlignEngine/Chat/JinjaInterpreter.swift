@@ -11,6 +11,8 @@ final class JinjaInterpreter {
   /// Nesting of macro calls, bounded so a recursive template fails cleanly instead of overflowing the stack.
   private var depth = 0
   private static let maxDepth = 100
+  /// Largest result of `str * n` / `list * n` (bytes or elements); templates never need more.
+  private static let maxRepeat = 1 << 24
 
   init(globals: [String: JinjaValue]) {
     scopes = [globals]
@@ -379,8 +381,16 @@ final class JinjaInterpreter {
       }
     case "*":
       switch (a, b) {
-      case (.string(let s), .int(let n)), (.int(let n), .string(let s)): return .string(String(repeating: s, count: max(n, 0)))
-      case (.array(let x), .int(let n)): return .array(Array([[JinjaValue]](repeating: x, count: max(n, 0)).joined()))
+      case (.string(let s), .int(let n)), (.int(let n), .string(let s)):
+        guard n <= 0 || s.utf8.count.multipliedReportingOverflow(by: n).partialValue <= Self.maxRepeat, n < Self.maxRepeat else {
+          throw .runtime(line: line, message: "string repetition too large")
+        }
+        return .string(String(repeating: s, count: max(n, 0)))
+      case (.array(let x), .int(let n)):
+        guard n <= 0 || (x.count.multipliedReportingOverflow(by: n).partialValue <= Self.maxRepeat && n < Self.maxRepeat) else {
+          throw .runtime(line: line, message: "list repetition too large")
+        }
+        return .array(Array([[JinjaValue]](repeating: x, count: max(n, 0)).joined()))
       default: break
       }
     default: break

@@ -4,13 +4,19 @@ import Foundation
 public enum TemplateValue: Sendable, Equatable, ExpressibleByStringLiteral, ExpressibleByBooleanLiteral,
   ExpressibleByIntegerLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
 {
+  /// JSON null (Python `None`).
   case null
+  /// A boolean.
   case bool(Bool)
+  /// An integer.
   case int(Int)
+  /// A floating-point number.
   case double(Double)
+  /// A string.
   case string(String)
+  /// A list.
   case array([TemplateValue])
-  /// Keys keep their order, as Python dicts do (it shows in `tojson` and iteration).
+  /// An object. Keys keep their order, as Python dicts do (it shows in `tojson` and iteration).
   case object([(String, TemplateValue)])
 
   public init(stringLiteral value: String) { self = .string(value) }

@@ -7,6 +7,29 @@ extension Engine {
     return try forward([BatchItem(sequence: 0, tokens: tokens, logits: .all)], cache: cache)[0].logits
   }
 
+  /// Teacher-forced output rows streamed one position at a time (no (tokens × vocab) array is built,
+  /// so long texts are cheap): `body(i, row)` gets the distribution after token i. `row` is valid
+  /// only during the call.
+  public func forEachLogitsRow(
+    tokens: [Int32], _ body: (_ position: Int, _ row: UnsafeBufferPointer<Float>) throws -> Void
+  ) throws {
+    let cache = try makeCache(capacityTokens: max(tokens.count, 1))
+    try cache.addSequence(0)
+    let width = model.hyperparameters.outputWidth
+    var start = 0
+    let chunk = max(1, min(settings.maxBatchTokens, 64))
+    while start < tokens.count {
+      let end = min(tokens.count, start + chunk)
+      let out = try forward([BatchItem(sequence: 0, tokens: Array(tokens[start..<end]), logits: .all)], cache: cache)
+      try out[0].logits.withUnsafeBufferPointer { all in
+        for r in 0..<(end - start) {
+          try body(start + r, UnsafeBufferPointer(rebasing: all[(r * width)..<((r + 1) * width)]))
+        }
+      }
+      start = end
+    }
+  }
+
   /// Greedy continuation of `prompt`: at most `maxTokens` new token ids, stopping after a stop token
   /// (the model's eos ids when `stopTokens` is nil). The stop token is included.
   public func greedy(prompt: [Int32], maxTokens: Int, stopTokens: Set<Int32>? = nil) throws -> [Int32] {

@@ -395,7 +395,7 @@ public final class Engine: @unchecked Sendable {
     let scoreBase = scores.floats
     positions.withUnsafeBufferPointer { posb in
       tokenPiece.withUnsafeBufferPointer { tpb in
-        parallelChunks(total * heads, parts: settings.threads, pool: scratch.pool) { tid, range in
+        parallelFor(total * heads, grain: 1, pool: scratch.pool) { tid, range in
           let sc = scoreBase + tid * ctx
           for unit in range {
             let t = unit / heads

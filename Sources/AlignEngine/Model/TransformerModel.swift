@@ -1,5 +1,18 @@
 import Foundation
 
+/// How to prepare weights when loading (runtime memory/speed trade-offs, not model facts).
+public struct ModelLoadOptions: Sendable, Equatable {
+  /// Keep a dequantized float copy of every matrix when all copies together take at most this many
+  /// bytes, so batched forwards (prefill, many sequences) run plain sgemm instead of dequantizing
+  /// tiles on every call. SmolLM2-135M needs ~540 MB and gains only ~5% (prefill, 32-sequence
+  /// decode: sgemm dominates), so the default (0) makes no copies.
+  public var denseCopyLimitBytes: Int = 0
+
+  public init(denseCopyLimitBytes: Int = 0) {
+    self.denseCopyLimitBytes = denseCopyLimitBytes
+  }
+}
+
 /// Weights of one transformer block.
 struct LayerWeights: Sendable {
   var attnNorm: [Float]  // (hidden)
@@ -40,20 +53,20 @@ public final class TransformerModel: Sendable {
 
   /// Loads a model from a GGUF file or a Hugging Face folder (config.json + safetensors).
   /// - Throws: `EngineError` naming the file and the problem.
-  public convenience init(path: String) throws {
+  public convenience init(path: String, options: ModelLoadOptions = ModelLoadOptions()) throws {
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
       throw EngineError.cannotOpen(path: path, reason: "no such file or directory")
     }
     if isDir.boolValue {
-      try self.init(huggingFaceDirectory: path)
+      try self.init(huggingFaceDirectory: path, options: options)
     } else {
-      try self.init(ggufPath: path)
+      try self.init(ggufPath: path, options: options)
     }
   }
 
   /// Loads a GGUF file.
-  public init(ggufPath: String) throws {
+  public init(ggufPath: String, options: ModelLoadOptions = ModelLoadOptions()) throws {
     let g = try GGUFFile(path: ggufPath)
     let (hp, meta) = try HyperparameterReader.fromGGUF(g)
     let src = GGUFTensorSource(gguf: g)
@@ -81,7 +94,7 @@ public final class TransformerModel: Sendable {
         case .down: return "blk.\(i).ffn_down.weight"
         }
       })
-    let loaded = try Self.loadWeights(src, hp, names)
+    let loaded = try Self.loadWeights(src, hp, names, options)
     tokenEmbedding = loaded.embedding
     layers = loaded.layers
     outputNorm = loaded.outputNorm
@@ -94,7 +107,7 @@ public final class TransformerModel: Sendable {
   }
 
   /// Loads a Hugging Face folder: config.json, generation_config.json, model.safetensors or a sharded index.
-  public init(huggingFaceDirectory dir: String) throws {
+  public init(huggingFaceDirectory dir: String, options: ModelLoadOptions = ModelLoadOptions()) throws {
     let (hp, meta) = try HyperparameterReader.fromHF(directory: dir)
     let ckpt = try SafeTensorsCheckpoint(directory: dir)
     let src = SafeTensorSource(checkpoint: ckpt)
@@ -128,7 +141,7 @@ public final class TransformerModel: Sendable {
         case .down: return p + "mlp.down_proj.weight"
         }
       })
-    let loaded = try Self.loadWeights(src, hp, names)
+    let loaded = try Self.loadWeights(src, hp, names, options)
     tokenEmbedding = loaded.embedding
     layers = loaded.layers
     outputNorm = loaded.outputNorm
@@ -145,7 +158,9 @@ public final class TransformerModel: Sendable {
     let layer: (Int, LayerPart) -> String
   }
 
-  private static func loadWeights(_ src: some TensorSource, _ hp: ModelHyperparameters, _ n: TensorNames) throws -> (
+  private static func loadWeights(
+    _ src: some TensorSource, _ hp: ModelHyperparameters, _ n: TensorNames, _ options: ModelLoadOptions
+  ) throws -> (
     embedding: WeightMatrix, layers: [LayerWeights], outputNorm: [Float], output: WeightMatrix
   ) {
     let d = hp.hiddenSize
@@ -194,17 +209,27 @@ public final class TransformerModel: Sendable {
     case .sequenceClassification(let labels):
       output = try src.checkedWeight(n.output, rows: labels, cols: d)
     }
-    // Matrices used in products get the packed layout; the embedding is only read row by row.
-    for i in layers.indices {
-      layers[i].wq = layers[i].wq.withPackedLayout()
-      layers[i].wk = layers[i].wk.withPackedLayout()
-      layers[i].wv = layers[i].wv.withPackedLayout()
-      layers[i].wo = layers[i].wo.withPackedLayout()
-      layers[i].wGate = layers[i].wGate.withPackedLayout()
-      layers[i].wUp = layers[i].wUp.withPackedLayout()
-      layers[i].wDown = layers[i].wDown.withPackedLayout()
+    // Matrices used in products get the packed layout (the embedding is only read row by row), and
+    // float copies for batched sgemm when they fit the budget.
+    var denseBytes = output.rows * output.cols * 4
+    for l in layers {
+      for w in [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] { denseBytes += w.rows * w.cols * 4 }
     }
-    return (embedding, layers, outputNorm, output.withPackedLayout())
+    let dense = denseBytes <= options.denseCopyLimitBytes
+    func prepare(_ w: WeightMatrix) -> WeightMatrix {
+      let p = w.withPackedLayout()
+      return dense ? p.withDenseCopy() : p
+    }
+    for i in layers.indices {
+      layers[i].wq = prepare(layers[i].wq)
+      layers[i].wk = prepare(layers[i].wk)
+      layers[i].wv = prepare(layers[i].wv)
+      layers[i].wo = prepare(layers[i].wo)
+      layers[i].wGate = prepare(layers[i].wGate)
+      layers[i].wUp = prepare(layers[i].wUp)
+      layers[i].wDown = prepare(layers[i].wDown)
+    }
+    return (embedding, layers, outputNorm, prepare(output))
   }
 
   /// Bytes of weight data the model reads per forward token (all matrices plus one embedding row).

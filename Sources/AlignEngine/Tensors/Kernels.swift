@@ -1,36 +1,20 @@
 import CBLAS
-import Dispatch
 
-/// Splits `0..<count` into `parts` contiguous chunks and runs them in parallel on `pool` (or
-/// with Dispatch when there is none).
+/// Runs `body(participant, range)` over `0..<count` in chunks of about `grain` items, in parallel on
+/// `pool`. `participant` (0..<pool.threads) is used by one thread at a time, for per-thread scratch.
 @inline(__always)
-func parallelChunks(
-  _ count: Int, parts: Int, pool: ForkJoinPool? = nil, _ body: (_ part: Int, _ range: Range<Int>) -> Void
+func parallelFor(
+  _ count: Int, grain: Int, pool: ForkJoinPool, _ body: (_ participant: Int, _ range: Range<Int>) -> Void
 ) {
-  let p = max(1, min(parts, count))
-  if p == 1 {
+  if count <= 0 { return }
+  let chunks = min(max(1, (count + grain - 1) / grain), ForkJoinPool.maxChunks)
+  if chunks == 1 || pool.threads == 1 {
     body(0, 0..<count)
     return
   }
-  if let pool, pool.threads == p {
-    pool.run { i in body(i, (count * i / p)..<(count * (i + 1) / p)) }
-    return
+  pool.run(chunks: chunks) { participant, c in
+    body(participant, (count * c / chunks)..<(count * (c + 1) / chunks))
   }
-  withoutActuallyEscaping(body) { escapable in
-    // The caller promises that chunks touch disjoint memory; the closure is joined before return.
-    let box = UncheckedSendable(escapable)
-    DispatchQueue.concurrentPerform(iterations: p) { i in
-      let lo = count * i / p
-      let hi = count * (i + 1) / p
-      box.value(i, lo..<hi)
-    }
-  }
-}
-
-/// Carries a value into a `@Sendable` closure when the caller guarantees safe use.
-struct UncheckedSendable<T>: @unchecked Sendable {
-  let value: T
-  init(_ value: T) { self.value = value }
 }
 
 /// Dot product of two float vectors.
@@ -214,12 +198,13 @@ func matmul(
   let rows = w.rows
   let cols = w.cols
   let threads = scratch.threads
-  if w.type == .f32 {
-    parallelChunks(rows, parts: threads, pool: scratch.pool) { _, range in
+  if w.type == .f32 || (w.dense != nil && tokens >= policy.gemmMinTokens) {
+    let base = w.dense.map { UnsafePointer($0.floats) } ?? w.data.assumingMemoryBound(to: Float.self)
+    parallelFor(rows, grain: max(16, rows / (4 * threads)), pool: scratch.pool) { _, range in
       if range.isEmpty { return }
       cblas_sgemm(
         CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(range.count), Int32(cols), 1,
-        x, Int32(cols), w.row(range.lowerBound).assumingMemoryBound(to: Float.self), Int32(cols),
+        x, Int32(cols), base + range.lowerBound * cols, Int32(cols),
         accumulate ? 1 : 0, y + range.lowerBound, Int32(rows))
     }
     return
@@ -228,7 +213,7 @@ func matmul(
     // Dequantize tiles of rows, then sgemm. Each thread owns a tile buffer.
     let tileRows = scratch.tileRows
     let nTiles = (rows + tileRows - 1) / tileRows
-    parallelChunks(nTiles, parts: threads, pool: scratch.pool) { tid, tileRange in
+    parallelFor(nTiles, grain: 1, pool: scratch.pool) { tid, tileRange in
       let tile = scratch.tiles.floats + tid * tileRows * scratch.maxCols
       for ti in tileRange {
         let r0 = ti * tileRows
@@ -254,7 +239,7 @@ func matmul(
     let a = scratch.q8
     a.quantize(x, tokens: tokens, cols: cols)
     if let packed = w.packed {
-      parallelChunks(rows, parts: threads, pool: scratch.pool) { _, range in
+      parallelFor(rows, grain: 32, pool: scratch.pool) { _, range in
         for r in range {
           for t in 0..<tokens {
             let v = packed.dot(row: r, a, token: t)
@@ -265,7 +250,7 @@ func matmul(
       }
       return
     }
-    parallelChunks(rows, parts: threads, pool: scratch.pool) { _, range in
+    parallelFor(rows, grain: 32, pool: scratch.pool) { _, range in
       for r in range {
         let row = w.row(r)
         for t in 0..<tokens {
@@ -286,7 +271,7 @@ func matmul(
   if w.type != .q8_0 {
     for t in 0..<tokens { blockSums(x + t * cols, sums + t * nb, cols) }
   }
-  parallelChunks(rows, parts: threads, pool: scratch.pool) { _, range in
+  parallelFor(rows, grain: 32, pool: scratch.pool) { _, range in
     for r in range {
       let row = w.row(r)
       for t in 0..<tokens {

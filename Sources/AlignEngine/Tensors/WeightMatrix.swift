@@ -12,6 +12,8 @@ struct WeightMatrix: @unchecked Sendable {
   let rowBytes: Int
   /// Re-laid-out copy for fast dot products (Q4_0/Q4_1/Q8_0), made when the model is loaded.
   var packed: PackedBlocks?
+  /// (rows, cols) float copy for sgemm on batches, made at load time when the model is small enough.
+  var dense: AlignedBuffer?
 
   init(name: String, type: GGMLType, rows: Int, cols: Int, data: UnsafeRawPointer, rowBytes: Int) {
     self.name = name
@@ -21,6 +23,17 @@ struct WeightMatrix: @unchecked Sendable {
     self.data = data
     self.rowBytes = rowBytes
     packed = nil
+    dense = nil
+  }
+
+  /// A copy that also holds a dequantized float copy of the matrix (for batched products).
+  func withDenseCopy() -> WeightMatrix {
+    if type == .f32 { return self }
+    var w = self
+    let buf = AlignedBuffer(floats: rows * cols)
+    for r in 0..<rows { dequantize(row: r, into: buf.floats + r * cols) }
+    w.dense = buf
+    return w
   }
 
   /// A copy with a packed layout for fast dot products when the type has one.

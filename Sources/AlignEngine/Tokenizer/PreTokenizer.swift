@@ -202,3 +202,14 @@ private func scanLlama3(_ t: ScalarText, _ range: Range<Int>, maxDigits: Int, in
     i = j
   }
 }
+
+extension PreTokenizerKind {
+  /// Cuts text into the pieces BPE merges within (no normalization, no added-token handling).
+  /// Mainly for tests and debugging; `Tokenizer.encode` does this internally.
+  public func pieces(of text: String) -> [String] {
+    let scalars = ScalarText(Substring(text).unicodeScalars)
+    var ranges: [Range<Int>] = []
+    preTokenize(scalars, kind: self, into: &ranges)
+    return ranges.map { String(String.UnicodeScalarView(scalars.scalars[$0])) }
+  }
+}

@@ -38,7 +38,16 @@ public final class Tokenizer: Sendable {
   public init(_ d: TokenizerDescription) throws {
     definition = d
     var size = d.tokens.count
-    for a in d.addedTokens { size = max(size, Int(a.id) + 1) }
+    for a in d.addedTokens {
+      // Added tokens extend the vocabulary; bound them so a malformed file cannot make us allocate wildly.
+      guard a.id >= 0, Int(a.id) < max(d.tokens.count, 1) * 4 + 1_000_000 else {
+        throw TokenizerError.invalidDescription("added token \(a.content) has id \(a.id) outside the vocabulary")
+      }
+      size = max(size, Int(a.id) + 1)
+    }
+    for id in [d.bosTokenID, d.eosTokenID, d.eotTokenID, d.unknownTokenID] {
+      if let id, id < 0 || Int(id) >= size { throw TokenizerError.invalidDescription("special token id \(id) outside the vocabulary") }
+    }
     vocabularySize = size
     guard d.tokenTypes.count == d.tokens.count else {
       throw TokenizerError.invalidDescription("\(d.tokenTypes.count) token types for \(d.tokens.count) tokens")
@@ -250,7 +259,7 @@ public final class Tokenizer: Sendable {
     }
     work.merger.merge(&work.symbols, table: merges)
     out.append(contentsOf: work.symbols)
-    store(key, work.symbols)
+    if key.count <= 256 { store(key, work.symbols) }
   }
 
   private func encodeSentencePiecePiece(_ piece: ArraySlice<Unicode.Scalar>, into out: inout [TokenID], work: inout EncodeScratch) {

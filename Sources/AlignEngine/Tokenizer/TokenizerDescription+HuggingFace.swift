@@ -53,7 +53,7 @@ extension TokenizerDescription {
     var byID: [Int: String] = [:]
     byID.reserveCapacity(vocab.count)
     for (token, value) in vocab {
-      guard let id = (value as? NSNumber)?.intValue, id >= 0 else {
+      guard let id = (value as? NSNumber)?.intValue, id >= 0, id < Int(Int32.max) else {
         throw TokenizerError.malformed(file: file, reason: "vocab entry \(token) has no integer id")
       }
       byID[id] = token
@@ -80,12 +80,12 @@ extension TokenizerDescription {
 
     var added: [AddedToken] = []
     for entry in root["added_tokens"] as? [[String: Any]] ?? [] {
-      guard let id = (entry["id"] as? NSNumber)?.intValue, let content = entry["content"] as? String else {
+      guard let id = (entry["id"] as? NSNumber).flatMap({ TokenID(exactly: $0.intValue) }), let content = entry["content"] as? String else {
         throw TokenizerError.malformed(file: file, reason: "an added token lacks id or content")
       }
       added.append(
         AddedToken(
-          content: content, id: TokenID(id), special: entry["special"] as? Bool ?? false,
+          content: content, id: id, special: entry["special"] as? Bool ?? false,
           lstrip: entry["lstrip"] as? Bool ?? false, rstrip: entry["rstrip"] as? Bool ?? false))
     }
 
@@ -187,7 +187,7 @@ extension TokenizerDescription {
           guard let name = (item["SpecialToken"] as? [String: Any])?["id"] as? String,
             let ids = (specials[name] as? [String: Any])?["ids"] as? [NSNumber], ids.count == 1
           else { return nil }
-          return TokenID(ids[0].intValue)
+          return TokenID(exactly: ids[0].intValue)
         }
         guard let seq = single.firstIndex(where: { $0["Sequence"] != nil }) else {
           throw TokenizerError.unsupported(file: file, feature: "TemplateProcessing without $A")

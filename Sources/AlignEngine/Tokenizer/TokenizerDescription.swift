@@ -34,12 +34,19 @@ public enum SpacePrefixMode: String, Sendable, Codable {
 
 /// The type of a vocabulary entry, with GGUF's numbering (`tokenizer.ggml.token_type`).
 public enum TokenType: Int32, Sendable, Codable {
+  /// Not set by the converter.
   case undefined = 0
+  /// An ordinary vocabulary entry.
   case normal = 1
+  /// The unknown token (`<unk>`).
   case unknown = 2
+  /// A special token such as BOS, EOS or `<|im_start|>`.
   case control = 3
+  /// A token added by the user (matched whole in text, not special).
   case userDefined = 4
+  /// A placeholder that should never be produced.
   case unused = 5
+  /// A byte-fallback token `<0xNN>`.
   case byte = 6
 }
 

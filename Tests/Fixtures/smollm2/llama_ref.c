@@ -9,7 +9,9 @@
 //   llama_ref MODEL teacher1   INFILE          like teacher, but one token per llama_decode
 //   llama_ref MODEL greedy     INFILE N        INFILE: whitespace-separated prompt token ids
 //   llama_ref MODEL info
-// Environment: LLAMA_REF_THREADS (default 2), LLAMA_REF_CTX (default 4096).
+// Environment: LLAMA_REF_THREADS (default 2), LLAMA_REF_CTX (default 4096),
+//   LLAMA_REF_FA = auto|on|off (flash attention, default auto = on for CPU),
+//   LLAMA_REF_KV = f16|f32 (KV cache type, default f16).
 //
 // Output: one JSON object on stdout (llama.cpp's own log goes to stderr).
 //   tokenize: {"add_bos":b,"bos":id,"eos":id,"tokens":[...]}
@@ -196,6 +198,13 @@ int main(int argc, char **argv) {
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
     cp.no_perf = true;
+    const char *fa = getenv("LLAMA_REF_FA");
+    if (fa && strcmp(fa, "on") == 0) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    else if (fa && strcmp(fa, "off") == 0) cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    else if (fa && strcmp(fa, "auto") != 0) die("LLAMA_REF_FA must be auto, on or off");
+    const char *kv = getenv("LLAMA_REF_KV");
+    if (kv && strcmp(kv, "f32") == 0) { cp.type_k = GGML_TYPE_F32; cp.type_v = GGML_TYPE_F32; }
+    else if (kv && strcmp(kv, "f16") != 0) die("LLAMA_REF_KV must be f16 or f32");
     struct llama_context *ctx = llama_init_from_model(model, cp);
     if (!ctx) die("cannot create context");
     if (n_prompt + n_gen > n_ctx) die("sequence longer than n_ctx");

@@ -160,6 +160,11 @@ def main() -> None:
         tf = drv.run("teacher", drv.ids_payload(tokens))
         assert tf["n"] == len(tokens)
         gap = [r6(a - b) for a, b in zip(tf["top1_logit"], tf["top2_logit"])]
+        # The same text through llama.cpp one token per llama_decode (its decode kernels instead of its
+        # batched prefill kernels): how well llama.cpp agrees with itself = the noise floor a test
+        # must allow for.
+        inc = drv.run("teacher1", drv.ids_payload(tokens))
+        inc_agree = sum(1 for a, b in zip(inc["top1"], tf["top1"]) if a == b)
         teacher = {
             "schema": "alignd.smollm2.teacher_forced.v1",
             "generator": generator,
@@ -174,11 +179,15 @@ def main() -> None:
             "top1_logit": [r6(x) for x in tf["top1_logit"]],
             "top1_logprob": [r6(x) for x in tf["top1_logprob"]],
             "target_logprob": [None if x is None else r6(x) for x in tf["target_logprob"]],
+            "incremental_top1": inc["top1"],
+            "incremental_top1_logit": [r6(x) for x in inc["top1_logit"]],
+            "incremental_agreement": round(inc_agree / len(tokens), 6),
         }
         agree_self = sum(1 for i in range(len(tokens) - 1) if tf["top1"][i] == tokens[i + 1])
         print(f"teacher_forced: {len(tokens)} tokens; llama.cpp top-1 equals the next text token "
               f"at {agree_self}/{len(tokens) - 1} positions; gaps < 0.05: "
-              f"{sum(1 for g in gap if g < 0.05)}", file=sys.stderr)
+              f"{sum(1 for g in gap if g < 0.05)}; llama.cpp batched vs one-token-at-a-time top-1 agreement "
+              f"{inc_agree}/{len(tokens)}", file=sys.stderr)
         write_json(HERE / "teacher_forced.json", teacher)
 
         # 2. Greedy continuations.

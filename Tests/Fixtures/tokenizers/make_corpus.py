@@ -19,7 +19,7 @@ SEEDS = [
     "The quick brown fox jumps over the lazy dog.", "I'm sure you're right, they've gone.",
     "It's, don't, won't, can't, I'd, we'll, she's", "IT'S DON'T WE'LL I'D YOU'RE THEY'VE I'M",
     "It'S dOn'T We'Ll", "'s 't 're 've 'm 'll 'd", "''s '''t", "rock'n'roll", "O'Neil's dog",
-    "’s curly apostrophe’s", "'ſ long s", "'sup 'tis 'twas", "don't\n'll", "x'S'T'RE",
+    "’s curly apostrophe’s", "'ſ long s", "'sup 'tis 'twas", "don't\n'll", "x'S'T'RE", "x'ſa", "He'LL they'RE we'VE", "'Ss'sS",
     # whitespace
     "a  b", "a   b", "a    b", "a\tb", "a\t\tb", "a \t b", "a\nb", "a\n\nb", "a\n\n\nb", "a\r\nb",
     "a \n b", "a\n \nb", "   ", " ", "\n", "\n\n", "\t", "\t\t\t", " \n ", "\r\n\r\n", "x \n\n  y",

@@ -19,6 +19,8 @@ Writes, beside this script:
   plus gguf-fields.json: the fields llama.cpp's converter writes to GGUF for it (tokens, scores, token types);
 - llama2-metaspace/: the same SentencePiece model converted with legacy=False (no normalizer; Metaspace
   pre-tokenizer with prepend_scheme "first", split false), as Mistral and recent conversions ship it;
+- expected-pretokenize.json: the piece lengths each pre-tokenizer (gpt2, llama3, qwen2, smollm) cuts
+  every corpus string into;
 - expected-<name>.json for each: per corpus string, the ids without and (for the first 40 strings) with
   the post-processor's special tokens, and decode(ids, skip_special_tokens=False).
 """
@@ -242,8 +244,35 @@ def expected(tok, corpus, name):
     print(name, sum(len(c["ids"]) for c in cases), "tokens")
 
 
+def pretokenize_lengths(corpus):
+    """Per corpus string and pre-tokenizer, the lengths (in Unicode scalars) of the pieces Hugging Face's
+    pre-tokenizers cut: a sharper check of the regex scanners than final ids from a small vocabulary."""
+    byte_decoder = {v: k for k, v in bytes_to_unicode().items()}
+
+    def raw(piece):  # a ByteLevel piece back to text
+        return bytes(byte_decoder[c] for c in piece).decode("utf-8")
+
+    kinds = {
+        "gpt2": (pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), True),
+        "llama3": (pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated", invert=False), False),
+        "qwen2": (pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False), False),
+        "smollm": (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]), True),
+    }
+    out = {}
+    for name, (pre, byte_level) in kinds.items():
+        rows = []
+        for text in corpus:
+            pieces = [p for p, _ in pre.pre_tokenize_str(text)]
+            rows.append([len(raw(p) if byte_level else p) for p in pieces])
+        out[name] = rows
+    lines = ",\n".join(f"{json.dumps(k)}: " + json.dumps(v, separators=(",", ":")) for k, v in out.items())
+    (HERE / "expected-pretokenize.json").write_text("{\n" + lines + "\n}\n", encoding="utf-8")
+
+
 def main():
     corpus = json.loads((HERE / "corpus.json").read_text(encoding="utf-8"))
+    pretokenize_lengths(corpus)
     meta = read_gguf_tokenizer()
     expected(smollm2_tokenizer(meta), corpus, "smollm2")
 

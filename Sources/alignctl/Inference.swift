@@ -1,0 +1,341 @@
+import AlignAPI
+import AlignEngine
+import AlignServing
+import ArgumentParser
+import Foundation
+import GRPCCore
+
+/// Where a command runs: in process on a model file (`--model`), or on a server (`--server`).
+struct TargetOptions: ParsableArguments {
+  @Option(help: "Run locally on this GGUF model file (no server).")
+  var model: String?
+
+  @Option(help: "Run on this server (HOST:PORT) instead of locally.")
+  var server: String?
+
+  @Option(help: "API key for --server (default: $ALIGND_API_KEY).")
+  var apiKey: String?
+
+  @Flag(help: "Print JSON instead of text.")
+  var json = false
+
+  func validate() throws {
+    guard (model == nil) != (server == nil) else {
+      throw ArgumentParser.ValidationError("give exactly one of --model PATH (local) or --server HOST:PORT (remote)")
+    }
+  }
+
+  var remote: RemoteOptions {
+    var options = RemoteOptions()
+    options.server = server ?? options.server
+    options.apiKey = apiKey
+    options.json = json
+    return options
+  }
+
+  /// Loads the local model with an engine loop (the same code path the server uses).
+  func localLoop(threads: Int = 2) throws -> GenerationLoop {
+    guard let model else { throw ArgumentParser.ValidationError("--model is required") }
+    let policy = try PolicyModel(
+      ggufPath: model, version: URL(fileURLWithPath: model).lastPathComponent,
+      settings: EngineSettings(threads: threads))
+    return try GenerationLoop(
+      model: policy,
+      configuration: .init(maxRunningSequences: 16, kvCapacityTokens: min(policy.contextLength * 2, 16384)))
+  }
+}
+
+/// Prints `object` as one line of JSON with sorted keys.
+func printJSON(_ object: Any) throws {
+  let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+  print(String(decoding: data, as: UTF8.self))
+}
+
+func finishName(_ reason: Alignd_V1_FinishReason) -> String {
+  switch reason {
+  case .stop: return "stop"
+  case .length: return "length"
+  case .cancelled: return "cancelled"
+  case .deadline: return "deadline"
+  case .safety: return "safety"
+  default: return "unspecified"
+  }
+}
+
+struct Tokenize: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Tokenize text with the policy's tokenizer.")
+  @OptionGroup var target: TargetOptions
+  @Option(help: "The text.") var text: String
+  @Flag(help: "Render the text as a user message with the chat template first.") var chat = false
+  @Flag(help: "Add the model's BOS/EOS tokens as generation does.") var addSpecialTokens = false
+
+  func run() async throws {
+    let ids: [Int32]
+    let pieces: [String]
+    if target.server != nil {
+      do {
+        let response = try await withServer(target.remote) { client, metadata in
+          try await Alignd_V1_Inference.Client(wrapping: client).tokenize(
+            .with {
+              if chat {
+                $0.chat = .with { $0.messages = [.with { $0.role = "user"; $0.content = text }] }
+              } else {
+                $0.text = text
+              }
+              $0.addSpecialTokens = addSpecialTokens
+            }, metadata: metadata)
+        }
+        ids = response.tokenIds
+        pieces = response.tokens
+      } catch let error as RPCError {
+        throw report(error)
+      }
+    } else {
+      let loop = try target.localLoop()
+      defer { loop.shutdown() }
+      let model = loop.model
+      let rendered = chat ? try model.renderChat([ChatMessage(role: "user", content: text)], addGenerationPrompt: true) : text
+      ids = model.tokenizer.encode(rendered, addSpecialTokens: addSpecialTokens, parseSpecial: true)
+      pieces = ids.map { model.tokenizer.tokenText($0) ?? "" }
+    }
+    if target.json {
+      try printJSON(["token_ids": ids.map(Int.init), "tokens": pieces])
+    } else {
+      print(ids.map(String.init).joined(separator: " "))
+    }
+  }
+}
+
+struct Generate: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Generate a completion with the policy.")
+  @OptionGroup var target: TargetOptions
+  @Option(help: "The prompt.") var prompt: String
+  @Flag(help: "Send the prompt as a user message through the chat template.") var chat = false
+  @Option(help: "Most tokens to generate.") var maxTokens: UInt32 = 128
+  @Option(help: "0 = greedy.") var temperature: Float = 0.7
+  @Option(help: "Seed; the same seed reproduces a completion.") var seed: UInt64?
+  @Option(help: "Top-k (0 = off).") var topK: UInt32 = 0
+  @Option(help: "Top-p (1 = off).") var topP: Float = 1
+  @Option(help: "Min-p (0 = off).") var minP: Float = 0
+  @Option(help: "Stop string (repeatable).") var stop: [String] = []
+  @Option(help: "Number of completions.") var n: UInt32 = 1
+  @Flag(help: "Print tokens as they arrive.") var stream = false
+
+  var request: Alignd_V1_GenerateRequest {
+    .with {
+      if chat {
+        $0.chat = .with { $0.messages = [.with { $0.role = "user"; $0.content = prompt }] }
+      } else {
+        $0.prompt = prompt
+      }
+      $0.sampling = .with {
+        $0.maxTokens = maxTokens
+        $0.temperature = temperature
+        if let seed { $0.seed = seed }
+        $0.topK = topK
+        $0.topP = topP
+        $0.minP = minP
+        $0.stop = stop
+        $0.n = n
+      }
+      $0.returnTokenIds = true
+    }
+  }
+
+  func run() async throws {
+    var texts = Array(repeating: "", count: Int(n))
+    var ids = Array(repeating: [Int32](), count: Int(n))
+    var finishes = Array(repeating: "unspecified", count: Int(n))
+    var promptTokens = 0
+    var version = ""
+    let printLive = stream && !target.json && n == 1
+
+    if target.server != nil {
+      do {
+        if stream {
+          struct Streamed: Sendable {
+            var texts: [String]
+            var ids: [[Int32]]
+            var finishes: [String]
+            var promptTokens = 0
+            var version = ""
+          }
+          let initial = Streamed(texts: texts, ids: ids, finishes: finishes)
+          let result = try await withServer(target.remote) { client, metadata in
+            try await Alignd_V1_Inference.Client(wrapping: client).generateStream(request, metadata: metadata) { response in
+              var result = initial
+              for try await message in response.messages {
+                switch message.event {
+                case .chunk(let chunk):
+                  result.texts[Int(chunk.index)] += chunk.text
+                  result.ids[Int(chunk.index)] += chunk.tokenIds
+                  if printLive { FileHandle.standardOutput.write(Data(chunk.text.utf8)) }
+                case .end(let end):
+                  for completion in end.completions {
+                    result.finishes[Int(completion.index)] = finishName(completion.finishReason)
+                  }
+                  result.promptTokens = Int(end.usage.promptTokens)
+                  result.version = end.versions.policy
+                case nil: break
+                }
+              }
+              return result
+            }
+          }
+          (texts, ids, finishes, promptTokens, version) = (
+            result.texts, result.ids, result.finishes, result.promptTokens, result.version
+          )
+        } else {
+          let response = try await withServer(target.remote) { client, metadata in
+            try await Alignd_V1_Inference.Client(wrapping: client).generate(request, metadata: metadata)
+          }
+          for completion in response.completions {
+            texts[Int(completion.index)] = completion.text
+            ids[Int(completion.index)] = completion.tokenIds
+            finishes[Int(completion.index)] = finishName(completion.finishReason)
+          }
+          promptTokens = Int(response.usage.promptTokens)
+          version = response.versions.policy
+        }
+      } catch let error as RPCError {
+        throw report(error)
+      }
+    } else {
+      let loop = try target.localLoop()
+      defer { loop.shutdown() }
+      let model = loop.model
+      let text = chat ? try model.renderChat([ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true) : prompt
+      var sampling = SamplingParameters(
+        temperature: temperature, topK: Int(topK), topP: topP, minP: minP, seed: seed ?? UInt64.random(in: 0...UInt64.max))
+      sampling.topLogprobs = 0
+      try sampling.validate()
+      let tokens = chat ? model.encodeRendered(text) : model.encodePrompt(text)
+      promptTokens = tokens.count
+      version = model.version
+      let spec = GenerationSpec(
+        promptTokens: tokens, maxTokens: min(Int(maxTokens), model.contextLength - tokens.count), samples: Int(n),
+        sampling: sampling, stopStrings: stop)
+      let events: AsyncStream<GenerationEvent>
+      do {
+        events = try loop.submit(spec).events
+      } catch {
+        throw ArgumentParser.ValidationError("cannot run this request: \(error)")
+      }
+      for await event in events {
+        switch event {
+        case .token(let sample, let piece, let sampled):
+          texts[sample] += piece
+          ids[sample] += sampled.map(\.token)
+          if printLive { FileHandle.standardOutput.write(Data(piece.utf8)) }
+        case .finished(let sample, let reason, _):
+          finishes[sample] = reason.rawValue
+        case .failed(let message):
+          throw ArgumentParser.ValidationError("generation failed: \(message)")
+        }
+      }
+    }
+
+    if target.json {
+      try printJSON([
+        "completions": (0..<Int(n)).map { i in
+          ["text": texts[i], "token_ids": ids[i].map(Int.init), "finish_reason": finishes[i]] as [String: Any]
+        },
+        "prompt_tokens": promptTokens,
+        "policy_version": version,
+      ])
+    } else if printLive {
+      print("")
+    } else {
+      for i in 0..<Int(n) {
+        if n > 1 { print("--- completion \(i) (\(finishes[i]))") }
+        print(texts[i])
+      }
+    }
+  }
+}
+
+struct Logprobs: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Per-token log-probabilities of text under the policy (teacher forcing).")
+  @OptionGroup var target: TargetOptions
+  @Option(help: "The text to score.") var text: String
+  @Option(help: "Context the text continues (not scored).") var context: String = ""
+  @Option(help: "Most likely alternatives per position (1...20).") var top: UInt32 = 1
+
+  func run() async throws {
+    var rows: [(id: Int32, token: String, logprob: Float, top1: Int32?)] = []
+    var total = 0.0
+    if target.server != nil {
+      do {
+        let response = try await withServer(target.remote) { client, metadata in
+          try await Alignd_V1_Inference.Client(wrapping: client).logprobs(
+            .with {
+              $0.items = [.with { $0.context = context; $0.continuation = text }]
+              $0.topLogprobs = top
+            }, metadata: metadata)
+        }
+        let item = response.items.first ?? .init()
+        rows = item.tokens.map { ($0.tokenID, $0.token, $0.logprob, $0.top.first?.tokenID) }
+        total = item.totalLogprob
+      } catch let error as RPCError {
+        throw report(error)
+      }
+    } else {
+      let loop = try target.localLoop()
+      defer { loop.shutdown() }
+      let model = loop.model
+      let contextTokens = context.isEmpty ? [] : model.encodePrompt(context)
+      let textTokens = model.tokenizer.encode(text, addSpecialTokens: contextTokens.isEmpty, parseSpecial: true)
+      let sequence = contextTokens + textTokens
+      let scored = try await loop.teacherForce([sequence], topLogprobs: Int(max(top, 1)))[0]
+      for (j, token) in scored.enumerated() where j + 1 >= max(1, contextTokens.count) {
+        rows.append((token.token, model.tokenizer.decode([token.token]), token.logprob, token.top.first?.token))
+        total += Double(token.logprob)
+      }
+    }
+    if target.json {
+      try printJSON([
+        "token_ids": rows.map { Int($0.id) },
+        "logprobs": rows.map { Double($0.logprob) },
+        "top1_ids": rows.map { $0.top1.map(Int.init) ?? -1 },
+        "total_logprob": total,
+      ])
+    } else {
+      for row in rows {
+        print(String(format: "%6d  %9.4f  top1 %6d  %@", row.id, row.logprob, row.top1 ?? -1, row.token.debugDescription))
+      }
+      print(String(format: "total %.4f", total))
+    }
+  }
+}
+
+struct Bench: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Measure the engine: prefill, batch-1 decode and batched decode tokens/s (medians).")
+  @Option(help: "GGUF model file.") var model: String
+  @Option(help: "Engine threads.") var threads: Int = 2
+  @Option(help: "Prompt length for prefill.") var promptTokens: Int = 128
+  @Option(help: "Tokens decoded at batch 1.") var genTokens: Int = 64
+  @Option(help: "Sequences decoded together.") var batch: Int = 32
+  @Option(help: "Runs per figure (the median is reported).") var runs: Int = 3
+  @Flag(help: "Print JSON.") var json = false
+
+  func run() throws {
+    let transformer = try TransformerModel(ggufPath: model)
+    let engine = try Engine(model: transformer, settings: EngineSettings(threads: threads))
+    let result = try engine.benchmark(
+      promptTokens: promptTokens, decodeTokens: genTokens, batchSequences: batch, batchSteps: genTokens,
+      repetitions: runs)
+    if json {
+      try printJSON([
+        "prefill_tok_s": result.prefillTokensPerSecond,
+        "decode_tok_s": result.decodeTokensPerSecond,
+        "batched_decode_tok_s": result.batchedDecodeTokensPerSecond,
+        "batch": result.batchSequences,
+        "threads": result.threads,
+      ])
+    } else {
+      print(result.description)
+    }
+  }
+}
