@@ -109,7 +109,11 @@ let package = Package(
     ),
     .testTarget(
       name: "AlignServingTests",
-      dependencies: ["AlignServing"],
+      dependencies: [
+        "AlignServing",
+        "AlignEngine",
+        .product(name: "MetricsTestKit", package: "swift-metrics"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -115,7 +115,9 @@ public struct AlignServerApp: Sendable {
         maxRunningSequences: config.maxRunningSequences, maxStepTokens: config.maxStepTokens,
         queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens,
         agingInterval: config.priorityAgingSeconds),
-      engine: EngineSettings(threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256)),
+      engine: EngineSettings(
+        threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
+        gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens),
       logger: logger)
 
     var groupConfig = ServiceGroupConfiguration(

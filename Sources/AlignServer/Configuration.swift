@@ -47,6 +47,11 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var maxTokensLimit: Int = 2048
   /// A queued request rises one priority level per this many seconds of waiting (bounds starvation).
   public var priorityAgingSeconds: Double = 5
+  /// Compute every token's matrix products row by row with integer dot products, so a sequence's
+  /// tokens do not depend on which other requests share its batch (a seed reproduces a completion
+  /// exactly, alone or batched). False sends prompt chunks through float sgemm: faster prefill,
+  /// but results then vary with batch composition in the last bits.
+  public var batchInvariant: Bool = true
 
   public init() {}
 }
@@ -100,6 +105,7 @@ public enum ConfigurationLoader {
     int("default_max_tokens", \.defaultMaxTokens, "max_tokens when a request leaves it unset.", range: 1...1_000_000),
     int("max_tokens_limit", \.maxTokensLimit, "Largest max_tokens a request may ask for.", range: 1...1_000_000),
     double("priority_aging_seconds", \.priorityAgingSeconds, "Queued requests rise one priority level per this many seconds.", min: 0.01),
+    bool("batch_invariant", \.batchInvariant, "Same tokens for a seed whether a request runs alone or batched."),
     Key(
       name: "log_level", help: "trace, debug, info, notice, warning, error or critical.",
       apply: { config, raw in

@@ -1,4 +1,5 @@
 import AlignEngine
+import Metrics
 import Dispatch
 import Foundation
 import Synchronization
@@ -91,6 +92,8 @@ public final class GenerationLoop: @unchecked Sendable {
     var spec: GenerationSpec
     var continuation: AsyncStream<GenerationEvent>.Continuation
     var finishedSamples: Set<Int> = []
+    var submittedAt: ContinuousClock.Instant
+    var firstTokenSeen = false
   }
 
   struct Shared {
@@ -119,9 +122,11 @@ public final class GenerationLoop: @unchecked Sendable {
     var generated = 0
     var promptLength: Int
     var done = false
+    var lastTokenAt: ContinuousClock.Instant? = nil
   }
 
   public let model: PolicyModel
+  let metrics: ServingMetrics
   private let shared: Mutex<Shared>
   private let wake = DispatchSemaphore(value: 0)
   private let cache: KVCache
@@ -132,8 +137,12 @@ public final class GenerationLoop: @unchecked Sendable {
 
   /// Creates the loop and starts its thread.
   /// - Throws: when the KV cache cannot be allocated.
-  public init(model: PolicyModel, configuration: GenerationScheduler.Configuration) throws {
+  public init(
+    model: PolicyModel, configuration: GenerationScheduler.Configuration,
+    metricsFactory: any MetricsFactory = MetricsSystem.factory
+  ) throws {
     self.model = model
+    self.metrics = ServingMetrics(model: model.version, factory: metricsFactory)
     // Room for the generation reservations plus one context of teacher-forcing work.
     self.cache = try model.engine.makeCache(
       capacityTokens: configuration.kvCapacityTokens + model.contextLength)
@@ -158,17 +167,27 @@ public final class GenerationLoop: @unchecked Sendable {
     let (stream, continuation) = AsyncStream.makeStream(of: GenerationEvent.self)
     let now = seconds(ContinuousClock.now)
     let deadline = spec.deadline.map { seconds($0) }
-    let id: RequestID = try shared.withLock { (state: inout Shared) throws(GenerationScheduler.AdmissionError) -> RequestID in
-      let id = state.nextID
-      state.nextID += 1
-      try state.scheduler.submit(
-        .init(
-          id: id, promptTokens: spec.promptTokens, maxTokens: spec.maxTokens, samples: spec.samples,
-          priority: spec.priority, deadline: deadline),
-        now: now)
-      state.requests[id] = RequestContext(spec: spec, continuation: continuation)
-      state.stats.queued = state.scheduler.queuedCount
-      return id
+    let submittedAt = ContinuousClock.now
+    let id: RequestID
+    do {
+      id = try shared.withLock { (state: inout Shared) throws(GenerationScheduler.AdmissionError) -> RequestID in
+        let id = state.nextID
+        state.nextID += 1
+        try state.scheduler.submit(
+          .init(
+            id: id, promptTokens: spec.promptTokens, maxTokens: spec.maxTokens, samples: spec.samples,
+            priority: spec.priority, deadline: deadline),
+          now: now)
+        state.requests[id] = RequestContext(spec: spec, continuation: continuation, submittedAt: submittedAt)
+        state.stats.queued = state.scheduler.queuedCount
+        return id
+      }
+    } catch {
+      switch error {
+      case .queueFull: metrics.queueFull.increment()
+      case .tooLarge: metrics.tooLarge.increment()
+      }
+      throw error
     }
     wake.signal()
     return (id, stream)
@@ -221,8 +240,11 @@ public final class GenerationLoop: @unchecked Sendable {
   }
 
   private func seconds(_ instant: ContinuousClock.Instant) -> Double {
-    let d = instant - origin
-    return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    Self.seconds(instant - origin)
+  }
+
+  static func seconds(_ d: Duration) -> Double {
+    Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
   }
 
   // MARK: The loop (loop thread only)
@@ -240,6 +262,8 @@ public final class GenerationLoop: @unchecked Sendable {
         for id in step.admitted { specs[id] = state.requests[id]?.spec }
         state.stats.queued = state.scheduler.queuedCount
         state.stats.runningSequences = state.scheduler.runningSequenceCount
+        metrics.queueDepth.record(state.scheduler.queuedCount)
+        metrics.runningSequences.record(state.scheduler.runningSequenceCount)
         return (step, false, specs, jobs)
       }
       if stopped {
@@ -312,6 +336,7 @@ public final class GenerationLoop: @unchecked Sendable {
 
   private func apply(_ step: GenerationScheduler.Step, admittedSpecs: [RequestID: GenerationSpec]) {
     for (request, reason) in step.ended {
+      if reason == .deadline { metrics.expired.increment() } else { metrics.cancelled.increment() }
       endRequest(request, reason: reason)
     }
     for slot in step.releasedSlots {
@@ -351,6 +376,7 @@ public final class GenerationLoop: @unchecked Sendable {
       BatchItem(sequence: SequenceID(item.slot), tokens: item.tokens, logits: item.sampleSlots.isEmpty ? .none : .last)
     }
     let outputs: [ForwardOutput]
+    let stepStart = ContinuousClock.now
     do {
       outputs = try model.engine.forward(batch, cache: cache)
       for fork in step.forks {
@@ -363,6 +389,12 @@ public final class GenerationLoop: @unchecked Sendable {
       return
     }
     let decodeCount = step.items.filter { $0.tokens.count == 1 && !$0.sampleSlots.isEmpty }.count
+    let stepSeconds = Self.seconds(ContinuousClock.now - stepStart)
+    let sampledCount = step.items.reduce(0) { $0 + $1.sampleSlots.count }
+    metrics.batchSize.record(step.items.count)
+    metrics.stepTokens.record(batch.reduce(0) { $0 + $1.tokens.count })
+    metrics.prefillTokens.increment(by: step.items.filter { $0.tokens.count > 1 || $0.sampleSlots.isEmpty }.reduce(0) { $0 + $1.tokens.count })
+    if stepSeconds > 0 { metrics.tokensPerSecond.record(Double(sampledCount) / stepSeconds) }
     shared.withLock { state in
       state.stats.steps += 1
       state.stats.maxDecodeBatch = max(state.stats.maxDecodeBatch, decodeCount)
@@ -433,6 +465,12 @@ public final class GenerationLoop: @unchecked Sendable {
       }
     }
     context.done = finish != nil
+    let emittedAt = ContinuousClock.now
+    if !emittedTokens.isEmpty {
+      metrics.generatedTokens.increment()
+      if let last = context.lastTokenAt { metrics.interTokenLatency.record(duration: emittedAt - last) }
+      context.lastTokenAt = emittedAt
+    }
     slots[slot] = context
 
     let sample = context.sample
@@ -440,6 +478,10 @@ public final class GenerationLoop: @unchecked Sendable {
     shared.withLock { state in
       state.scheduler.record(slot: slot, token: token, finish: finish)
       guard var request = state.requests[context.request] else { return }
+      if !request.firstTokenSeen && !emittedTokens.isEmpty {
+        request.firstTokenSeen = true
+        metrics.timeToFirstToken.record(duration: emittedAt - request.submittedAt)
+      }
       if !text.isEmpty || !emittedTokens.isEmpty {
         request.continuation.yield(.token(sample: sample, text: text, tokens: emittedTokens))
       }

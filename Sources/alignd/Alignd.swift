@@ -38,6 +38,7 @@ struct ConfigurationFlags: ParsableArguments {
   @Option(help: "max_tokens when a request leaves it unset (default 256).") var defaultMaxTokens: String?
   @Option(help: "Largest max_tokens a request may ask for (default 2048).") var maxTokensLimit: String?
   @Option(help: "Queued requests rise one priority level per this many seconds (default 5).") var priorityAgingSeconds: String?
+  @Option(help: "true: a seed gives the same tokens alone or batched (default); false: faster float prefill.") var batchInvariant: String?
 
   /// The flags that were given, by canonical key name.
   var given: [String: String] {
@@ -63,6 +64,7 @@ struct ConfigurationFlags: ParsableArguments {
     flags["default_max_tokens"] = defaultMaxTokens
     flags["max_tokens_limit"] = maxTokensLimit
     flags["priority_aging_seconds"] = priorityAgingSeconds
+    flags["batch_invariant"] = batchInvariant
     return flags
   }
 

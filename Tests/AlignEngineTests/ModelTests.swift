@@ -180,6 +180,30 @@ struct BatchingTests {
     #expect(cache.freeTokens == cache.capacityTokens)
   }
 
+  @Test("Decode rows are bitwise batch-invariant for quantized weights", arguments: ["llama-q4_1", "llama-q8_0"])
+  func batchInvariance(name: String) throws {
+    let engine = try Engine(model: TransformerModel(path: EngineFixtures.tiny("gguf/\(name).gguf")))
+    let seq = exp.sequences[2]
+    // Alone.
+    let alone = try engine.makeCache(capacityTokens: 128)
+    try alone.addSequence(0)
+    _ = try engine.forward([BatchItem(sequence: 0, tokens: Array(seq.prefix(8)), logits: .none)], cache: alone)
+    let ref = try engine.forward([BatchItem(sequence: 0, tokens: [seq[8]])], cache: alone)[0].logits
+    // With other decoding sequences and a prompt being prefilled in the same call.
+    let shared = try engine.makeCache(capacityTokens: 256)
+    for s in 0..<6 { try shared.addSequence(SequenceID(s)) }
+    _ = try engine.forward([BatchItem(sequence: 0, tokens: Array(seq.prefix(8)), logits: .none)], cache: shared)
+    for s in 1..<5 {
+      _ = try engine.forward([BatchItem(sequence: SequenceID(s), tokens: [Int32(s), 7, 9], logits: .none)], cache: shared)
+    }
+    var items = [BatchItem(sequence: 5, tokens: Array(exp.sequences[1]))]
+    items += (1..<5).map { BatchItem(sequence: SequenceID($0), tokens: [Int32(40 + $0)]) }
+    items.insert(BatchItem(sequence: 0, tokens: [seq[8]]), at: 2)
+    let out = try engine.forward(items, cache: shared)
+    #expect(out[2].sequence == 0)
+    #expect(out[2].logits == ref)
+  }
+
   @Test("A full cache throws and leaves the sequences unchanged")
   func cacheFull() throws {
     let cache = try engine.makeCache(capacityTokens: 8, blockSize: 4)

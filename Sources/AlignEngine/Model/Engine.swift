@@ -10,22 +10,31 @@ public struct EngineSettings: Sendable, Equatable {
   /// Longest sequence (prompt plus generated tokens) the engine accepts; nil means
   /// min(model context length, 8192).
   public var maxContextLength: Int?
-  /// From this many tokens per step on, quantized matrices are dequantized into tiles and multiplied
-  /// with sgemm; below it, dot products run directly on the quantized rows.
+  /// An item's chunk with at least this many tokens (a prompt) goes through sgemm in float; shorter
+  /// chunks (decode steps) use integer dot products on Q8-quantized activations for Q4_0/Q4_1/Q8_0
+  /// weights. The choice is made per item, never per batch, so a decoding sequence's logits are
+  /// bitwise the same whichever sequences share its batch.
   public var gemmMinTokens: Int = 4
-  /// Below `gemmMinTokens`, quantize activations to 8 bits for Q4_0/Q4_1/Q8_0 weights and use integer
-  /// dot products (llama.cpp's scheme; faster, ~1e-3 relative error). False keeps float activations.
+  /// Quantize activations to 8 bits for Q4_0/Q4_1/Q8_0 weights in decode steps (llama.cpp's scheme;
+  /// ~1e-3 relative error, much faster). False sends every row through float sgemm.
   public var quantizedActivations: Bool = true
+  /// True (default): the integer-or-sgemm choice is made per item, so decode rows are bitwise
+  /// identical whatever else is in the batch (a seed reproduces a completion under any load).
+  /// False: the choice is made per step, so a step with many decoding sequences runs them all through
+  /// sgemm — about 1.6–2× the aggregate throughput at 32 sequences, but results then depend slightly
+  /// on the batch.
+  public var batchInvariant: Bool = true
 
   public init(
     threads: Int = 2, maxBatchTokens: Int = 256, maxContextLength: Int? = nil, gemmMinTokens: Int = 4,
-    quantizedActivations: Bool = true
+    quantizedActivations: Bool = true, batchInvariant: Bool = true
   ) {
     self.threads = threads
     self.maxBatchTokens = maxBatchTokens
     self.maxContextLength = maxContextLength
     self.gemmMinTokens = gemmMinTokens
     self.quantizedActivations = quantizedActivations
+    self.batchInvariant = batchInvariant
   }
 }
 
@@ -126,7 +135,7 @@ public final class Engine: @unchecked Sendable {
     let t = settings.maxBatchTokens
     let maxCols = max(hp.hiddenSize, hp.qDim, hp.intermediateSize)
     scratch = MatmulScratch(threads: settings.threads, maxCols: maxCols, maxTokens: t)
-    policy = MatmulPolicy(gemmMinTokens: settings.gemmMinTokens, quantizedActivations: settings.quantizedActivations)
+    policy = MatmulPolicy(quantizedActivations: settings.quantizedActivations)
     outChunk = min(t, 32)
     x = AlignedBuffer(floats: t * hp.hiddenSize)
     xn = AlignedBuffer(floats: t * hp.hiddenSize)
@@ -222,19 +231,25 @@ public final class Engine: @unchecked Sendable {
     while true {
       var pieces: [Piece] = []
       var budget = settings.maxBatchTokens
-      var offset = 0
       for (i, item) in items.enumerated() where done[i] < item.tokens.count && budget > 0 {
         let n = min(item.tokens.count - done[i], budget)
         let isEnd = done[i] + n == item.tokens.count
         pieces.append(Piece(
           item: i, sequence: item.sequence, start: done[i], count: n,
-          position: cache.length(of: item.sequence)!, tokenOffset: offset,
+          position: cache.length(of: item.sequence)!, tokenOffset: 0,
           outputAll: item.logits == .all, outputLast: isEnd && item.logits == .last,
           hidden: isEnd && item.wantHidden))
         budget -= n
-        offset += n
       }
       if pieces.isEmpty { break }
+      // Decode-sized pieces first: their rows take the row-wise integer path, the rest sgemm.
+      let small = pieces.filter { $0.count < settings.gemmMinTokens }
+      pieces = small + pieces.filter { $0.count >= settings.gemmMinTokens }
+      var offset = 0
+      for k in pieces.indices {
+        pieces[k].tokenOffset = offset
+        offset += pieces[k].count
+      }
       try step(pieces, items: items, cache: cache, outputs: &outputs)
       for p in pieces {
         done[p.item] += p.count
@@ -253,6 +268,10 @@ public final class Engine: @unchecked Sendable {
     let headDim = hp.headDim
     let half = hp.ropeDimension / 2
     let total = pieces.reduce(0) { $0 + $1.count }
+    let rowwise =
+      settings.batchInvariant
+      ? pieces.reduce(0) { $0 + ($1.count < settings.gemmMinTokens ? $1.count : 0) }
+      : (total < settings.gemmMinTokens ? total : 0)
     let xp = x.floats, xnp = xn.floats, qp = q.floats, kp = k.floats, vp = v.floats
     let attp = att.floats, gatep = gate.floats, upp = up.floats
     let cosp = cosTable.floats, sinp = sinTable.floats
@@ -277,9 +296,9 @@ public final class Engine: @unchecked Sendable {
 
     for (li, layer) in model.layers.enumerated() {
       rmsNorm(xp, layer.attnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
-      matmul(layer.wq, xnp, tokens: total, qp, scratch: scratch, policy: policy)
-      matmul(layer.wk, xnp, tokens: total, kp, scratch: scratch, policy: policy)
-      matmul(layer.wv, xnp, tokens: total, vp, scratch: scratch, policy: policy)
+      matmul(layer.wq, xnp, tokens: total, qp, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
+      matmul(layer.wk, xnp, tokens: total, kp, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
+      matmul(layer.wv, xnp, tokens: total, vp, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
       if let bq = layer.bq, let bk = layer.bk, let bv = layer.bv {
         for t in 0..<total {
           for i in 0..<qDim { qp[t * qDim + i] += bq[i] }
@@ -308,22 +327,25 @@ public final class Engine: @unchecked Sendable {
         }
       }
       attention(layer: li, pieces: pieces, blockLists: blockLists, total: total, cache: cache)
-      matmul(layer.wo, attp, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy)
+      matmul(layer.wo, attp, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
 
       rmsNorm(xp, layer.ffnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
-      matmul(layer.wGate, xnp, tokens: total, gatep, scratch: scratch, policy: policy)
-      matmul(layer.wUp, xnp, tokens: total, upp, scratch: scratch, policy: policy)
+      matmul(layer.wGate, xnp, tokens: total, gatep, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
+      matmul(layer.wUp, xnp, tokens: total, upp, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
       swiGLU(gatep, upp, total * ffn)
-      matmul(layer.wDown, gatep, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy)
+      matmul(layer.wDown, gatep, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
     }
 
-    // Output rows: gather the wanted tokens, norm, project, copy out in chunks.
-    var wanted: [(piece: Int, token: Int)] = []
+    // Output rows: gather the wanted tokens, norm, project, copy out in chunks. Last-token rows (what
+    // sampling reads) use the batch-invariant row-wise products; all-position rows (prompt
+    // log-probabilities) use sgemm.
+    var wantedLast: [(piece: Int, token: Int)] = []
+    var wantedAll: [(piece: Int, token: Int)] = []
     for (pi, p) in pieces.enumerated() {
       if p.outputAll {
-        for j in 0..<p.count { wanted.append((pi, p.tokenOffset + j)) }
+        for j in 0..<p.count { wantedAll.append((pi, p.tokenOffset + j)) }
       } else if p.outputLast {
-        wanted.append((pi, p.tokenOffset + p.count - 1))
+        wantedLast.append((pi, p.tokenOffset + p.count - 1))
       }
       if p.hidden {
         let t = p.tokenOffset + p.count - 1
@@ -335,18 +357,24 @@ public final class Engine: @unchecked Sendable {
       }
     }
     let width = hp.outputWidth
-    var c = 0
-    while c < wanted.count {
-      let n = min(outChunk, wanted.count - c)
-      for r in 0..<n {
-        rmsNorm(xp + wanted[c + r].token * d, model.outputNorm, outHidden.floats + r * d, rows: 1, dim: d, eps: hp.rmsNormEps)
+    for (wanted, rowwiseOutput) in [(wantedLast, true), (wantedAll, false)] {
+      var c = 0
+      while c < wanted.count {
+        let n = min(outChunk, wanted.count - c)
+        for r in 0..<n {
+          rmsNorm(
+            xp + wanted[c + r].token * d, model.outputNorm, outHidden.floats + r * d, rows: 1, dim: d,
+            eps: hp.rmsNormEps)
+        }
+        matmul(
+          model.output, outHidden.floats, tokens: n, outRows.floats, scratch: scratch, policy: policy,
+          rowwiseTokens: rowwiseOutput && (settings.batchInvariant || n < settings.gemmMinTokens) ? n : 0)
+        for r in 0..<n {
+          let item = pieces[wanted[c + r].piece].item
+          outputs[item].logits.append(contentsOf: UnsafeBufferPointer(start: outRows.floats + r * width, count: width))
+        }
+        c += n
       }
-      matmul(model.output, outHidden.floats, tokens: n, outRows.floats, scratch: scratch, policy: policy)
-      for r in 0..<n {
-        let item = pieces[wanted[c + r].piece].item
-        outputs[item].logits.append(contentsOf: UnsafeBufferPointer(start: outRows.floats + r * width, count: width))
-      }
-      c += n
     }
   }
 

@@ -1,0 +1,131 @@
+import AlignEngine
+import AlignServing
+import Foundation
+import MetricsTestKit
+import Testing
+
+/// The engine loop in process on the default SmolLM2 policy (skipped when the model is absent).
+@Suite("Generation loop on SmolLM2", .serialized)
+struct GenerationLoopTests {
+  static let modelPath = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+  static var modelPresent: Bool { FileManager.default.fileExists(atPath: modelPath) }
+
+  static func makeLoop(
+    _ configuration: GenerationScheduler.Configuration = .init(maxRunningSequences: 8, kvCapacityTokens: 4096)
+  ) throws -> (GenerationLoop, TestMetrics) {
+    let metrics = TestMetrics()
+    let model = try PolicyModel(ggufPath: modelPath, version: "smollm2-test")
+    return (try GenerationLoop(model: model, configuration: configuration, metricsFactory: metrics), metrics)
+  }
+
+  struct Outcome {
+    var texts: [Int: String] = [:]
+    var tokens: [Int: [Int32]] = [:]
+    var finishes: [Int: FinishReason] = [:]
+  }
+
+  static func collect(_ events: AsyncStream<GenerationEvent>) async -> Outcome {
+    var outcome = Outcome()
+    for await event in events {
+      switch event {
+      case .token(let sample, let text, let tokens):
+        outcome.texts[sample, default: ""] += text
+        outcome.tokens[sample, default: []] += tokens.map(\.token)
+      case .finished(let sample, let reason, _):
+        outcome.finishes[sample] = reason
+      case .failed(let message):
+        Issue.record("generation failed: \(message)")
+      }
+    }
+    return outcome
+  }
+
+  func spec(_ loop: GenerationLoop, _ prompt: String, maxTokens: Int, samples: Int = 1, seed: UInt64 = 1,
+            temperature: Float = 0.8, stops: [String] = []) -> GenerationSpec {
+    GenerationSpec(
+      promptTokens: loop.model.encodePrompt(prompt), maxTokens: maxTokens, samples: samples,
+      sampling: SamplingParameters(temperature: temperature, seed: seed), stopStrings: stops, ignoreEOS: true)
+  }
+
+  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"))
+  func concurrentRequestsAreBatchedAndMetricsMove() async throws {
+    let (loop, metrics) = try Self.makeLoop()
+    defer { loop.shutdown() }
+    let prompts = ["The ocean is", "My cat likes", "Swift is a language that", "Paris is"]
+    let outcomes = await withTaskGroup(of: Outcome.self) { group in
+      for (i, prompt) in prompts.enumerated() {
+        let (_, events) = try! loop.submit(spec(loop, prompt, maxTokens: 12, seed: UInt64(i)))
+        group.addTask { await Self.collect(events) }
+      }
+      var all: [Outcome] = []
+      for await outcome in group { all.append(outcome) }
+      return all
+    }
+    #expect(outcomes.count == 4)
+    for outcome in outcomes {
+      #expect(outcome.tokens[0]?.count == 12)
+      #expect(outcome.finishes[0] == .length)
+    }
+    #expect(metrics.counterTotal(label: "alignd_generated_tokens_total") == 48)
+    let ttft = try metrics.expectTimer("alignd_time_to_first_token_seconds", [("model", "smollm2-test")])
+    #expect(ttft.values.count == 4)
+    let batch = try metrics.expectRecorder("alignd_batch_sequences", [("model", "smollm2-test")])
+    #expect((batch.values.max() ?? 0) >= 2, "requests submitted together must share forward steps")
+    #expect(loop.stats.maxDecodeBatch >= 2)
+  }
+
+  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"))
+  func samplesShareOnePrefill() async throws {
+    let (loop, metrics) = try Self.makeLoop()
+    defer { loop.shutdown() }
+    let request = spec(loop, "List three fruits:", maxTokens: 6, samples: 3, seed: 9, temperature: 1.0)
+    let outcome = await Self.collect(try loop.submit(request).events)
+    #expect(outcome.tokens.count == 3)
+    #expect(outcome.tokens.values.allSatisfy { $0.count == 6 })
+    // The prompt was prefilled once, not three times.
+    #expect(metrics.counterTotal(label: "alignd_prefill_tokens_total") == Int64(request.promptTokens.count))
+    // Different samples draw different random streams.
+    #expect(Set(outcome.tokens.values.map { $0.map(String.init).joined(separator: ",") }).count > 1)
+  }
+
+  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"))
+  func stopStringsCutTheCompletionBeforeTheStop() async throws {
+    let (loop, _) = try Self.makeLoop()
+    defer { loop.shutdown() }
+    let free = await Self.collect(
+      try loop.submit(spec(loop, "Once upon a time", maxTokens: 24, temperature: 0)).events)
+    let text = try #require(free.texts[0])
+    // Pick a stop string from the middle of what greedy decoding produces.
+    let words = text.split(separator: " ")
+    try #require(words.count >= 4)
+    let stop = " " + words[2]
+    let cut = try #require(text.range(of: stop))
+    let stopped = await Self.collect(
+      try loop.submit(spec(loop, "Once upon a time", maxTokens: 24, temperature: 0, stops: [stop])).events)
+    #expect(stopped.finishes[0] == .stop)
+    #expect(stopped.texts[0] == String(text[..<cut.lowerBound]))
+  }
+
+  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"))
+  func fullQueueIsRefusedAndCounted() async throws {
+    let (loop, metrics) = try Self.makeLoop(.init(maxRunningSequences: 1, queueCapacity: 1, kvCapacityTokens: 4096))
+    defer { loop.shutdown() }
+    var accepted: [AsyncStream<GenerationEvent>] = []
+    var refused = 0
+    for i in 0..<6 {
+      do {
+        accepted.append(try loop.submit(spec(loop, "Count to ten:", maxTokens: 16, seed: UInt64(i))).events)
+      } catch {
+        refused += 1
+      }
+    }
+    #expect(refused >= 4)
+    #expect(metrics.counterTotal(label: "alignd_rejections_total") == Int64(refused))
+    for events in accepted {
+      let outcome = await Self.collect(events)
+      #expect(outcome.finishes[0] == .length)
+    }
+  }
+}
