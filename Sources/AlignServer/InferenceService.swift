@@ -274,9 +274,14 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     }
     let scored: [[ScoredToken]]
     do {
-      scored = try await policy.loop.teacherForce(sequences, topLogprobs: Int(message.topLogprobs))
+      scored = try await policy.teacherForcing.submit(
+        TeacherForcingRequest(sequences: sequences, topLogprobs: Int(message.topLogprobs)))
     } catch let error as InvalidRequest {
       throw RequestValidation.invalid(error.description)
+    } catch DynamicBatcherError.queueFull(let capacity) {
+      throw RPCError(
+        code: .resourceExhausted, message: "the log-probability queue is full (\(capacity) waiting); retry shortly",
+        metadata: ["retry-after-ms": "100"])
     }
     let tokenizer = model.tokenizer
     return ServerResponse(

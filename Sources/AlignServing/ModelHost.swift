@@ -32,15 +32,45 @@ public final class PolicySnapshot: Sendable {
   public let sha256: String
   /// The engine loop serving this checkpoint (continuous batching).
   public let loop: GenerationLoop
+  /// Teacher-forced log-probability requests, batched dynamically into shared forward passes.
+  public let teacherForcing: DynamicBatcher<TeacherForcingRequest, [[ScoredToken]]>
 
   public var model: PolicyModel { loop.model }
 
-  init(version: String, path: String, sizeBytes: UInt64, sha256: String, loop: GenerationLoop) {
+  init(
+    version: String, path: String, sizeBytes: UInt64, sha256: String, loop: GenerationLoop,
+    batching: DynamicBatcher<TeacherForcingRequest, [[ScoredToken]]>.Configuration = .init()
+  ) {
     self.version = version
     self.path = path
     self.sizeBytes = sizeBytes
     self.sha256 = sha256
     self.loop = loop
+    self.teacherForcing = DynamicBatcher(configuration: batching) { requests in
+      // Submitted together, the requests reach the engine loop between the same two generation
+      // steps, which runs them in one forward pass (split only where a context would overflow).
+      try await withThrowingTaskGroup(of: (Int, [[ScoredToken]]).self) { group in
+        for (index, request) in requests.enumerated() {
+          group.addTask {
+            (index, try await loop.teacherForce(request.sequences, topLogprobs: request.topLogprobs))
+          }
+        }
+        var results = [[[ScoredToken]]](repeating: [], count: requests.count)
+        for try await (index, result) in group { results[index] = result }
+        return results
+      }
+    }
+  }
+}
+
+/// Token sequences whose log-probabilities a client asked for.
+public struct TeacherForcingRequest: Sendable {
+  public var sequences: [[Int32]]
+  public var topLogprobs: Int
+
+  public init(sequences: [[Int32]], topLogprobs: Int) {
+    self.sequences = sequences
+    self.topLogprobs = topLogprobs
   }
 }
 
