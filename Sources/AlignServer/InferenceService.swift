@@ -101,45 +101,33 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
       request.message, model: policy.model, limits: limits, deadline: RequestValidation.deadline(from: request.metadata))
     let (id, events) = try submit(validated.spec, on: policy)
     let tokenizer = policy.model.tokenizer
-    var completions = (0..<validated.spec.samples).map { index in
-      Alignd_V1_Completion.with { $0.index = UInt32(index) }
-    }
-    var completionTokens = 0
-    var failure: String? = nil
+    var tally = GenerationTally(samples: validated.spec.samples)
     await withRPCCancellationHandler {
       for await event in events {
-        switch event {
-        case .token(let sample, let text, let tokens):
-          completions[sample].text += text
-          if validated.returnTokenIDs { completions[sample].tokenIds += tokens.map(\.token) }
+        if case .token(let sample, let text, let tokens) = event {
+          tally.completions[sample].text += text
+          if validated.returnTokenIDs { tally.completions[sample].tokenIds += tokens.map(\.token) }
           if validated.logprobs > 0 {
-            completions[sample].logprobs += Self.tokenLogprobs(tokens.map(ScoredToken.init), tokenizer: tokenizer)
+            tally.completions[sample].logprobs += Self.tokenLogprobs(tokens.map(ScoredToken.init), tokenizer: tokenizer)
           }
-        case .finished(let sample, let reason, let count):
-          completions[sample].finishReason = Self.finishReason(reason)
-          completionTokens += count
-        case .failed(let message):
-          failure = message
+        } else {
+          tally.absorb(event)
         }
       }
     } onCancelRPC: {
       cancelUnlessDraining(id, on: policy)
     }
-    if let failure { throw RPCError(code: .internalError, message: failure) }
-    if completions.contains(where: { $0.finishReason == .deadline }) {
+    if let failure = tally.failure { throw RPCError(code: .internalError, message: failure) }
+    if tally.completions.contains(where: { $0.finishReason == .deadline }) {
       throw RPCError(code: .deadlineExceeded, message: "the deadline expired before the completion finished")
     }
-    if completions.contains(where: { $0.finishReason == .cancelled }) {
+    if tally.completions.contains(where: { $0.finishReason == .cancelled }) {
       throw RPCError(code: .cancelled, message: "the request was cancelled")
     }
     let response = Alignd_V1_GenerateResponse.with {
       $0.responseID = Self.responseID("gen")
-      $0.completions = completions
-      $0.usage = .with { usage in
-        usage.promptTokens = UInt32(validated.spec.promptTokens.count)
-        usage.completionTokens = UInt32(completionTokens)
-        usage.totalTokens = usage.promptTokens + usage.completionTokens
-      }
+      $0.completions = tally.completions
+      $0.usage = tally.usage(promptTokens: validated.spec.promptTokens.count)
       $0.versions = Self.versions(policy)
     }
     return ServerResponse(message: response)
@@ -155,46 +143,34 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     let responseID = Self.responseID("gen")
     let tokenizer = policy.model.tokenizer
     return StreamingServerResponse { writer in
-      var completions = (0..<validated.spec.samples).map { index in
-        Alignd_V1_Completion.with { $0.index = UInt32(index) }
-      }
-      var completionTokens = 0
-      var failure: String? = nil
+      var tally = GenerationTally(samples: validated.spec.samples)
       try await withRPCCancellationHandler {
         for await event in events {
-          switch event {
-          case .token(let sample, let text, let tokens):
-            try await Self.write(cancelling: id, on: policy, to: writer,
-              .with {
-                $0.responseID = responseID
-                $0.chunk = .with { chunk in
-                  chunk.index = UInt32(sample)
-                  chunk.text = text
-                  chunk.tokenIds = tokens.map(\.token)
-                  if validated.logprobs > 0 { chunk.logprobs = Self.tokenLogprobs(tokens.map(ScoredToken.init), tokenizer: tokenizer) }
-                }
-              })
-          case .finished(let sample, let reason, let count):
-            completions[sample].finishReason = Self.finishReason(reason)
-            completionTokens += count
-          case .failed(let message):
-            failure = message
+          guard case .token(let sample, let text, let tokens) = event else {
+            tally.absorb(event)
+            continue
           }
+          try await Self.write(cancelling: id, on: policy, to: writer,
+            .with {
+              $0.responseID = responseID
+              $0.chunk = .with { chunk in
+                chunk.index = UInt32(sample)
+                chunk.text = text
+                chunk.tokenIds = tokens.map(\.token)
+                if validated.logprobs > 0 { chunk.logprobs = Self.tokenLogprobs(tokens.map(ScoredToken.init), tokenizer: tokenizer) }
+              }
+            })
         }
       } onCancelRPC: {
         cancelUnlessDraining(id, on: policy)
       }
-      if let failure { throw RPCError(code: .internalError, message: failure) }
+      if let failure = tally.failure { throw RPCError(code: .internalError, message: failure) }
       try await writer.write(
         .with {
           $0.responseID = responseID
           $0.end = .with { end in
-            end.completions = completions
-            end.usage = .with { usage in
-              usage.promptTokens = UInt32(validated.spec.promptTokens.count)
-              usage.completionTokens = UInt32(completionTokens)
-              usage.totalTokens = usage.promptTokens + usage.completionTokens
-            }
+            end.completions = tally.completions
+            end.usage = tally.usage(promptTokens: validated.spec.promptTokens.count)
             end.versions = Self.versions(policy)
           }
         })
@@ -313,5 +289,36 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     request: ServerRequest<Alignd_V1_CheckSafetyRequest>, context: ServerContext
   ) async throws -> ServerResponse<Alignd_V1_CheckSafetyResponse> {
     throw Self.missing("CheckSafety (the safety classifiers and policy file)")
+  }
+}
+
+/// Finish reasons, token counts and failures of a request's completions, gathered from its events.
+struct GenerationTally {
+  var completions: [Alignd_V1_Completion]
+  var completionTokens = 0
+  var failure: String? = nil
+
+  init(samples: Int) {
+    completions = (0..<samples).map { index in Alignd_V1_Completion.with { $0.index = UInt32(index) } }
+  }
+
+  /// Records a finish or failure event (token events carry text the caller places).
+  mutating func absorb(_ event: GenerationEvent) {
+    switch event {
+    case .token: break
+    case .finished(let sample, let reason, let count):
+      completions[sample].finishReason = InferenceService.finishReason(reason)
+      completionTokens += count
+    case .failed(let message):
+      failure = message
+    }
+  }
+
+  func usage(promptTokens: Int) -> Alignd_V1_Usage {
+    .with {
+      $0.promptTokens = UInt32(promptTokens)
+      $0.completionTokens = UInt32(completionTokens)
+      $0.totalTokens = $0.promptTokens + $0.completionTokens
+    }
   }
 }
