@@ -26,3 +26,5 @@ fi
 
 command -v swift >/dev/null || { echo "error: swift is not on PATH (Swift 6.3.1 is required)" >&2; exit 1; }
 "$ROOT/scripts/fetch-models.sh"
+# The offensive-language classifier (alt-profanity-check's linear model, converted once).
+"$ROOT/scripts/fetch-safety-model.sh"

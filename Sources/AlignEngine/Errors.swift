@@ -18,6 +18,7 @@ public enum EngineError: Error, Sendable, Equatable, CustomStringConvertible {
   /// The KV cache has no free block left for the requested tokens.
   case cacheFull(requestedTokens: Int, freeTokens: Int)
 
+  /// A human-readable description.
   public var description: String {
     switch self {
     case .cannotOpen(let path, let reason): return "cannot open \(path): \(reason)"

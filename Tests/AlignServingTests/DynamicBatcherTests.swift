@@ -29,14 +29,15 @@ struct DynamicBatcherTests {
     #expect(batcher.stats.largestBatch > 1)
   }
 
-  @Test func aLoneRequestRunsAfterTheDelay() async throws {
+  @Test(.timeLimit(.minutes(1)))
+  func aLoneRequestRunsAfterTheDelay() async throws {
     let batcher = DynamicBatcher<String, Int>(configuration: .init(maxBatchSize: 100, maxDelay: .milliseconds(20))) {
       $0.map(\.count)
     }
-    let start = ContinuousClock.now
+    // A batch that never fills still runs once its first request has waited maxDelay.
     let result = try await batcher.submit("abc")
     #expect(result == 3)
-    #expect(ContinuousClock.now - start < .seconds(5))
+    #expect(batcher.stats.batches == 1)
   }
 
   @Test func batchesNeverExceedTheMaximumSize() async throws {

@@ -2,17 +2,22 @@ import Foundation
 
 /// Throughput figures measured by `Engine.benchmark`.
 public struct BenchmarkResult: Sendable, Equatable, CustomStringConvertible {
+  /// Threads used by the forward pass.
   public var threads: Int
+  /// Prompt length of the prefill measurement.
   public var promptTokens: Int
   /// Tokens per second for one prompt prefilled in one forward call.
   public var prefillTokensPerSecond: Double
+  /// Tokens generated in the batch-1 measurement.
   public var decodeTokens: Int
   /// Tokens per second decoding one sequence (one token per forward call).
   public var decodeTokensPerSecond: Double
+  /// Sequences in the batched measurement.
   public var batchSequences: Int
   /// Total tokens per second decoding `batchSequences` sequences, one token each per forward call.
   public var batchedDecodeTokensPerSecond: Double
 
+  /// A human-readable description.
   public var description: String {
     String(
       format: "threads %d | prefill %d tok: %.1f tok/s | decode batch 1: %.1f tok/s | decode %d seqs: %.1f tok/s total",

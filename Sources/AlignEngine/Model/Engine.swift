@@ -25,6 +25,7 @@ public struct EngineSettings: Sendable, Equatable {
   /// on the batch.
   public var batchInvariant: Bool = true
 
+  /// Creates a value from its fields.
   public init(
     threads: Int = 2, maxBatchTokens: Int = 256, maxContextLength: Int? = nil, gemmMinTokens: Int = 4,
     quantizedActivations: Bool = true, batchInvariant: Bool = true
@@ -59,6 +60,7 @@ public struct BatchItem: Sendable, Equatable {
   /// Also return the final (normed) hidden state at the last token (the feature a reward head reads).
   public var wantHidden: Bool
 
+  /// Creates a value from its fields.
   public init(sequence: SequenceID, tokens: [Int32], logits: LogitsRequest = .last, wantHidden: Bool = false) {
     self.sequence = sequence
     self.tokens = tokens
@@ -74,6 +76,7 @@ public struct BatchItem: Sendable, Equatable {
 
 /// What a forward call returns for one batch item.
 public struct ForwardOutput: Sendable {
+  /// The sequence this output belongs to.
   public let sequence: SequenceID
   /// Width of one output row: vocabulary size for a causal LM, label count for a classifier.
   public let width: Int
@@ -94,7 +97,9 @@ public struct ForwardOutput: Sendable {
 /// several engines on one model to overlap work.
 public final class Engine: @unchecked Sendable {
   // Safety: all mutable state (the buffers) is used only while `lock` is held.
+  /// The model this engine runs.
   public let model: TransformerModel
+  /// Runtime settings fixed at creation.
   public let settings: EngineSettings
   /// Longest sequence accepted.
   public let maxContextLength: Int

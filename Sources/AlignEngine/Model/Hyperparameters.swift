@@ -39,27 +39,41 @@ public enum ModelHead: Sendable, Equatable {
 /// What the checkpoint says about the network's shape. Runtime choices (threads, batch size,
 /// cache capacity) live in `EngineSettings`.
 public struct ModelHyperparameters: Sendable, Equatable {
+  /// The transformer family.
   public var architecture: ModelArchitecture
+  /// Number of token ids (rows of the embedding).
   public var vocabSize: Int
+  /// Width of the residual stream.
   public var hiddenSize: Int
+  /// Width of the feed-forward (SwiGLU) layer.
   public var intermediateSize: Int
+  /// Number of transformer blocks.
   public var layerCount: Int
+  /// Number of query heads.
   public var headCount: Int
+  /// Number of key/value heads (GQA when fewer than query heads).
   public var kvHeadCount: Int
+  /// Width of one attention head.
   public var headDim: Int
   /// Number of dimensions of each head that RoPE rotates (usually `headDim`).
   public var ropeDimension: Int
+  /// Epsilon of every RMSNorm.
   public var rmsNormEps: Float
+  /// RoPE base frequency.
   public var ropeTheta: Float
+  /// RoPE frequency scaling.
   public var ropeScaling: RopeScaling
+  /// How RoPE pairs dimensions (depends on the file format's Q/K row order).
   public var ropeStyle: RopeStyle
   /// Training context length (from the checkpoint; the runtime may use less).
   public var contextLength: Int
+  /// Whether the output projection reuses the token embedding.
   public var tiedEmbeddings: Bool
   /// Biases on q/k/v projections (Qwen2, or `attention_bias` in a Llama config).
   public var attentionBias: Bool
   /// RMSNorm on each query/key head before RoPE (Qwen3).
   public var qkNorm: Bool
+  /// Causal LM or sequence-classification head.
   public var head: ModelHead
 
   /// Width of the concatenated query heads.

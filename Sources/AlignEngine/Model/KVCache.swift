@@ -1,9 +1,14 @@
 /// Identifies one sequence in a `KVCache`.
 public struct SequenceID: Hashable, Sendable, Comparable, CustomStringConvertible, ExpressibleByIntegerLiteral {
+  /// The numeric id.
   public let rawValue: Int
+  /// Wraps a numeric id.
   public init(_ rawValue: Int) { self.rawValue = rawValue }
+  /// Wraps a numeric id given as a literal.
   public init(integerLiteral value: Int) { rawValue = value }
+  /// Orders by numeric id.
   public static func < (a: SequenceID, b: SequenceID) -> Bool { a.rawValue < b.rawValue }
+  /// A human-readable description.
   public var description: String { "seq\(rawValue)" }
 }
 

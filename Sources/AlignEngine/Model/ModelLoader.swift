@@ -8,14 +8,17 @@ public enum ModelFormat: String, Sendable, Equatable {
 
 /// Facts about a loaded model besides its shape: origin and special tokens.
 public struct ModelMetadata: Sendable, Equatable {
+  /// GGUF file or Hugging Face folder.
   public var format: ModelFormat
   /// The GGUF file or Hugging Face folder.
   public var path: String
   /// `general.name` or the config's `_name_or_path`, when present.
   public var name: String?
+  /// Beginning-of-sequence token id, if declared.
   public var bosTokenID: Int32?
   /// Token ids that end generation (eos, eot, generation_config's eos list).
   public var eosTokenIDs: [Int32]
+  /// Padding token id, if declared.
   public var padTokenID: Int32?
   /// Label names of a classification head (`id2label`), in label order.
   public var labels: [String]

@@ -8,6 +8,7 @@ public struct ModelLoadOptions: Sendable, Equatable {
   /// decode: sgemm dominates), so the default (0) makes no copies.
   public var denseCopyLimitBytes: Int = 0
 
+  /// Creates a value from its fields.
   public init(denseCopyLimitBytes: Int = 0) {
     self.denseCopyLimitBytes = denseCopyLimitBytes
   }

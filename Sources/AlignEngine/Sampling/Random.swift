@@ -16,6 +16,7 @@ public struct Xoshiro256: RandomNumberGenerator, Sendable, Equatable {
     s = (splitmix(), splitmix(), splitmix(), splitmix())
   }
 
+  /// The next 64 random bits.
   public mutating func next() -> UInt64 {
     let result = rotl(s.1 &* 5, 7) &* 9
     let t = s.1 << 17
@@ -33,6 +34,7 @@ public struct Xoshiro256: RandomNumberGenerator, Sendable, Equatable {
 
   @inline(__always) private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
+  /// Whether two generators are in the same state.
   public static func == (a: Xoshiro256, b: Xoshiro256) -> Bool {
     a.s.0 == b.s.0 && a.s.1 == b.s.1 && a.s.2 == b.s.2 && a.s.3 == b.s.3
   }

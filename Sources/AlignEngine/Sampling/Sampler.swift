@@ -22,6 +22,7 @@ public struct SamplingParameters: Sendable, Equatable {
   /// How many most likely alternatives to report with each sampled token (0 = none).
   public var topLogprobs: Int = 0
 
+  /// Creates a value from its fields.
   public init(
     temperature: Float = 1, topK: Int = 0, topP: Float = 1, minP: Float = 0, repetitionPenalty: Float = 1,
     frequencyPenalty: Float = 0, presencePenalty: Float = 0, seed: UInt64 = 0, topLogprobs: Int = 0
@@ -53,8 +54,11 @@ public struct SamplingParameters: Sendable, Equatable {
 
 /// A token id with its log-probability.
 public struct TokenLogprob: Sendable, Equatable {
+  /// Token id.
   public var token: Int32
+  /// Natural-log probability.
   public var logprob: Float
+  /// Creates a value from its fields.
   public init(token: Int32, logprob: Float) {
     self.token = token
     self.logprob = logprob
@@ -63,6 +67,7 @@ public struct TokenLogprob: Sendable, Equatable {
 
 /// The outcome of one sampling step.
 public struct SampledToken: Sendable, Equatable {
+  /// Token id.
   public var token: Int32
   /// Log-probability of `token` under the model's raw distribution (log-softmax of the logits,
   /// before temperature, penalties and truncation).
@@ -75,11 +80,13 @@ public struct SampledToken: Sendable, Equatable {
 /// result depends only on the seed, the logits and the sequence's own history, never on which other
 /// sequences share the batch.
 public struct Sampler: Sendable {
+  /// The parameters this sampler was made with.
   public let parameters: SamplingParameters
   private var rng: Xoshiro256
   private var promptTokens: Set<Int32>
   private var counts: [Int32: Int] = [:]
   private var work: [Float] = []
+  private var scratch: [Float] = []
   private var candidates: [Int32] = []
 
   /// - Parameters:
@@ -106,10 +113,11 @@ public struct Sampler: Sendable {
     guard let rawMax = work.max(), rawMax.isFinite else {
       throw EngineError.invalidArgument("logits are not finite")
     }
-    // Raw log-softmax terms for reporting.
-    var rawSum: Double = 0
-    for v in work { rawSum += Double(exp(v - rawMax)) }
-    let rawLogZ = rawMax + Float(log(rawSum))
+    // Raw log-softmax normalizer for reporting (vectorized exp into a scratch copy).
+    scratch.removeAll(keepingCapacity: true)
+    scratch.append(contentsOf: work)
+    let rawSum = scratch.withUnsafeMutableBufferPointer { expShiftedInPlace($0.baseAddress!, n, shift: rawMax) }
+    let rawLogZ = rawMax + Float(log(Double(rawSum)))
     let top = parameters.topLogprobs > 0 ? topK(work, parameters.topLogprobs) : []
     let topReport = top.map { TokenLogprob(token: $0, logprob: work[Int($0)] - rawLogZ) }
     let rawCopyOfChosen: (Int) -> Float = { [work] i in work[i] - rawLogZ }
@@ -147,13 +155,12 @@ public struct Sampler: Sendable {
     let p = parameters
     let invT = 1 / p.temperature
     let maxLogit = work.max() ?? 0
-    // Unnormalized probabilities in place.
-    var total: Double = 0
-    for i in work.indices {
-      let e = exp((work[i] - maxLogit) * invT)
-      work[i] = e
-      total += Double(e)
-    }
+    // Unnormalized probabilities in place (the top token gets exactly 1).
+    let total = Double(work.withUnsafeMutableBufferPointer { buf -> Float in
+      let b = buf.baseAddress!
+      for i in 0..<buf.count { b[i] *= invT }
+      return expShiftedInPlace(b, buf.count, shift: maxLogit * invT)
+    })
     let truncating = p.topK > 0 || p.topP < 1 || p.minP > 0
     if !truncating {
       let u = rng.nextUnit() * total

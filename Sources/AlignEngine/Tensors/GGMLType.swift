@@ -68,6 +68,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     return o ? nil : r
   }
 
+  /// A human-readable description.
   public var description: String {
     switch self {
     case .f32: return "F32"

@@ -73,15 +73,6 @@ func rmsNorm(
   }
 }
 
-/// Half to float for finite values without branches (scales in quantized blocks are finite):
-/// shifting the exponent/mantissa into float position and multiplying by 2^112 rebiases the exponent,
-/// and is exact for normal and subnormal halves.
-@inline(__always)
-func finiteHalfToFloat(_ h: UInt16) -> Float {
-  let magnitude = Float(bitPattern: UInt32(h & 0x7fff) << 13) * 0x1p112
-  return Float(bitPattern: magnitude.bitPattern | (UInt32(h & 0x8000) << 16))
-}
-
 /// Work buffers for `matmul`, sized once for the largest matrix and batch.
 final class MatmulScratch: @unchecked Sendable {
   // Safety: used only by the thread that drives a forward pass (and the workers it forks and joins).
