@@ -26,6 +26,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
   ],
   targets: [
     // OpenBLAS (Debian's libopenblas-dev) as a system library.
@@ -58,6 +59,13 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "Metrics", package: "swift-metrics"),
       ],
+      swiftSettings: swiftSettings
+    ),
+
+    // Feedback store (SQLite through GRDB) and registry state. No gRPC import.
+    .target(
+      name: "AlignStore",
+      dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
       swiftSettings: swiftSettings
     ),
 
@@ -114,6 +122,11 @@ let package = Package(
         "AlignEngine",
         .product(name: "MetricsTestKit", package: "swift-metrics"),
       ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "AlignStoreTests",
+      dependencies: ["AlignStore"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

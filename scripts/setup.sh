@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-packages=(libopenblas-dev)
+packages=(libopenblas-dev libsqlite3-dev)
 if [[ "${1:-}" == "--test" ]]; then
   # protoc: the generated-code drift check.
   packages+=(protobuf-compiler)
