@@ -346,29 +346,25 @@ public final class GenerationLoop: @unchecked Sendable {
     if !step.releasedSlots.isEmpty {
       shared.withLock { $0.stats.releasedSlots += UInt64(step.releasedSlots.count) }
     }
-    // Create the sampling state of newly admitted requests: slot order = sample order.
-    for item in step.items where admittedSpecs[item.request] != nil && slots[item.slot] == nil {
-      guard let spec = admittedSpecs[item.request] else { continue }
-      let sampleSlots = scheduledSlots(of: item.request, in: step)
-      for (sample, slot) in sampleSlots.enumerated() {
+    // Create the sampling state of newly admitted requests (slot order = sample order) and the
+    // prefill slot's sequence, whether or not this step has budget for its first chunk.
+    for (request, requestSlots) in step.admittedSlots {
+      guard let spec = admittedSpecs[request], let first = requestSlots.first else { continue }
+      for (sample, slot) in requestSlots.enumerated() {
         var parameters = spec.sampling
         // Distinct, reproducible streams per sample: sample i of seed s is the same whatever else runs.
         parameters.seed = spec.sampling.seed &+ UInt64(sample) &* 0x9E37_79B9_7F4A_7C15
         guard let sampler = try? Sampler(parameters: parameters, promptTokens: spec.promptTokens) else { continue }
         slots[slot] = SlotContext(
-          request: item.request, sample: sample, sampler: sampler,
+          request: request, sample: sample, sampler: sampler,
           detokenizer: StreamingDetokenizer(tokenizer: model.tokenizer), promptLength: spec.promptTokens.count)
       }
-      try? cache.addSequence(SequenceID(item.slot))
+      do {
+        try cache.addSequence(SequenceID(first))
+      } catch {
+        failRequest(request, message: "the KV cache refused the sequence: \(error)")
+      }
     }
-  }
-
-  /// The slots of a request in sample order (the prefill slot first, then its fork targets).
-  private func scheduledSlots(of request: RequestID, in step: GenerationScheduler.Step) -> [SlotID] {
-    guard let item = step.items.first(where: { $0.request == request }) else { return [] }
-    if !item.sampleSlots.isEmpty { return item.sampleSlots }
-    // A multi-chunk prefill: siblings are only known at the last chunk; the first slot is sample 0.
-    return [item.slot]
   }
 
   private func execute(_ step: GenerationScheduler.Step) {
@@ -404,19 +400,7 @@ public final class GenerationLoop: @unchecked Sendable {
       let output = outputs[index]
       guard output.rows > 0 else { continue }
       let logits = output.row(output.rows - 1)
-      for (sampleIndex, slot) in item.sampleSlots.enumerated() {
-        if slots[slot] == nil, let first = slots[item.slot] {
-          // A fork target created at the end of a multi-chunk prefill.
-          var parameters = first.sampler.parameters
-          parameters.seed = (shared.withLock { $0.requests[item.request]?.spec.sampling.seed } ?? 0)
-            &+ UInt64(sampleIndex) &* 0x9E37_79B9_7F4A_7C15
-          let prompt = shared.withLock { $0.requests[item.request]?.spec.promptTokens } ?? []
-          if let sampler = try? Sampler(parameters: parameters, promptTokens: prompt) {
-            slots[slot] = SlotContext(
-              request: item.request, sample: sampleIndex, sampler: sampler,
-              detokenizer: StreamingDetokenizer(tokenizer: model.tokenizer), promptLength: first.promptLength)
-          }
-        }
+      for slot in item.sampleSlots {
         sampleAndEmit(slot: slot, logits: logits)
       }
     }

@@ -128,4 +128,28 @@ struct GenerationLoopTests {
       #expect(outcome.finishes[0] == .length)
     }
   }
+
+  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"))
+  func promptsWaitingForStepBudgetStillRun() async throws {
+    // A step budget smaller than the prompts that arrive together: some requests are admitted
+    // in a step that has no room for their first chunk.
+    let (loop, _) = try Self.makeLoop(.init(maxRunningSequences: 8, maxStepTokens: 16, kvCapacityTokens: 4096))
+    defer { loop.shutdown() }
+    let prompts = ["The history of the Roman Empire begins", "Photosynthesis is the process by which plants",
+                   "In computer science, a hash table is", "The quick brown fox jumps over the lazy dog and"]
+    let outcomes = await withTaskGroup(of: Outcome.self) { group in
+      for (i, prompt) in prompts.enumerated() {
+        let (_, events) = try! loop.submit(spec(loop, prompt, maxTokens: 6, samples: i == 3 ? 2 : 1, seed: UInt64(i)))
+        group.addTask { await Self.collect(events) }
+      }
+      var all: [Outcome] = []
+      for await outcome in group { all.append(outcome) }
+      return all
+    }
+    #expect(outcomes.count == 4)
+    for outcome in outcomes {
+      #expect(!outcome.finishes.isEmpty)
+      #expect(outcome.finishes.values.allSatisfy { $0 == .length }, "\(outcome.finishes)")
+    }
+  }
 }

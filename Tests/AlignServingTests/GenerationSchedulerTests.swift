@@ -205,4 +205,18 @@ struct GenerationSchedulerTests {
     s = aging.schedule(now: 21)
     #expect(s.admitted == [11])
   }
+
+  @Test func requestsAdmittedWithoutBudgetForTheirFirstChunkStillGetTheirSlots() throws {
+    var scheduler = Scheduler(configuration: .init(maxRunningSequences: 4, maxStepTokens: 8))
+    try scheduler.submit(request(1, prompt: 8), now: 0)
+    try scheduler.submit(request(2, prompt: 8, samples: 2), now: 0)
+    let step = scheduler.schedule(now: 0)
+    #expect(step.admitted == [1, 2])
+    #expect(step.items.map(\.request) == [1])  // the budget is spent on request 1's prompt
+    // Request 2 holds its slots from admission on, so the engine can create its sequence now.
+    #expect(step.admittedSlots[2]?.count == 2)
+    #expect(Set(step.admittedSlots.values.flatMap { $0 }).count == 3)
+    let next = scheduler.schedule(now: 0)
+    #expect(next.items.first(where: { $0.request == 2 })?.slot == step.admittedSlots[2]?.first)
+  }
 }

@@ -103,6 +103,10 @@ public struct GenerationScheduler {
     public var releasedSlots: [SlotID] = []
     /// Requests that joined the running set in this step.
     public var admitted: [RequestID] = []
+    /// The slots each admitted request holds, in sample order (slot 0 carries the prefill; the
+    /// others become forks of it after the prompt's last chunk). A request may be admitted in a
+    /// step that has no budget left for its first chunk: its sequence must exist from admission.
+    public var admittedSlots: [RequestID: [SlotID]] = [:]
     public var items: [StepItem] = []
     /// KV copies to make after the forward pass: (from, to).
     public var forks: [(from: SlotID, to: SlotID)] = []
@@ -111,7 +115,8 @@ public struct GenerationScheduler {
 
     public static func == (a: Step, b: Step) -> Bool {
       a.ended.map { "\($0.request):\($0.reason)" } == b.ended.map { "\($0.request):\($0.reason)" }
-        && a.releasedSlots == b.releasedSlots && a.admitted == b.admitted && a.items == b.items
+        && a.releasedSlots == b.releasedSlots && a.admitted == b.admitted && a.admittedSlots == b.admittedSlots
+        && a.items == b.items
         && a.forks.map { [$0.from, $0.to] } == b.forks.map { [$0.from, $0.to] }
     }
   }
@@ -222,6 +227,7 @@ public struct GenerationScheduler {
       reservedTokens += next.reservation
       running.append(Running(request: next, slots: slots))
       step.admitted.append(next.id)
+      step.admittedSlots[next.id] = slots
     }
 
     // 4. Decode tokens first (one per live sequence), then prefill chunks under the budget.
