@@ -36,6 +36,7 @@ import time
 GEN_TOKENS = 128
 TEMPERATURE = 0.8
 SEED_BASE = 1000
+MIN_ROUNDS_N1 = 5  # N=1 is cheap and is the figure compared with the in-process engine
 
 _TOPICS = [
     "a lighthouse keeper", "the history of tea", "a robot learning to paint", "volcanoes",
@@ -123,6 +124,8 @@ async def run_rounds(n: int, rounds: int, max_seconds: float, k_offset: int, one
     t_begin = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     out_rounds = []
+    if n == 1:
+        rounds = max(rounds, MIN_ROUNDS_N1)
     for r in range(rounds):
         remaining = max_seconds - (time.perf_counter() - t_begin)
         if remaining <= 1.0:
@@ -298,10 +301,10 @@ async def http_main(a) -> None:
         finally:
             res.end = time.perf_counter()
 
+    env = cpu_busy_and_load()  # before the warm-up: llama.cpp's OpenMP threads spin for a while after a request
     w = Result(99_999)
     await one(w, 8)
     print(f"[load-bench] llama-server warm-up: {w.status} {w.tokens} tokens {w.detail}", file=sys.stderr)
-    env = cpu_busy_and_load()
     print(f"[load-bench] llama-server N={n} (cpu busy {env['cpu_busy']}, load {env['loadavg']})", file=sys.stderr)
     m = await run_rounds(n, a.rounds, a.max_seconds, k_offset, one)
     m["env"] = env
@@ -323,7 +326,21 @@ def inprocess_main(a) -> None:
     quantity as the gRPC stream's (tokens - 1) / (last chunk - first chunk).
     """
     prompt = make_prompt(0)
-    seed = SEED_BASE
+    # alignctl generate has no ignore_eos flag: pick the first seed whose completion runs to 128
+    # tokens without an end token (else the longest), so the timed runs decode 127 tokens.
+    seed, best = SEED_BASE, -1
+    for s in range(SEED_BASE, SEED_BASE + a.seed_scan):
+        cmd = [a.alignctl, "generate", "--model", a.model, "--prompt", prompt, "--max-tokens", str(GEN_TOKENS),
+               "--temperature", str(TEMPERATURE), "--seed", str(s), "--json"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            break
+        n = sum(len(c.get("token_ids") or []) for c in json.loads(p.stdout).get("completions", []))
+        if n > best:
+            seed, best = s, n
+        if n >= GEN_TOKENS:
+            break
+    print(f"[load-bench] in-process seed {seed} gives {best} tokens", file=sys.stderr)
     samples = []
     for r in range(a.runs):
         row = {}
@@ -346,7 +363,14 @@ def inprocess_main(a) -> None:
             row["end_to_end_tok_s"] = row[f"n_{GEN_TOKENS}"] / row[f"t_{GEN_TOKENS}"]
         samples.append(row)
         print(f"[load-bench] in-process run {r}: {row}", file=sys.stderr)
-    ok = [s["decode_tok_s"] for s in samples if s.get("decode_tok_s")]
+    good = [s for s in samples if s.get("decode_tok_s")]
+    # Rate from the medians of the two wall times (model-load noise hits t_1 and t_128 alike).
+    ok = None
+    if good:
+        t128 = statistics.median(s[f"t_{GEN_TOKENS}"] for s in good)
+        t1 = statistics.median(s["t_1"] for s in good)
+        n128 = statistics.median(s[f"n_{GEN_TOKENS}"] for s in good)
+        ok = (n128 - 1) / (t128 - t1) if t128 > t1 else None
     bench = None
     if a.bench:
         cmd = [a.alignctl, "bench", "--model", a.model, "--threads", "2", "--prompt-tokens", "32",
@@ -358,7 +382,7 @@ def inprocess_main(a) -> None:
         print(f"[load-bench] alignctl bench: {bench}", file=sys.stderr)
     with open(a.out, "w") as f:
         json.dump({"prompt": prompt, "seed": seed, "samples": samples,
-                   "decode_tok_s_median": statistics.median(ok) if ok else None, "bench": bench,
+                   "decode_tok_s_median": ok, "bench": bench,
                    "env": cpu_busy_and_load()}, f, indent=1)
 
 
@@ -400,9 +424,9 @@ def report_main(a) -> None:
     L.append(f"- Peer: llama.cpp `llama-server` ({meta['llama_version']}), restarted for each N as "
              f"`{meta['llama_cmd']}`; streaming `POST /completion` over HTTP/1.1 (aiohttp, one connection per stream), "
              "`cache_prompt: false`.")
-    L.append(f"- Workload per N: synchronized rounds of N concurrent requests (up to {meta['rounds']} rounds, at most "
+    L.append(f"- Workload per N: synchronized rounds of N concurrent requests (up to {meta['rounds']} rounds, {MIN_ROUNDS_N1} at N=1, at most "
              f"{meta['max_seconds']} s per N; streams still running at the bound are cancelled and counted as *cut*). "
-             "Request k: distinct raw prompt k (~25 tokens), seed 1000+k, temperature 0.8, top_k 0, top_p 1, min_p 0, "
+             "Request k: distinct raw prompt k (23–26 tokens), seed 1000+k, temperature 0.8, top_k 0, top_p 1, min_p 0, "
              "128 tokens with ignore_eos. Same prompts and seeds on both sides.")
     L.append("- Metrics: tok/s = generated tokens received in a round / round wall time (median over rounds; "
              "prefill included); TTFT = request sent → first token chunk; ITL = gap between consecutive token chunks "
@@ -424,7 +448,8 @@ def report_main(a) -> None:
     for n in ns:
         o, p = ours_by_n.get(n), peers.get(n)
         ratio = (o["tok_s"] / p["tok_s"]) if o and p and o["tok_s"] and p["tok_s"] else None
-        L.append(f"| {n} | {fmt(o and o['tok_s'])} | {fmt(p and p['tok_s'])} | {fmt(ratio, '.2f')}× | "
+        bad = lambda s: " (all failed)" if s and s["errors"] and not s["ok"] else ""
+        L.append(f"| {n} | {fmt(o and o['tok_s'])}{bad(o)} | {fmt(p and p['tok_s'])}{bad(p)} | {fmt(ratio, '.2f')}× | "
                  f"{fmt(o and o['ttft_p50'], '.0f', 1e3)} / {fmt(o and o['ttft_p99'], '.0f', 1e3)} | "
                  f"{fmt(p and p['ttft_p50'], '.0f', 1e3)} / {fmt(p and p['ttft_p99'], '.0f', 1e3)} | "
                  f"{fmt(o and o['itl_p50'], '.0f', 1e3)} / {fmt(o and o['itl_p99'], '.0f', 1e3)} | "
@@ -450,7 +475,11 @@ def report_main(a) -> None:
     L.append("### Targets")
     L.append("")
     o32, p32 = ours_by_n.get(32), peers.get(32)
-    if o32 and p32 and o32["tok_s"] and p32["tok_s"]:
+    if o32 and o32["errors"] and not o32["ok"]:
+        L.append(f"- Aggregate tok/s at 32 streams ≥ 1.5× llama-server: **not met** — every alignd stream at N=32 failed "
+                 f"({', '.join(f'{k} {v}' for k, v in o32['errors'].items())}); the {fmt(o32['tok_s'])} tok/s in the table "
+                 f"counts the tokens those streams got before failing.")
+    elif o32 and p32 and o32["tok_s"] and p32["tok_s"]:
         r = o32["tok_s"] / p32["tok_s"]
         L.append(f"- Aggregate tok/s at 32 streams ≥ 1.5× llama-server: {o32['tok_s']:.1f} vs {p32['tok_s']:.1f} "
                  f"= {r:.2f}× → **{'met' if r >= 1.5 else 'not met'}**.")
@@ -462,7 +491,11 @@ def report_main(a) -> None:
         g = o1["stream_decode_tok_s_median"]
         d = (g - ip) / ip
         L.append(f"- gRPC at 1 stream within 5% of the in-process engine (decode tok/s, first token excluded on both "
-                 f"sides): gRPC {g:.1f} vs in-process {ip:.1f} ({d:+.1%}) → **{'met' if d >= -0.05 else 'not met'}**. "
+                 f"sides): gRPC {g:.1f} vs in-process {ip:.1f} ({d:+.1%}) → **{'met' if d >= -0.05 else 'not met'}** "
+                 f"(gRPC may not be more than 5% slower)"
+                 + (" — but the two differ by more than 5% the other way, so one of the figures is off "
+                    "(contention noise, or the in-process path decodes slower than the server's engine loop)"
+                    if d > 0.05 else "") + ". "
                  f"gRPC end-to-end at N=1 including TTFT: {fmt(o1['tok_s'])} tok/s.")
     else:
         L.append("- gRPC at 1 stream within 5% of the in-process engine: **not measured**"
@@ -470,16 +503,26 @@ def report_main(a) -> None:
     if inproc:
         s = [x for x in inproc["samples"] if x.get("decode_tok_s")]
         L.append(f"- In-process method: `alignctl generate --model … --max-tokens 128` and `--max-tokens 1` "
-                 f"(same prompt k=0 and seed 1000 as the N=1 gRPC stream), wall-clock each; decode tok/s = "
-                 f"(tokens − 1) / (t₁₂₈ − t₁), which removes process start, model load, prefill and the first token. "
-                 f"`alignctl generate` has no ignore_eos flag, so the run may stop early at an end token; the token "
-                 f"count used is the one returned. Samples: "
+                 f"(prompt k=0, temperature 0.8, seed {inproc['seed']}: the first seed from 1000 on whose completion runs to 128 tokens, "
+                 f"since alignctl generate has no ignore_eos flag), wall-clock each; decode tok/s = "
+                 f"(tokens − 1) / (t₁₂₈ − t₁), which removes process start, model load, prefill and the first token; "
+                 f"the figure uses the medians of t₁₂₈ and t₁ over {len(inproc['samples'])} runs each. Per-pair samples: "
                  + (", ".join(f"{x['decode_tok_s']:.1f} ({x['n_128']} tok, t₁₂₈ {x['t_128']:.2f} s, t₁ {x['t_1']:.2f} s)" for x in s) or "none")
                  + "; errors: " + (", ".join(x["error"] for x in inproc["samples"] if x.get("error")) or "none") + ".")
         b = inproc.get("bench")
         if b:
             L.append(f"- Cross-check: `{b['cmd']}` → "
                      + (f"`{json.dumps(b['json'])}`" if b.get("json") else f"exit {b['exit']} {b.get('stderr','')!r}"))
+    busy = [(name, n, (s.get("env") or {}).get("cpu_busy")) for n in ns
+            for name, s in (("alignd", ours_by_n.get(n)), ("llama-server", peers.get(n))) if s]
+    contended = [f"{name} N={n} ({b})" for name, n, b in busy if b is not None and b >= 0.5]
+    if contended:
+        L.append(f"- **Caveat:** measured while other work kept the machine busy (CPU use just before: "
+                 f"{', '.join(contended)}). llama.cpp's worker threads spin at barriers and slow down several-fold "
+                 f"when another process shares a core, alignd's engine degrades less, so under contention the "
+                 f"ratios overstate alignd's lead. Rerun on a quiet machine for target-grade figures. (Runs before "
+                 f"2026-11-29 11:45 UTC sampled llama-server's CPU use after its warm-up request, which can include "
+                 f"llama.cpp's own spinning threads.)")
     L.append("")
     L.append("### Commands")
     L.append("")
@@ -524,6 +567,7 @@ def main() -> None:
     i = sub.add_parser("inprocess")
     i.add_argument("--alignctl", required=True); i.add_argument("--model", required=True)
     i.add_argument("--runs", type=int, default=3); i.add_argument("--bench", action="store_true")
+    i.add_argument("--seed-scan", type=int, default=16)
     i.add_argument("--out", required=True)
     r = sub.add_parser("report")
     r.add_argument("--meta", required=True); r.add_argument("--alignd"); r.add_argument("--llama", nargs="*", default=[])

@@ -27,10 +27,12 @@
 #   VENV              Python venv (default /var/cache/alignd/venv-bench)
 #   NS                concurrency levels (default 1,8,32,64)
 #   ROUNDS            rounds per N (default 2)            MAX_SECONDS  bound per N and side (default 60)
-#   INPROC_RUNS       in-process timing runs (default 3)  SLOT_CTX     llama-server context per slot (default 384)
+#   INPROC_RUNS       in-process timing runs (default 5)  SLOT_CTX     llama-server context per slot (default 384)
 #   MAX_RUNNING       alignd --max-running-sequences (default: the largest N, so both sides run N at once)
+#   ALIGND_ARGS       extra flags for alignd serve (e.g. "--max-step-tokens 1024"; recorded in RESULTS.md)
 #   SKIP_LLAMA=1 / SKIP_ALIGND=1 / SKIP_INPROC=1   skip a side (the table says "not run")
-#   QUIET_MAX, QUIET_TIMEOUT  before each side, wait up to QUIET_TIMEOUT s (default 90) for machine CPU
+#   RESULTS_FILE      where the section is written (default Benchmarks/RESULTS.md); NOTES  free text appended to it
+#   QUIET_MAX, QUIET_TIMEOUT  before each side, wait up to QUIET_TIMEOUT s (default 120) for machine CPU
 #                     use below QUIET_MAX (default 0.25), then measure anyway (the state is recorded).
 set -euo pipefail
 
@@ -47,11 +49,12 @@ VENV="${VENV:-/var/cache/alignd/venv-bench}"
 NS="${NS:-1,8,32,64}"
 ROUNDS="${ROUNDS:-2}"
 MAX_SECONDS="${MAX_SECONDS:-60}"
-INPROC_RUNS="${INPROC_RUNS:-3}"
+INPROC_RUNS="${INPROC_RUNS:-5}"
 SLOT_CTX="${SLOT_CTX:-384}"
 START_TIMEOUT="${START_TIMEOUT:-180}"
 QUIET_MAX="${QUIET_MAX:-0.25}"
-QUIET_TIMEOUT="${QUIET_TIMEOUT:-90}"
+QUIET_TIMEOUT="${QUIET_TIMEOUT:-120}"
+RESULTS_FILE="${RESULTS_FILE:-$HERE/RESULTS.md}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 BENCH_OUT="${BENCH_OUT:-/var/cache/alignd/bench/load-$STAMP}"
 IFS=, read -r -a NLIST <<<"$NS"
@@ -117,7 +120,7 @@ wait_quiet() {
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 ALIGND_STATE="ran"
-ALIGND_CMD="$ALIGND serve --host 127.0.0.1 --port PORT --models-dir $(dirname "$MODEL") --policy-model $(basename "$MODEL") --data-dir TMP/data --max-running-sequences $MAX_RUNNING"
+ALIGND_CMD="$ALIGND serve --host 127.0.0.1 --port PORT --models-dir $(dirname "$MODEL") --policy-model $(basename "$MODEL") --data-dir TMP/data --max-running-sequences $MAX_RUNNING${ALIGND_ARGS:+ $ALIGND_ARGS}"
 
 # --- 2. alignd ------------------------------------------------------------------------------------
 if [[ "${SKIP_ALIGND:-0}" == "1" ]]; then
@@ -131,7 +134,7 @@ else
     log "starting alignd on 127.0.0.1:$PORT"
     "$ALIGND" serve --host 127.0.0.1 --port "$PORT" --models-dir "$(dirname "$MODEL")" \
         --policy-model "$(basename "$MODEL")" --data-dir "$TMP/data" \
-        --max-running-sequences "$MAX_RUNNING" >"$BENCH_OUT/alignd.log" 2>&1 &
+        --max-running-sequences "$MAX_RUNNING" ${ALIGND_ARGS:-} >"$BENCH_OUT/alignd.log" 2>&1 &
     SERVER_PID=$!
     ready=0
     for _ in $(seq 1 $(( START_TIMEOUT * 2 ))); do
@@ -161,6 +164,7 @@ fi
 
 # --- 3. in-process engine -------------------------------------------------------------------------
 if [[ "${SKIP_INPROC:-0}" != "1" && -x "$ALIGNCTL" ]]; then
+    wait_quiet "in-process engine"
     log "in-process engine: alignctl generate x $INPROC_RUNS"
     timeout 1200 "${DRIVER[@]}" inprocess --alignctl "$ALIGNCTL" --model "$MODEL" --runs "$INPROC_RUNS" \
         --bench --out "$BENCH_OUT/inprocess.json" || log "in-process measurement failed"
@@ -228,6 +232,6 @@ json.dump({
 }, open(sys.argv[1], "w"), indent=1)
 PY
 "${DRIVER[@]}" report --meta "$BENCH_OUT/meta.json" --alignd "$BENCH_OUT/alignd.json" \
-    --llama "${LLAMA_FILES[@]}" --inprocess "$BENCH_OUT/inprocess.json" --results "$HERE/RESULTS.md" >/dev/null
-log "wrote the load-bench section of $HERE/RESULTS.md"
-sed -n '/<!-- load-bench:start -->/,/<!-- load-bench:end -->/p' "$HERE/RESULTS.md"
+    --llama "${LLAMA_FILES[@]}" --inprocess "$BENCH_OUT/inprocess.json" --results "$RESULTS_FILE" >/dev/null
+log "wrote the load-bench section of $RESULTS_FILE"
+sed -n '/<!-- load-bench:start -->/,/<!-- load-bench:end -->/p' "$RESULTS_FILE"
