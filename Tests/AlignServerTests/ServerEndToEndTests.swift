@@ -68,6 +68,16 @@ struct ServerEndToEndTests {
     #expect(try await server.waitForExit() == 0)
   }
 
+  @Test func defaultsServeOnLoopback50051() async throws {
+    // No address flags at all: the documented default, 127.0.0.1:50051 (h2c).
+    let server = try await ServerProcess(defaultPort: true)
+    #expect(server.port == 50051)
+    try await server.waitUntilServing()
+    #expect(server.log.contains("127.0.0.1:50051"))
+    server.signal(SIGTERM)
+    #expect(try await server.waitForExit() == 0)
+  }
+
   @Test func authMatrix() async throws {
     let folder = try TestPaths.temporaryFolder()
     let keysFile = folder.appendingPathComponent("keys.txt")

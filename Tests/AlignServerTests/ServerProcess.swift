@@ -46,10 +46,13 @@ final class ServerProcess: Sendable {
   private let output: LockedText
 
   /// Starts alignd with `arguments` (after `serve`) and waits until it listens.
-  init(arguments: [String] = [], environment: [String: String] = [:], timeout: Duration = .seconds(60)) async throws {
+  init(
+    arguments: [String] = [], environment: [String: String] = [:], defaultPort: Bool = false,
+    timeout: Duration = .seconds(60)
+  ) async throws {
     let process = Process()
     process.executableURL = TestPaths.alignd
-    process.arguments = ["serve", "--port", "0", "--models-dir", TestPaths.modelsDir.path] + arguments
+    process.arguments = ["serve"] + (defaultPort ? [] : ["--port", "0"]) + ["--models-dir", TestPaths.modelsDir.path] + arguments
     var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ALIGND_") }
     env.merge(environment) { $1 }
     process.environment = env
