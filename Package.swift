@@ -75,6 +75,7 @@ let package = Package(
       dependencies: [
         "AlignAPI",
         "AlignServing",
+        "AlignStore",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

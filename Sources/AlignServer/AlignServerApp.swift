@@ -2,6 +2,7 @@ import Foundation
 import AlignAPI
 import AlignEngine
 import AlignServing
+import AlignStore
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -74,6 +75,12 @@ public struct AlignServerApp: Sendable {
 
     let status = ServingStatus()
     let models = ModelHost()
+    let feedback: SQLiteFeedbackStore
+    do {
+      feedback = try SQLiteFeedbackStore(dataDirectory: URL(fileURLWithPath: config.dataDir))
+    } catch {
+      throw StartupError("cannot open the feedback store in \(config.dataDir): \(error)", exitCode: 73)
+    }
     let index: DescriptorIndex
     do {
       index = try DescriptorIndex(base64: alignDescriptorSetBase64)
@@ -89,7 +96,7 @@ public struct AlignServerApp: Sendable {
         limits: GenerationLimits(
           defaultMaxTokens: config.defaultMaxTokens, maxTokensLimit: config.maxTokensLimit,
           maxSamples: min(16, config.maxRunningSequences))),
-      AdminService(status: status, models: models),
+      AdminService(status: status, models: models, feedback: feedback),
     ]
 
     let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { transport in
@@ -137,6 +144,7 @@ public struct AlignServerApp: Sendable {
       throw StartupError("stopped: \(error)")
     }
     models.shutdown()
+    try? feedback.close()
     logger.info("alignd stopped")
   }
 

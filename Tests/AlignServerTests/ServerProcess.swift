@@ -52,7 +52,10 @@ final class ServerProcess: Sendable {
   ) async throws {
     let process = Process()
     process.executableURL = TestPaths.alignd
-    process.arguments = ["serve"] + (defaultPort ? [] : ["--port", "0"]) + ["--models-dir", TestPaths.modelsDir.path] + arguments
+    let dataDir = try TestPaths.temporaryFolder().path
+    process.arguments =
+      ["serve"] + (defaultPort ? [] : ["--port", "0"])
+      + ["--models-dir", TestPaths.modelsDir.path, "--data-dir", dataDir] + arguments
     var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ALIGND_") }
     env.merge(environment) { $1 }
     process.environment = env
