@@ -99,4 +99,71 @@ struct FeedbackEndToEndTests {
     server.signal(SIGTERM)
     #expect(try await server.waitForExit() == 0)
   }
+
+  /// SIGKILL in the middle of a feedback stream, ten times in a row: after each restart the client
+  /// resends everything after its last acknowledgement, and in the end every record is stored
+  /// exactly once.
+  @Test func sigkillMidStreamLosesAndDoublesNothing() async throws {
+    let dataDir = try TestPaths.temporaryFolder().path
+    let total = 800
+    let records = (1...total).map { Self.preference($0) }
+    var acknowledged = 0
+    var kills = 0
+    for _ in 0..<10 where acknowledged < total {
+      let server = try await ServerProcess(dataDir: dataDir)
+      try await server.waitUntilServing()
+      let resumeFrom = acknowledged
+      let killAt = UInt64(resumeFrom + 30)
+      let lastAck = LockedText()
+      do {
+        try await server.withClient { client in
+          let admin = Alignd_V1_Admin.Client(wrapping: client)
+          try await admin.streamFeedback(
+            requestProducer: { writer in
+              for record in records[resumeFrom...] { try await writer.write(record) }
+            },
+            onResponse: { response in
+              for try await ack in response.messages {
+                lastAck.replace(with: "\(ack.committedThrough)")
+                if ack.committedThrough >= killAt { server.signal(SIGKILL) }
+              }
+            })
+        }
+      } catch {
+        // The connection died with the server: expected.
+      }
+      let status = try await server.waitForExit()
+      if status != 0 { kills += 1 }
+      acknowledged = max(acknowledged, Int(lastAck.text) ?? 0)
+    }
+    #expect(kills >= 5, "the server must really have been killed mid-stream")
+
+    // Finish the upload, then check the store.
+    let server = try await ServerProcess(dataDir: dataDir)
+    try await server.waitUntilServing()
+    try await server.withClient { client in
+      let admin = Alignd_V1_Admin.Client(wrapping: client)
+      let resumeFrom = acknowledged
+      let final = try await admin.streamFeedback(
+        requestProducer: { writer in
+          for record in records[resumeFrom...] { try await writer.write(record) }
+        },
+        onResponse: { response in
+          var last: Alignd_V1_FeedbackAck? = nil
+          for try await ack in response.messages { last = ack }
+          return last
+        })
+      #expect(resumeFrom == total || final?.committedThrough == UInt64(total))
+      let stored = try await admin.exportFeedback(.init()) { response in
+        var keys: [String] = []
+        for try await item in response.messages { keys.append(item.record.idempotencyKey) }
+        return keys
+      }
+      #expect(stored.count == total, "stored \(stored.count) records for \(total) distinct keys")
+      #expect(Set(stored).count == stored.count, "a record was stored twice")
+      #expect(Set(stored) == Set(records.map(\.idempotencyKey)))
+    }
+    server.signal(SIGTERM)
+    _ = try await server.waitForExit()
+  }
 }

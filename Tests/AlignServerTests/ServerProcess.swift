@@ -48,11 +48,11 @@ final class ServerProcess: Sendable {
   /// Starts alignd with `arguments` (after `serve`) and waits until it listens.
   init(
     arguments: [String] = [], environment: [String: String] = [:], defaultPort: Bool = false,
-    timeout: Duration = .seconds(60)
+    dataDir: String? = nil, timeout: Duration = .seconds(60)
   ) async throws {
     let process = Process()
     process.executableURL = TestPaths.alignd
-    let dataDir = try TestPaths.temporaryFolder().path
+    let dataDir = try dataDir ?? TestPaths.temporaryFolder().path
     process.arguments =
       ["serve"] + (defaultPort ? [] : ["--port", "0"])
       + ["--models-dir", TestPaths.modelsDir.path, "--data-dir", dataDir] + arguments
@@ -188,5 +188,6 @@ func runAlignd(_ arguments: [String], environment: [String: String] = [:]) throw
 final class LockedText: Sendable {
   private let storage = Mutex("")
   func append(_ text: String) { storage.withLock { $0 += text } }
+  func replace(with text: String) { storage.withLock { $0 = text } }
   var text: String { storage.withLock { $0 } }
 }
