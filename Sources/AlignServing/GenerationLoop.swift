@@ -149,6 +149,9 @@ public final class GenerationLoop: @unchecked Sendable {
     let stats = GenerationLoopStats(
       queued: 0, runningSequences: 0, capacity: configuration.queueCapacity, steps: 0, releasedSlots: 0,
       maxDecodeBatch: 0)
+    // Reservations must count whole blocks of this cache, or sequences could outgrow it.
+    var configuration = configuration
+    configuration.kvBlockSize = cache.blockSize
     self.shared = Mutex(Shared(scheduler: GenerationScheduler(configuration: configuration), stats: stats))
     let thread = Thread { [self] in
       self.run()
@@ -289,7 +292,9 @@ public final class GenerationLoop: @unchecked Sendable {
       var group: [TeacherForcingJob] = []
       var tokens = 0
       while index < jobs.count {
-        let size = jobs[index].sequences.reduce(0) { $0 + $1.count }
+        // Count whole KV blocks: each sequence occupies a multiple of the block size.
+        let block = cache.blockSize
+        let size = jobs[index].sequences.reduce(0) { $0 + ($1.count + block - 1) / block * block }
         if !group.isEmpty && tokens + size > model.contextLength { break }
         group.append(jobs[index])
         tokens += size
@@ -303,9 +308,10 @@ public final class GenerationLoop: @unchecked Sendable {
           nextSlot += 1
         }
       }
+      // Registered before the sequences are added, so a failure half-way frees what was added.
+      defer { for item in items where cache.contains(item.sequence) { cache.removeSequence(item.sequence) } }
       do {
         for item in items { try cache.addSequence(item.sequence) }
-        defer { for item in items { cache.removeSequence(item.sequence) } }
         let outputs = try model.engine.forward(items, cache: cache)
         var offset = 0
         for job in group {

@@ -219,4 +219,15 @@ struct GenerationSchedulerTests {
     let next = scheduler.schedule(now: 0)
     #expect(next.items.first(where: { $0.request == 2 })?.slot == step.admittedSlots[2]?.first)
   }
+
+  @Test func reservationsCountWholeKVBlocks() throws {
+    // 10 + 10 tokens round up to two 16-token blocks; with 2 samples one more block for the fork.
+    var scheduler = Scheduler(configuration: .init(maxRunningSequences: 8, kvCapacityTokens: 96, kvBlockSize: 16))
+    try scheduler.submit(request(1, prompt: 10, maxTokens: 10, samples: 2), now: 0)
+    _ = scheduler.schedule(now: 0)
+    #expect(scheduler.reservedKVTokens == 2 * 32 + 16)
+    #expect(throws: Scheduler.AdmissionError.tooLarge(needed: 112, capacity: 96)) {
+      try scheduler.submit(request(2, prompt: 50, maxTokens: 50, samples: 1), now: 0)  // 100 -> 112
+    }
+  }
 }

@@ -29,16 +29,19 @@ public struct GenerationScheduler {
     public var kvCapacityTokens: Int
     /// Seconds of waiting that raise a queued request by one priority level.
     public var agingInterval: Double
+    /// Tokens per KV cache block (reservations round up to whole blocks).
+    public var kvBlockSize: Int
 
     public init(
       maxRunningSequences: Int = 32, maxStepTokens: Int = 256, queueCapacity: Int = 256,
-      kvCapacityTokens: Int = 32 * 1024, agingInterval: Double = 2
+      kvCapacityTokens: Int = 32 * 1024, agingInterval: Double = 2, kvBlockSize: Int = 1
     ) {
       self.maxRunningSequences = maxRunningSequences
       self.maxStepTokens = maxStepTokens
       self.queueCapacity = queueCapacity
       self.kvCapacityTokens = kvCapacityTokens
       self.agingInterval = agingInterval
+      self.kvBlockSize = kvBlockSize
     }
   }
 
@@ -65,8 +68,13 @@ public struct GenerationScheduler {
       self.deadline = deadline
     }
 
-    /// KV tokens reserved while it runs.
-    var reservation: Int { samples * (promptTokens.count + maxTokens) }
+    /// KV tokens reserved while it runs, counted in whole cache blocks: each sample's sequence
+    /// rounds up to a block, and a fork may copy the prompt's last, partly filled block.
+    func reservation(blockSize: Int) -> Int {
+      let block = max(1, blockSize)
+      let perSample = (promptTokens.count + maxTokens + block - 1) / block * block
+      return samples * perSample + (samples > 1 ? (samples - 1) * block : 0)
+    }
   }
 
   public enum AdmissionError: Error, Equatable {
@@ -165,7 +173,7 @@ public struct GenerationScheduler {
 
   /// Queues a request, or refuses it at once.
   public mutating func submit(_ request: Request, now: Double) throws(AdmissionError) {
-    let needed = request.reservation
+    let needed = request.reservation(blockSize: configuration.kvBlockSize)
     guard needed <= configuration.kvCapacityTokens, request.samples <= configuration.maxRunningSequences else {
       throw .tooLarge(needed: needed, capacity: configuration.kvCapacityTokens)
     }
@@ -209,7 +217,7 @@ public struct GenerationScheduler {
       if entry.cancelled || entry.isDone {
         step.releasedSlots += entry.slots
         freeSlots += entry.slots
-        reservedTokens -= entry.request.reservation
+        reservedTokens -= entry.request.reservation(blockSize: configuration.kvBlockSize)
         continue
       }
       kept.append(entry)
@@ -219,12 +227,12 @@ public struct GenerationScheduler {
     // 3. Admission: highest effective priority first, while slots and KV reservations allow.
     while let next = queue.peek(now: now),
       freeSlots.count >= next.samples,
-      reservedTokens + next.reservation <= configuration.kvCapacityTokens
+      reservedTokens + next.reservation(blockSize: configuration.kvBlockSize) <= configuration.kvCapacityTokens
     {
       _ = queue.dequeue(now: now)
       var slots: [SlotID] = []
       for _ in 0..<next.samples { slots.append(freeSlots.removeLast()) }
-      reservedTokens += next.reservation
+      reservedTokens += next.reservation(blockSize: configuration.kvBlockSize)
       running.append(Running(request: next, slots: slots))
       step.admitted.append(next.id)
       step.admittedSlots[next.id] = slots
