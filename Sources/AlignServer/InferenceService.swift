@@ -45,7 +45,7 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     }
   }
 
-  static func tokenLogprobs(_ tokens: [ScoredToken], tokenizer: Tokenizer) -> [Alignd_V1_TokenLogprob] {
+  static func tokenLogprobs(_ tokens: some Sequence<ScoredToken>, tokenizer: Tokenizer) -> [Alignd_V1_TokenLogprob] {
     tokens.map { token in
       .with { entry in
         entry.tokenID = token.token
@@ -69,6 +69,17 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   /// next failed write.
   func cancelUnlessDraining(_ id: RequestID, on policy: PolicySnapshot) {
     if status.phase != .draining { policy.loop.cancel(id) }
+  }
+
+  /// Captures the active policy, validates a generation request against it and queues it.
+  func admit(_ request: ServerRequest<Alignd_V1_GenerateRequest>) throws -> (
+    PolicySnapshot, ValidatedGenerate, RequestID, AsyncStream<GenerationEvent>
+  ) {
+    let policy = try policy()
+    let validated = try RequestValidation.generate(
+      request.message, model: policy.model, limits: limits, deadline: RequestValidation.deadline(from: request.metadata))
+    let (id, events) = try submit(validated.spec, on: policy)
+    return (policy, validated, id, events)
   }
 
   /// Queues a validated request on the policy's engine loop.
@@ -96,10 +107,7 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   func generate(
     request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
   ) async throws -> ServerResponse<Alignd_V1_GenerateResponse> {
-    let policy = try policy()
-    let validated = try RequestValidation.generate(
-      request.message, model: policy.model, limits: limits, deadline: RequestValidation.deadline(from: request.metadata))
-    let (id, events) = try submit(validated.spec, on: policy)
+    let (policy, validated, id, events) = try admit(request)
     let tokenizer = policy.model.tokenizer
     var tally = GenerationTally(samples: validated.spec.samples)
     await withRPCCancellationHandler {
@@ -136,10 +144,7 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   func generateStream(
     request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
   ) async throws -> StreamingServerResponse<Alignd_V1_GenerateStreamResponse> {
-    let policy = try policy()
-    let validated = try RequestValidation.generate(
-      request.message, model: policy.model, limits: limits, deadline: RequestValidation.deadline(from: request.metadata))
-    let (id, events) = try submit(validated.spec, on: policy)
+    let (policy, validated, id, events) = try admit(request)
     let responseID = Self.responseID("gen")
     let tokenizer = policy.model.tokenizer
     return StreamingServerResponse { writer in
@@ -241,12 +246,10 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
       guard !item.continuation.isEmpty || !contextText.isEmpty else {
         throw RequestValidation.invalid("items[\(i)] has no text")
       }
-      let contextTokens =
-        contextText.isEmpty ? [] : item.messages.isEmpty ? model.encodePrompt(contextText) : model.encodeRendered(contextText)
-      let continuationTokens = model.tokenizer.encode(
-        item.continuation, addSpecialTokens: contextTokens.isEmpty, parseSpecial: true)
-      sequences.append(contextTokens + continuationTokens)
-      contextLengths.append(contextTokens.count)
+      let input = model.teacherForcingInput(
+        context: contextText, contextIsRendered: !item.messages.isEmpty, continuation: item.continuation)
+      sequences.append(input.tokens)
+      contextLengths.append(input.contextLength)
     }
     let scored: [[ScoredToken]]
     do {
@@ -265,8 +268,7 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
         response.responseID = Self.responseID("lp")
         response.versions = Self.versions(policy)
         for (k, tokens) in scored.enumerated() {
-          // Entry j scores token j+1; keep only tokens after the context.
-          let kept = tokens.enumerated().filter { $0.offset + 1 >= max(1, contextLengths[k]) }.map(\.element)
+          let kept = PolicyModel.continuationScores(tokens, contextLength: contextLengths[k])
           response.items.append(
             .with { item in
               item.contextTokens = UInt32(contextLengths[k])

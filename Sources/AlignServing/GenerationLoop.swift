@@ -114,6 +114,8 @@ public final class GenerationLoop: @unchecked Sendable {
 
   struct SlotContext {
     var request: RequestID
+    /// The request's spec, kept with the slot so sampling needs no lock to read it.
+    var spec: GenerationSpec
     var sample: Int
     var sampler: Sampler
     var detokenizer: StreamingDetokenizer
@@ -362,7 +364,7 @@ public final class GenerationLoop: @unchecked Sendable {
         parameters.seed = spec.sampling.seed &+ UInt64(sample) &* 0x9E37_79B9_7F4A_7C15
         guard let sampler = try? Sampler(parameters: parameters, promptTokens: spec.promptTokens) else { continue }
         slots[slot] = SlotContext(
-          request: request, sample: sample, sampler: sampler,
+          request: request, spec: spec, sample: sample, sampler: sampler,
           detokenizer: StreamingDetokenizer(tokenizer: model.tokenizer), promptLength: spec.promptTokens.count)
       }
       do {
@@ -414,7 +416,7 @@ public final class GenerationLoop: @unchecked Sendable {
 
   private func sampleAndEmit(slot: SlotID, logits: ArraySlice<Float>) {
     guard var context = slots[slot], !context.done else { return }
-    guard let spec = shared.withLock({ $0.requests[context.request]?.spec }) else { return }
+    let spec = context.spec
     let sampled: SampledToken
     do {
       sampled = try context.sampler.sample(logits)

@@ -61,6 +61,25 @@ public final class PolicyModel: Sendable {
     tokenizer.encode(text, addSpecialTokens: true, parseSpecial: true)
   }
 
+  /// The tokens to teacher-force for `continuation` after `context`, tokenized separately so the
+  /// scored span is exact, and the context's length. `contextIsRendered` marks chat-template output,
+  /// which already holds any BOS it needs.
+  public func teacherForcingInput(
+    context: String, contextIsRendered: Bool = false, continuation: String
+  ) -> (tokens: [Int32], contextLength: Int) {
+    let contextTokens = context.isEmpty ? [] : contextIsRendered ? encodeRendered(context) : encodePrompt(context)
+    let continuationTokens = tokenizer.encode(
+      continuation, addSpecialTokens: contextTokens.isEmpty, parseSpecial: true)
+    return (contextTokens + continuationTokens, contextTokens.count)
+  }
+
+  /// The continuation's share of a teacher-forced result: entry j scores token j + 1, so the
+  /// tokens after a context of `contextLength` start at entry `contextLength - 1` (the very first
+  /// token of a text without context has no log-probability).
+  public static func continuationScores(_ scored: [ScoredToken], contextLength: Int) -> ArraySlice<ScoredToken> {
+    scored.dropFirst(max(0, contextLength - 1))
+  }
+
   /// Tokenizes text rendered by the chat template, which already holds any BOS it needs.
   public func encodeRendered(_ text: String) -> [Int32] {
     tokenizer.encode(text, addSpecialTokens: false, parseSpecial: true)

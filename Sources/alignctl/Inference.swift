@@ -284,11 +284,9 @@ struct Logprobs: AsyncParsableCommand {
       let loop = try target.localLoop()
       defer { loop.shutdown() }
       let model = loop.model
-      let contextTokens = context.isEmpty ? [] : model.encodePrompt(context)
-      let textTokens = model.tokenizer.encode(text, addSpecialTokens: contextTokens.isEmpty, parseSpecial: true)
-      let sequence = contextTokens + textTokens
-      let scored = try await loop.teacherForce([sequence], topLogprobs: Int(max(top, 1)))[0]
-      for (j, token) in scored.enumerated() where j + 1 >= max(1, contextTokens.count) {
+      let input = model.teacherForcingInput(context: context, continuation: text)
+      let scored = try await loop.teacherForce([input.tokens], topLogprobs: Int(max(top, 1)))[0]
+      for token in PolicyModel.continuationScores(scored, contextLength: input.contextLength) {
         rows.append((token.token, model.tokenizer.decode([token.token]), token.logprob, token.top.first?.token))
         total += Double(token.logprob)
       }

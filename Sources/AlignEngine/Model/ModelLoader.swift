@@ -31,10 +31,17 @@ protocol TensorSource {
   /// Shape as (rows, cols) for a 2-D tensor with `cols` contiguous; 1-D as (1, n).
   func matrixShape(_ name: String) -> (rows: Int, cols: Int)?
   func weight(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix
-  func vector(_ name: String, count: Int) throws -> [Float]
 }
 
 extension TensorSource {
+  /// A 1-D tensor (norm weights, biases) as floats, whatever its stored type.
+  func vector(_ name: String, count: Int) throws -> [Float] {
+    let w = try weight(name, rows: 1, cols: count)
+    var out = [Float](repeating: 0, count: count)
+    out.withUnsafeMutableBufferPointer { w.dequantize(row: 0, into: $0.baseAddress!) }
+    return out
+  }
+
   func checkedWeight(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
     guard has(name) else { throw EngineError.missingTensor(path: path, name: name) }
     return try weight(name, rows: rows, cols: cols)
@@ -64,13 +71,6 @@ struct GGUFTensorSource: TensorSource {
     let p = try gguf.data(of: t)
     return WeightMatrix(name: name, type: type, rows: rows, cols: cols, data: p, rowBytes: type.rowBytes(elements: cols)!)
   }
-
-  func vector(_ name: String, count: Int) throws -> [Float] {
-    let w = try weight(name, rows: 1, cols: count)
-    var out = [Float](repeating: 0, count: count)
-    out.withUnsafeMutableBufferPointer { w.dequantize(row: 0, into: $0.baseAddress!) }
-    return out
-  }
 }
 
 struct SafeTensorSource: TensorSource {
@@ -97,13 +97,6 @@ struct SafeTensorSource: TensorSource {
     guard ok else { throw EngineError.shapeMismatch(path: file.path, name: name, expected: [rows, cols], found: t.shape) }
     let p = try file.data(of: t)
     return WeightMatrix(name: name, type: type, rows: rows, cols: cols, data: p, rowBytes: type.rowBytes(elements: cols)!)
-  }
-
-  func vector(_ name: String, count: Int) throws -> [Float] {
-    let w = try weight(name, rows: 1, cols: count)
-    var out = [Float](repeating: 0, count: count)
-    out.withUnsafeMutableBufferPointer { w.dequantize(row: 0, into: $0.baseAddress!) }
-    return out
   }
 }
 
