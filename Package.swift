@@ -27,6 +27,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
   ],
   targets: [
     // OpenBLAS (Debian's libopenblas-dev) as a system library.
@@ -62,10 +63,15 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
-    // Feedback store (SQLite through GRDB) and registry state. No gRPC import.
+    // Feedback store (SQLite through GRDB), registry state, checkpoint registry on disk. No gRPC import.
     .target(
       name: "AlignStore",
-      dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+      dependencies: [
+        .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: swiftSettings
     ),
 
@@ -102,6 +108,8 @@ let package = Package(
         "AlignEngine",
         "AlignServing",
         "AlignServer",
+        "AlignStore",
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -111,6 +119,13 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // Child process of AlignStoreTests' SIGKILL test (appends until killed).
+    .executableTarget(
+      name: "alignstore-crash-child",
+      dependencies: ["AlignStore"],
+      path: "Tests/AlignStoreCrashChild",
+      swiftSettings: swiftSettings
+    ),
     .testTarget(
       name: "AlignEngineTests",
       dependencies: ["AlignEngine"],
@@ -127,7 +142,12 @@ let package = Package(
     ),
     .testTarget(
       name: "AlignStoreTests",
-      dependencies: ["AlignStore"],
+      dependencies: [
+        "AlignStore",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(
@@ -135,6 +155,8 @@ let package = Package(
       dependencies: [
         "AlignServer",
         "AlignAPI",
+        "AlignEngine",
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -10,8 +10,16 @@ BUILD_DIR="${ALIGND_BUILD_DIR:-$ROOT/.build}"
 echo "== generated code drift check" >&2
 "$ROOT/scripts/generate-code.sh" --check
 
+echo "== deployment files (offline)" >&2
+"$ROOT/scripts/validate-deploy.sh"
+
 echo "== build" >&2
 "$ROOT/scripts/build.sh" >/dev/null
+
+echo "== PostgreSQL for the store tests" >&2
+# Installs postgresql if missing and runs a throwaway server as the postgres user; exports
+# ALIGND_TEST_POSTGRES_URL.
+eval "$("$ROOT/scripts/start-test-postgres.sh")"
 
 echo "== tests" >&2
 cd "$ROOT"

@@ -2,23 +2,23 @@ import AlignAPI
 import AlignServing
 import AlignStore
 import GRPCCore
+import Logging
 import Synchronization
 
 /// alignd.v1.Admin: feedback in and out, checkpoint rollout, status.
 ///
-/// The feedback store and the checkpoint registry are not built yet: those RPCs answer
-/// UNIMPLEMENTED naming what is missing, never a fake result. GetStatus is real.
+/// Admin operations on checkpoints run one at a time (``RolloutController`` is an actor) and are
+/// idempotent by operation id.
 struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
   let status: ServingStatus
   let models: ModelHost
   let feedback: any FeedbackStore
+  let registry: CheckpointRegistry
+  let rollout: RolloutController
+  let logger: Logger
 
   /// Most records committed in one transaction.
   static let maxCommitBatch = 64
-
-  static func missing(_ what: String) -> RPCError {
-    RPCError(code: .unimplemented, message: "\(what) is not implemented yet in this alignd build")
-  }
 
   /// Records are validated one by one and committed in small batches: whatever arrived while the
   /// previous batch was committing goes into the next transaction, so a slow client gets one
@@ -119,37 +119,117 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
     }
   }
 
+  /// Header first, then chunks, streamed to a staging file; verified (size, SHA-256), synced and
+  /// moved into the registry only when complete. Any failure removes the staging file.
   func uploadCheckpoint(
     request: RPCAsyncSequence<Alignd_V1_UploadCheckpointRequest, any Error>, context: ServerContext
   ) async throws -> Alignd_V1_UploadCheckpointResponse {
-    throw Self.missing("UploadCheckpoint (the checkpoint registry)")
+    var upload: CheckpointUpload? = nil
+    do {
+      for try await message in request {
+        switch message.part {
+        case .header(let header):
+          guard upload == nil else {
+            throw RPCError(code: .invalidArgument, message: "the header must be the first message, and only the first")
+          }
+          upload = try registry.beginUpload(try CheckpointMapping.header(header))
+        case .chunk(let bytes):
+          guard let upload else {
+            throw RPCError(code: .invalidArgument, message: "the first message must be the header")
+          }
+          try upload.append(bytes)
+        case nil:
+          throw RPCError(code: .invalidArgument, message: "a message holds neither header nor chunk")
+        }
+      }
+      guard let upload else { throw RPCError(code: .invalidArgument, message: "no header was sent") }
+      let record = try await Task.detached { try upload.finish() }.value
+      logger.info("checkpoint uploaded", metadata: ["version": "\(record.version)", "bytes": "\(record.sizeBytes)"])
+      return .with { $0.checkpoint = CheckpointMapping.info(record, state: .registered) }
+    } catch let error as CheckpointRegistryError {
+      upload?.abort()
+      throw CheckpointMapping.rpcError(error)
+    } catch {
+      upload?.abort()
+      throw error
+    }
   }
 
   func activateCheckpoint(
     request: Alignd_V1_ActivateCheckpointRequest, context: ServerContext
   ) async throws -> Alignd_V1_RoleState {
-    throw Self.missing("ActivateCheckpoint (validated hot swap)")
+    let role = try CheckpointMapping.role(request.role)
+    guard !request.version.isEmpty else { throw RPCError(code: .invalidArgument, message: "version is empty") }
+    return try await rolloutCall {
+      try await rollout.activate(
+        role: role, version: request.version, canaryPercent: Int(request.canaryPercent), operationID: request.operationID)
+    }
   }
 
   func promoteCanary(
     request: Alignd_V1_PromoteCanaryRequest, context: ServerContext
   ) async throws -> Alignd_V1_RoleState {
-    throw Self.missing("PromoteCanary (canary rollout)")
+    let role = try CheckpointMapping.role(request.role)
+    return try await rolloutCall { try await rollout.promote(role: role, operationID: request.operationID) }
   }
 
   func rollback(request: Alignd_V1_RollbackRequest, context: ServerContext) async throws -> Alignd_V1_RoleState {
-    throw Self.missing("Rollback (canary rollout)")
+    let role = try CheckpointMapping.role(request.role)
+    return try await rolloutCall {
+      try await rollout.rollback(role: role, toVersion: request.toVersion, operationID: request.operationID)
+    }
+  }
+
+  private func rolloutCall(_ operation: () async throws -> RolloutOutcome) async throws -> Alignd_V1_RoleState {
+    guard status.phase == .serving else {
+      throw RPCError(code: .unavailable, message: "checkpoints can be activated only while serving (not loading or draining)")
+    }
+    do {
+      return CheckpointMapping.roleState(try await operation())
+    } catch let error as RolloutError {
+      throw CheckpointMapping.rpcError(error)
+    } catch let error as CheckpointRegistryError {
+      throw CheckpointMapping.rpcError(error)
+    }
   }
 
   func listCheckpoints(
     request: Alignd_V1_ListCheckpointsRequest, context: ServerContext
   ) async throws -> Alignd_V1_ListCheckpointsResponse {
-    throw Self.missing("ListCheckpoints (the checkpoint registry)")
+    let roles: [CheckpointRole] =
+      request.role == .unspecified ? CheckpointRole.allCases : [try CheckpointMapping.role(request.role)]
+    var infos: [Alignd_V1_CheckpointInfo] = []
+    for role in roles {
+      let records: [CheckpointRecord]
+      do {
+        records = try registry.checkpoints(role: role)
+      } catch {
+        throw CheckpointMapping.rpcError(error)
+      }
+      let assignment = await rollout.assignment(role)
+      for record in records {
+        let state: Alignd_V1_CheckpointState
+        var failure: String? = nil
+        if record.version == assignment.activeVersion {
+          state = .active
+        } else if record.version == assignment.canaryVersion {
+          state = .canary
+        } else if let failed = await rollout.failure(of: record.version) {
+          state = .failed
+          failure = failed
+        } else if record.version == assignment.previousVersion {
+          state = .retired
+        } else {
+          state = .registered
+        }
+        infos.append(CheckpointMapping.info(record, state: state, failure: failure))
+      }
+    }
+    return .with { $0.checkpoints = infos }
   }
 
   func getStatus(request: Alignd_V1_GetStatusRequest, context: ServerContext) async throws -> Alignd_V1_GetStatusResponse {
     let phase = status.phase
-    let versions = models.versions
     let counts = (try? await feedback.counts()) ?? [:]
     return .with { response in
       switch phase {
@@ -159,18 +239,22 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
       }
       response.serverVersion = AlignServerApp.version
       response.uptimeSeconds = UInt64(max(0, status.uptime.components.seconds))
-      if !versions.policy.isEmpty {
+      let policy = models.policies.assignment
+      if let active = policy.activeVersion {
         response.roles.append(.with {
           $0.role = .policy
-          $0.activeVersion = versions.policy
+          $0.activeVersion = active
+          $0.canaryVersion = policy.canaryVersion ?? ""
+          $0.canaryPercent = UInt32(policy.canaryPercent)
+          $0.previousVersion = policy.previousVersion ?? ""
         })
       }
       response.loadedModelBytes = models.loadedBytes
       for (kind, count) in counts { response.feedbackCounts[kind.rawValue] = UInt64(count) }
-      if let policy = models.policy {
-        let stats = policy.loop.stats
+      for snapshot in models.policies.loaded {
+        let stats = snapshot.loop.stats
         response.queues.append(.with {
-          $0.model = policy.version
+          $0.model = snapshot.version
           $0.queued = UInt32(stats.queued)
           $0.capacity = UInt32(stats.capacity)
           $0.running = UInt32(stats.runningSequences)

@@ -74,13 +74,31 @@ public struct AlignServerApp: Sendable {
     interceptors.append(.apply(MessageSizeInterceptor(limit: config.maxRequestBytes), to: .all))
 
     let status = ServingStatus()
-    let models = ModelHost()
+    let schedulerConfig = GenerationScheduler.Configuration(
+      maxRunningSequences: config.maxRunningSequences, maxStepTokens: config.maxStepTokens,
+      queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens,
+      agingInterval: config.priorityAgingSeconds)
+    let engineSettings = EngineSettings(
+      threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
+      gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens)
+    let models = ModelHost(scheduler: schedulerConfig, engine: engineSettings)
     let feedback: SQLiteFeedbackStore
     do {
       feedback = try SQLiteFeedbackStore(dataDirectory: URL(fileURLWithPath: config.dataDir))
     } catch {
       throw StartupError("cannot open the feedback store in \(config.dataDir): \(error)", exitCode: 73)
     }
+    let registry: CheckpointRegistry
+    do {
+      var limits = CheckpointRegistryLimits()
+      limits.maxUploadBytes = UInt64(config.maxCheckpointBytes)
+      limits.maxExtractedBytes = UInt64(config.maxCheckpointBytes) * 2
+      registry = try CheckpointRegistry(
+        root: URL(fileURLWithPath: config.dataDir).appendingPathComponent("checkpoints").path, limits: limits)
+    } catch {
+      throw StartupError("cannot open the checkpoint registry in \(config.dataDir)/checkpoints: \(error)", exitCode: 73)
+    }
+    let rollout = RolloutController(models: models, registry: registry, store: feedback, logger: logger)
     let index: DescriptorIndex
     do {
       index = try DescriptorIndex(base64: alignDescriptorSetBase64)
@@ -96,7 +114,8 @@ public struct AlignServerApp: Sendable {
         limits: GenerationLimits(
           defaultMaxTokens: config.defaultMaxTokens, maxTokensLimit: config.maxTokensLimit,
           maxSamples: min(16, config.maxRunningSequences))),
-      AdminService(status: status, models: models, feedback: feedback),
+      AdminService(
+        status: status, models: models, feedback: feedback, registry: registry, rollout: rollout, logger: logger),
     ]
 
     let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { transport in
@@ -117,15 +136,8 @@ public struct AlignServerApp: Sendable {
     let policyPath = Self.resolve(config.policyModel, against: config.modelsDir)
     let grpcService = GRPCServerService(server: server, status: status, logger: logger)
     let loader = ModelLoaderService(
-      models: models, status: status, policyPath: policyPath,
-      scheduler: GenerationScheduler.Configuration(
-        maxRunningSequences: config.maxRunningSequences, maxStepTokens: config.maxStepTokens,
-        queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens,
-        agingInterval: config.priorityAgingSeconds),
-      engine: EngineSettings(
-        threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
-        gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens),
-      logger: logger)
+      models: models, rollout: rollout, status: status, policyPath: policyPath,
+      syncInterval: config.rolloutSyncSeconds, logger: logger)
 
     var groupConfig = ServiceGroupConfiguration(
       services: [
@@ -192,10 +204,11 @@ struct GRPCServerService: Service {
 /// the server with a clear error rather than leaving it NOT_SERVING forever.
 struct ModelLoaderService: Service {
   let models: ModelHost
+  let rollout: RolloutController
   let status: ServingStatus
   let policyPath: String
-  let scheduler: GenerationScheduler.Configuration
-  let engine: EngineSettings
+  /// Seconds between re-reads of the active versions from the store (0 = never).
+  let syncInterval: Double
   let logger: Logger
 
   func run() async throws {
@@ -204,9 +217,9 @@ struct ModelLoaderService: Service {
     // stops waiting for it as soon as it is cancelled or a graceful shutdown begins; otherwise a
     // slow load would hold up shutdown (and ServiceGroup aborts the process when cancellation
     // takes too long).
-    let (models, policyPath, scheduler, engine) = (self.models, self.policyPath, self.scheduler, self.engine)
+    let (rollout, policyPath) = (self.rollout, self.policyPath)
     let load = Task.detached(priority: .userInitiated) {
-      try await models.loadPolicy(path: policyPath, scheduler: scheduler, engine: engine)
+      try await rollout.startup(defaultPolicyPath: policyPath)
     }
     do {
       try await cancelWhenGracefulShutdown {
@@ -226,6 +239,14 @@ struct ModelLoaderService: Service {
         "seconds": "\((ContinuousClock.now - start).formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))",
       ])
     status.markServing()
+    // Replicas sharing a store converge on the versions another replica activated.
+    guard syncInterval > 0 else { return }
+    try? await cancelWhenGracefulShutdown {
+      while !Task.isCancelled {
+        try await Task.sleep(for: .milliseconds(Int64(syncInterval * 1000)))
+        await rollout.sync()
+      }
+    }
   }
 
   /// Waits for `task`, but returns (throwing CancellationError) as soon as the caller is cancelled.

@@ -52,6 +52,28 @@ public struct ServerConfiguration: Sendable, Equatable {
   /// exactly, alone or batched). False sends prompt chunks through float sgemm: faster prefill,
   /// but results then vary with batch composition in the last bits.
   public var batchInvariant: Bool = true
+  /// Feedback and registry-state store: empty for SQLite under `dataDir`, or a PostgreSQL URL
+  /// (`postgres://user:password@host:port/database`) shared by several replicas.
+  public var storeURL: String = ""
+  /// How often a replica re-reads the active checkpoint versions from the store (several
+  /// replicas on one PostgreSQL store converge on the same versions). 0 turns it off.
+  public var rolloutSyncSeconds: Double = 5
+  /// Largest checkpoint upload in bytes.
+  public var maxCheckpointBytes: Int = 8 << 30
+  /// A reward gate fails when the candidate's accuracy on held-out stored preference feedback is
+  /// more than this below the active reward model's.
+  public var rewardGateMargin: Double = 0.02
+  /// Reward model served at startup (HF sequence-classification folder or reward-head folder,
+  /// relative to `modelsDir`); empty = the generative judge on the policy until one is activated.
+  public var rewardModel: String = ""
+  /// Safety policy file (JSON, see Docs/SAFETY.md); empty = the built-in default policy.
+  public var safetyPolicy: String = ""
+  /// Guard model (Llama Guard 3 / Qwen3Guard style; GGUF or HF folder, relative to `modelsDir`);
+  /// empty = no guard model.
+  public var guardModel: String = ""
+  /// Safety screening of generate requests that do not choose: off, prompt, output or
+  /// prompt_and_output.
+  public var safetyMode: String = "off"
 
   public init() {}
 }
@@ -106,6 +128,23 @@ public enum ConfigurationLoader {
     int("max_tokens_limit", \.maxTokensLimit, "Largest max_tokens a request may ask for.", range: 1...1_000_000),
     double("priority_aging_seconds", \.priorityAgingSeconds, "Queued requests rise one priority level per this many seconds.", min: 0.01),
     bool("batch_invariant", \.batchInvariant, "Same tokens for a seed whether a request runs alone or batched."),
+    string("store_url", \.storeURL, "Empty for SQLite under data_dir, or a postgres:// URL shared by replicas."),
+    double("rollout_sync_seconds", \.rolloutSyncSeconds, "How often active versions are re-read from the store (0 = off).", min: 0),
+    int("max_checkpoint_bytes", \.maxCheckpointBytes, "Largest checkpoint upload in bytes.", range: 1024...(1 << 40)),
+    double("reward_gate_margin", \.rewardGateMargin, "Largest accuracy drop a reward candidate may show on stored preferences.", min: 0),
+    string("reward_model", \.rewardModel, "Reward model at startup (empty = generative judge on the policy)."),
+    string("safety_policy", \.safetyPolicy, "Safety policy JSON file (empty = built-in default)."),
+    string("guard_model", \.guardModel, "Guard model GGUF or HF folder (empty = none)."),
+    Key(
+      name: "safety_mode", help: "Default screening of generate: off, prompt, output or prompt_and_output.",
+      apply: { config, raw in
+        let modes = ["off", "prompt", "output", "prompt_and_output"]
+        guard modes.contains(raw) else {
+          throw ConfigurationError("safety_mode must be one of \(modes.joined(separator: ", ")), got '\(raw)'")
+        }
+        config.safetyMode = raw
+      },
+      current: { $0.safetyMode }),
     Key(
       name: "log_level", help: "trace, debug, info, notice, warning, error or critical.",
       apply: { config, raw in

@@ -14,16 +14,20 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     RPCError(code: .unimplemented, message: "\(what) is not implemented yet in this alignd build")
   }
 
-  /// The active policy, captured once per request; UNAVAILABLE while loading or draining.
-  func policy() throws -> PolicySnapshot {
+  /// A lease on the policy snapshot serving this request (the canary for its share of routing
+  /// keys), held until the request ends so a swap never changes the weights under it;
+  /// UNAVAILABLE while loading or draining.
+  func policy(routingKey: String? = nil) throws -> SnapshotLease<PolicySnapshot> {
     switch status.phase {
     case .loading: throw RPCError(code: .unavailable, message: "alignd is loading its models; retry shortly")
     case .draining: throw RPCError(code: .unavailable, message: "alignd is shutting down")
     case .failed(let reason): throw RPCError(code: .unavailable, message: "alignd failed to start: \(reason)")
     case .serving: break
     }
-    guard let policy = models.policy else { throw RPCError(code: .unavailable, message: "no policy model is loaded") }
-    return policy
+    guard let lease = models.leasePolicy(routingKey: routingKey) else {
+      throw RPCError(code: .unavailable, message: "no policy model is loaded")
+    }
+    return lease
   }
 
   static func versions(_ policy: PolicySnapshot) -> Alignd_V1_ModelVersions {
@@ -73,13 +77,15 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
 
   /// Captures the active policy, validates a generation request against it and queues it.
   func admit(_ request: ServerRequest<Alignd_V1_GenerateRequest>) throws -> (
-    PolicySnapshot, ValidatedGenerate, RequestID, AsyncStream<GenerationEvent>
+    SnapshotLease<PolicySnapshot>, ValidatedGenerate, RequestID, AsyncStream<GenerationEvent>
   ) {
-    let policy = try policy()
+    let clientID = request.message.clientRequestID
+    let lease = try policy(routingKey: clientID.isEmpty ? nil : clientID)
+    let policy = lease.snapshot
     let validated = try RequestValidation.generate(
       request.message, model: policy.model, limits: limits, deadline: RequestValidation.deadline(from: request.metadata))
     let (id, events) = try submit(validated.spec, on: policy)
-    return (policy, validated, id, events)
+    return (lease, validated, id, events)
   }
 
   /// Queues a validated request on the policy's engine loop.
@@ -107,7 +113,9 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   func generate(
     request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
   ) async throws -> ServerResponse<Alignd_V1_GenerateResponse> {
-    let (policy, validated, id, events) = try admit(request)
+    let (lease, validated, id, events) = try admit(request)
+    let policy = lease.snapshot
+    defer { withExtendedLifetime(lease) {} }
     let tokenizer = policy.model.tokenizer
     var tally = GenerationTally(samples: validated.spec.samples)
     await withRPCCancellationHandler {
@@ -144,10 +152,13 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   func generateStream(
     request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
   ) async throws -> StreamingServerResponse<Alignd_V1_GenerateStreamResponse> {
-    let (policy, validated, id, events) = try admit(request)
+    let (lease, validated, id, events) = try admit(request)
+    let policy = lease.snapshot
     let responseID = Self.responseID("gen")
     let tokenizer = policy.model.tokenizer
     return StreamingServerResponse { writer in
+      // The lease lives until the stream ends: a swap meanwhile leaves this stream on its weights.
+      defer { withExtendedLifetime(lease) {} }
       var tally = GenerationTally(samples: validated.spec.samples)
       try await withRPCCancellationHandler {
         for await event in events {
@@ -201,7 +212,9 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   func tokenize(
     request: ServerRequest<Alignd_V1_TokenizeRequest>, context: ServerContext
   ) async throws -> ServerResponse<Alignd_V1_TokenizeResponse> {
-    let policy = try policy()
+    let lease = try policy()
+    let policy = lease.snapshot
+    defer { withExtendedLifetime(lease) {} }
     let model = policy.model
     let message = request.message
     var rendered = ""
@@ -227,7 +240,9 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   func logprobs(
     request: ServerRequest<Alignd_V1_LogprobsRequest>, context: ServerContext
   ) async throws -> ServerResponse<Alignd_V1_LogprobsResponse> {
-    let policy = try policy()
+    let lease = try policy()
+    let policy = lease.snapshot
+    defer { withExtendedLifetime(lease) {} }
     let model = policy.model
     let message = request.message
     guard !message.items.isEmpty else { throw RequestValidation.invalid("items is empty") }

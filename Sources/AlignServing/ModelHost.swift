@@ -24,7 +24,7 @@ public struct ModelLoadError: Error, CustomStringConvertible {
 
 /// An immutable, fully loaded policy checkpoint. Requests capture the snapshot current at
 /// admission and keep it until they finish, so a swap never changes the weights under them.
-public final class PolicySnapshot: Sendable {
+public final class PolicySnapshot: ServingSnapshot {
   /// "name@<first 12 hex digits of the file's SHA-256>".
   public let version: String
   public let path: String
@@ -61,6 +61,9 @@ public final class PolicySnapshot: Sendable {
       }
     }
   }
+
+  /// Stops the engine loop (after the last request that used this snapshot).
+  public func stop() { loop.shutdown() }
 }
 
 /// Token sequences whose log-probabilities a client asked for.
@@ -74,74 +77,116 @@ public struct TeacherForcingRequest: Sendable {
   }
 }
 
-/// Holds the active snapshot of each model role and publishes new ones atomically.
+/// Holds the snapshots serving each model role and publishes new ones atomically.
 public final class ModelHost: Sendable {
-  private let policySlot = Mutex<PolicySnapshot?>(nil)
+  /// The policy: active snapshot, optional canary, and replaced ones still finishing requests.
+  public let policies = RoleSlots<PolicySnapshot>()
+  /// How policy snapshots are run (fixed for the process).
+  public let scheduler: GenerationScheduler.Configuration
+  public let engineSettings: EngineSettings
 
-  public init() {}
+  public init(
+    scheduler: GenerationScheduler.Configuration = .init(), engine: EngineSettings = EngineSettings()
+  ) {
+    self.scheduler = scheduler
+    self.engineSettings = engine
+  }
 
-  /// The active policy snapshot, if loaded. Load it once per request.
-  public var policy: PolicySnapshot? { policySlot.withLock { $0 } }
+  /// The active policy snapshot, if loaded (status only: requests take a lease).
+  public var policy: PolicySnapshot? { policies.active }
+
+  /// A lease on the policy snapshot that serves one request (canary routing by `routingKey`).
+  public func leasePolicy(routingKey: String? = nil) -> SnapshotLease<PolicySnapshot>? {
+    policies.lease(routingKey: routingKey)
+  }
 
   /// The versions currently active.
   public var versions: ModelVersions {
     ModelVersions(policy: policy?.version ?? "")
   }
 
-  /// Bytes of model files loaded.
-  public var loadedBytes: UInt64 { policy?.sizeBytes ?? 0 }
+  /// Bytes of model files loaded (every loaded snapshot, including a canary and replaced ones
+  /// still finishing requests).
+  public var loadedBytes: UInt64 { policies.loaded.reduce(0) { $0 + $1.sizeBytes } }
 
-  /// Loads a policy checkpoint, starts its engine loop and makes it active.
+  /// Loads a policy checkpoint (GGUF file or Hugging Face folder) into a new snapshot with its own
+  /// engine loop, without publishing it.
+  /// - Parameter version: the registry version; nil derives "file-name@sha12" from the file.
   /// - Throws: ``ModelLoadError`` when the file is missing, unreadable or not a supported model.
-  public func loadPolicy(
-    path: String, scheduler: GenerationScheduler.Configuration, engine: EngineSettings
-  ) async throws {
-    let snapshot = try await Task.detached(priority: .userInitiated) {
-      let (version, size, digest) = try Self.fingerprint(path: path)
-      let model = try PolicyModel(ggufPath: path, version: version, settings: engine)
+  public func loadPolicySnapshot(path: String, version: String? = nil) async throws -> PolicySnapshot {
+    let (scheduler, engine) = (self.scheduler, self.engineSettings)
+    return try await Task.detached(priority: .userInitiated) {
+      let (derived, size, digest) = try Self.fingerprint(path: path)
+      let version = version ?? derived
+      let model = try PolicyModel(path: path, version: version, settings: engine)
       let loop = try GenerationLoop(model: model, configuration: scheduler)
       return PolicySnapshot(version: version, path: path, sizeBytes: size, sha256: digest, loop: loop)
     }.value
-    // Swapping a loaded policy (drain the old loop while the new one serves) belongs to checkpoint
-    // activation; this initial load refuses to replace one.
-    let replaced = policySlot.withLock { slot -> Bool in
-      guard slot == nil else { return true }
-      slot = snapshot
-      return false
-    }
-    if replaced {
-      snapshot.loop.shutdown()
-      throw ModelLoadError("a policy is already loaded; activate another checkpoint through the Admin service")
-    }
+  }
+
+  /// Loads the startup policy and makes it active.
+  /// - Throws: ``ModelLoadError`` when the file is missing, unreadable or not a supported model.
+  public func loadPolicy(path: String, version: String? = nil) async throws {
+    let snapshot = try await loadPolicySnapshot(path: path, version: version)
+    policies.activate(snapshot)
   }
 
   /// Stops every engine loop (at shutdown, after draining).
   public func shutdown() {
-    policy?.loop.shutdown()
+    let loaded = policies.loaded
+    policies.retireAll()
+    for snapshot in loaded { snapshot.stop() }
   }
 
-  /// The version string and size of a model file.
+  /// The version string, size and SHA-256 of a model file, or of a folder's files (hashed in
+  /// name order as "name\0size\0bytes" so renames and content changes both show).
   static func fingerprint(path: String) throws -> (version: String, size: UInt64, sha256: String) {
-    guard let handle = FileHandle(forReadingAtPath: path) else {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
       throw ModelLoadError("cannot open the policy model \(path) (run scripts/fetch-models.sh for the default model)")
     }
-    defer { try? handle.close() }
     var hasher = SHA256()
+    var size: UInt64 = 0
+    if isDirectory.boolValue {
+      let names = try FileManager.default.contentsOfDirectory(atPath: path).filter { !$0.hasPrefix(".") }.sorted()
+      for name in names {
+        let file = URL(fileURLWithPath: path).appendingPathComponent(name).path
+        var fileIsDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file, isDirectory: &fileIsDirectory), !fileIsDirectory.boolValue else {
+          continue
+        }
+        var fileHasher = SHA256()
+        let fileSize = try hashFile(file, into: &fileHasher)
+        hasher.update(data: Data(name.utf8) + Data([0]) + Data("\(fileSize)".utf8) + Data([0]))
+        hasher.update(data: Data(fileHasher.finalize()))
+        size += fileSize
+      }
+    } else {
+      size = try hashFile(path, into: &hasher)
+    }
+    let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    var name = URL(fileURLWithPath: path).lastPathComponent
+    if name.hasSuffix(".gguf") { name.removeLast(5) }
+    return ("\(name)@\(digest.prefix(12))", size, digest)
+  }
+
+  private static func hashFile(_ path: String, into hasher: inout SHA256) throws -> UInt64 {
+    guard let handle = FileHandle(forReadingAtPath: path) else {
+      throw ModelLoadError("cannot open the model file \(path)")
+    }
+    defer { try? handle.close() }
     var size: UInt64 = 0
     while true {
       let chunk: Data
       do {
         chunk = try handle.read(upToCount: 4 << 20) ?? Data()
       } catch {
-        throw ModelLoadError("cannot read the policy model \(path): \(error)")
+        throw ModelLoadError("cannot read the model file \(path): \(error)")
       }
       if chunk.isEmpty { break }
       hasher.update(data: chunk)
       size += UInt64(chunk.count)
     }
-    let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-    var name = URL(fileURLWithPath: path).lastPathComponent
-    if name.hasSuffix(".gguf") { name.removeLast(5) }
-    return ("\(name)@\(digest.prefix(12))", size, digest)
+    return size
   }
 }

@@ -8,21 +8,38 @@ public final class PolicyModel: Sendable {
   public let engine: Engine
   public let tokenizer: Tokenizer
   public let chatTemplate: ChatTemplate?
+  /// The tokenizer's definition (vocabulary, merges, special tokens), for compatibility checks.
+  public let tokenizerDescription: TokenizerDescription
   /// Token ids that end a completion unless `ignore_eos` is set.
   public let stopTokenIDs: Set<Int32>
   public let bosText: String
   public let eosText: String
 
-  /// Loads a GGUF policy.
+  /// Loads a policy: a GGUF file, or a Hugging Face folder (config.json, *.safetensors,
+  /// tokenizer.json, tokenizer_config.json).
   /// - Throws: ``ModelLoadError`` naming the file and the problem.
-  public init(ggufPath path: String, version: String, settings: EngineSettings = EngineSettings()) throws {
+  public init(path: String, version: String, settings: EngineSettings = EngineSettings()) throws {
     do {
-      let model = try TransformerModel(ggufPath: path)
-      let gguf = try GGUFFile(path: path)
-      let description = try TokenizerDescription(gguf: gguf)
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        throw ModelLoadError("cannot open the policy model \(path): no such file or folder")
+      }
+      let model: TransformerModel
+      let description: TokenizerDescription
+      if isDirectory.boolValue {
+        model = try TransformerModel(huggingFaceDirectory: path)
+        description = try TokenizerDescription(huggingFaceFolder: URL(fileURLWithPath: path))
+      } else {
+        model = try TransformerModel(ggufPath: path)
+        description = try TokenizerDescription(gguf: try GGUFFile(path: path))
+      }
+      guard model.hyperparameters.head == .causalLM else {
+        throw ModelLoadError("\(path): a policy must be a causal language model, not a classifier")
+      }
       let tokenizer = try Tokenizer(description)
       self.engine = try Engine(model: model, settings: settings)
       self.tokenizer = tokenizer
+      self.tokenizerDescription = description
       self.chatTemplate = try description.chatTemplate.map { try ChatTemplate(source: $0) }
       var stops = Set(model.metadata.eosTokenIDs)
       if let eos = description.eosTokenID { stops.insert(eos) }
@@ -36,6 +53,12 @@ public final class PolicyModel: Sendable {
       throw ModelLoadError("\(path): \(error)")
     }
     self.version = version
+  }
+
+  /// Loads a GGUF policy.
+  /// - Throws: ``ModelLoadError`` naming the file and the problem.
+  public convenience init(ggufPath path: String, version: String, settings: EngineSettings = EngineSettings()) throws {
+    try self.init(path: path, version: version, settings: settings)
   }
 
   /// Longest prompt plus completion the engine accepts.

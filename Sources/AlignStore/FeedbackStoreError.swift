@@ -1,4 +1,5 @@
-/// Errors of the feedback store. Each names the database file it concerns.
+/// Errors of the feedback store. Each names the store it concerns in `path`: the SQLite file, or
+/// for PostgreSQL the URL without its password, followed by the schema (`postgres://u@h:5432/db#schema`).
 public enum FeedbackStoreError: Error, Sendable, Equatable, CustomStringConvertible {
   /// The file exists but is not an SQLite database (or is encrypted, or its header is garbage).
   case notADatabase(path: String, detail: String)
@@ -16,6 +17,18 @@ public enum FeedbackStoreError: Error, Sendable, Equatable, CustomStringConverti
   case decoding(path: String, id: Int64, detail: String)
   /// Any other database failure (disk full, I/O error, lock timeout, ...).
   case database(path: String, code: Int32, detail: String)
+  /// The database server cannot be reached right now: the connection was refused or lost, no
+  /// connection became free in time, or the server is shutting down. Nothing the caller sent is
+  /// wrong: retry later. If it was thrown by `append`, the batch may or may not have been
+  /// committed (a connection lost during COMMIT leaves that unknown); resending it is safe, since
+  /// items are deduplicated by idempotency key.
+  case unavailable(path: String, detail: String)
+
+  /// Whether retrying the same call later may succeed (the server maps this to `UNAVAILABLE`).
+  public var isRetryable: Bool {
+    if case .unavailable = self { return true }
+    return false
+  }
 
   public var description: String {
     switch self {
@@ -35,6 +48,8 @@ public enum FeedbackStoreError: Error, Sendable, Equatable, CustomStringConverti
       "feedback store \(path): row \(id) cannot be decoded (\(detail))"
     case .database(let path, let code, let detail):
       "feedback store \(path): database error \(code) (\(detail))"
+    case .unavailable(let path, let detail):
+      "feedback store \(path): unavailable, retry later (\(detail))"
     }
   }
 }

@@ -385,88 +385,24 @@ public final class SQLiteFeedbackStore: FeedbackStore {
   private static func decode(_ row: Row, path: String) throws -> StoredFeedbackItem {
     let id: Int64 = row["id"]
     do {
-      let kindName: String = row["kind"]
-      guard let kind = FeedbackKind(rawValue: kindName) else {
-        throw FeedbackStoreError.decoding(path: path, id: id, detail: "unknown kind \(kindName)")
-      }
-      let decoder = JSONDecoder()
-      decoder.keyDecodingStrategy = .convertFromSnakeCase
-      let payloadJSON: String = row["payload"]
-      let metadataJSON: String = row["metadata"]
-      let payloadData = Data(payloadJSON.utf8)
-      let payload: FeedbackPayload
-      switch kind {
-      case .rating: payload = .rating(try decoder.decode(FeedbackRating.self, from: payloadData))
-      case .preference:
-        payload = .preference(try decoder.decode(FeedbackPreference.self, from: payloadData))
-      case .ranking: payload = .ranking(try decoder.decode(FeedbackRanking.self, from: payloadData))
-      case .safetyLabel:
-        payload = .safetyLabel(try decoder.decode(FeedbackSafetyLabel.self, from: payloadData))
-      case .comment: payload = .comment(try decoder.decode(FeedbackComment.self, from: payloadData))
-      }
-      // Metadata keys are the client's: no key strategy may touch them.
-      let metadata = try JSONDecoder().decode([String: String].self, from: Data(metadataJSON.utf8))
-      let item = FeedbackItem(
+      return try FeedbackRowColumns(
+        id: id,
         idempotencyKey: row["idempotency_key"],
+        kind: row["kind"],
         responseID: row["response_id"],
         policyVersion: row["policy_version"],
         rewardVersion: row["reward_version"],
         safetyVersion: row["safety_version"],
         annotatorID: row["annotator_id"],
-        metadata: metadata,
-        createdAtUnixMs: row["created_at"],
-        payload: payload)
-      return StoredFeedbackItem(id: id, item: item, receivedAtUnixMs: row["received_at"])
+        createdAt: row["created_at"],
+        receivedAt: row["received_at"],
+        metadataJSON: row["metadata"],
+        payloadJSON: row["payload"]
+      ).decode(path: path)
     } catch let error as FeedbackStoreError {
       throw error
     } catch {
       throw FeedbackStoreError.decoding(path: path, id: id, detail: "\(error)")
-    }
-  }
-}
-
-/// An item ready for the writer: validated, its JSON columns encoded.
-private struct PreparedItem: Sendable {
-  var key: String
-  var kind: FeedbackKind
-  var responseID: String
-  var policyVersion: String
-  var rewardVersion: String
-  var safetyVersion: String
-  var annotatorID: String
-  var createdAt: Int64
-  var metadataJSON: String
-  var payloadJSON: String
-
-  init(_ item: FeedbackItem) throws {
-    key = item.idempotencyKey
-    kind = item.kind
-    responseID = item.responseID
-    policyVersion = item.policyVersion
-    rewardVersion = item.rewardVersion
-    safetyVersion = item.safetyVersion
-    annotatorID = item.annotatorID
-    createdAt = item.createdAtUnixMs
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    // Payload JSON uses admin.proto's field names (scale_min, ...), so it reads like the proto.
-    encoder.keyEncodingStrategy = .convertToSnakeCase
-    do {
-      let payloadData: Data
-      switch item.payload {
-      case .rating(let r): payloadData = try encoder.encode(r)
-      case .preference(let p): payloadData = try encoder.encode(p)
-      case .ranking(let r): payloadData = try encoder.encode(r)
-      case .safetyLabel(let s): payloadData = try encoder.encode(s)
-      case .comment(let c): payloadData = try encoder.encode(c)
-      }
-      payloadJSON = String(decoding: payloadData, as: UTF8.self)
-      // Metadata keys are the client's: no key strategy may touch them.
-      let plain = JSONEncoder()
-      plain.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-      metadataJSON = String(decoding: try plain.encode(item.metadata), as: UTF8.self)
-    } catch {
-      throw FeedbackStoreError.encoding(idempotencyKey: item.idempotencyKey, detail: "\(error)")
     }
   }
 }

@@ -32,6 +32,12 @@ final class ManualClock: Sendable {
     configuration.now = { [self] in now }
     return configuration
   }
+
+  var postgresConfiguration: PostgresFeedbackStoreConfiguration {
+    var configuration = PostgresTestDatabase.configuration
+    configuration.now = { [self] in now }
+    return configuration
+  }
 }
 
 enum Make {

@@ -1,0 +1,338 @@
+import AlignEngine
+import AlignServing
+import AlignStore
+import Foundation
+import Logging
+
+/// One activation gate's verdict.
+struct GateOutcome: Codable, Sendable, Equatable {
+  var name: String
+  var passed: Bool
+  var detail: String
+}
+
+/// The versions serving a role, as persisted in the store (so a restart, and every replica on a
+/// shared PostgreSQL store, serves the same versions).
+struct PersistedRoleState: Codable, Sendable, Equatable {
+  var active: String?
+  var canary: String?
+  var canaryPercent: Int = 0
+  var previous: String?
+}
+
+/// The outcome of an admin operation, kept by operation id so a repeated request returns it.
+struct RolloutOutcome: Codable, Sendable {
+  var role: CheckpointRole
+  var state: PersistedRoleState
+  var gates: [GateOutcome]
+  /// Set when the operation failed (its gates say why).
+  var failure: String?
+}
+
+/// Why an admin operation was refused; the Admin service maps the kind to a gRPC status.
+struct RolloutError: Error, CustomStringConvertible {
+  enum Kind { case notFound, invalidArgument, failedPrecondition, unavailable }
+  var kind: Kind
+  var description: String
+  var gates: [GateOutcome] = []
+}
+
+/// Checkpoint rollout: activation behind gates, canary, promotion and rollback, persisted in the
+/// store. An actor, so admin operations run one at a time.
+actor RolloutController {
+  let models: ModelHost
+  let registry: CheckpointRegistry
+  let store: any FeedbackStore
+  let logger: Logger
+  /// Checkpoints served from the models folder rather than the registry (the startup policy),
+  /// by version, so a rollback can return to them.
+  private var builtin: [String: (role: CheckpointRole, path: String)] = [:]
+
+  init(models: ModelHost, registry: CheckpointRegistry, store: any FeedbackStore, logger: Logger) {
+    self.models = models
+    self.registry = registry
+    self.store = store
+    self.logger = logger
+  }
+
+  static func stateKey(_ role: CheckpointRole) -> String { "rollout.role.\(role.rawValue)" }
+  static func operationKey(_ id: String) -> String { "rollout.operation.\(id)" }
+  static func failureKey(_ version: String) -> String { "rollout.failed.\(version)" }
+
+  // MARK: Startup and replica sync
+
+  /// Loads the policy the store says is active (or, when none is recorded or it cannot load, the
+  /// startup policy from the models folder) and any canary.
+  func startup(defaultPolicyPath: String) async throws {
+    let persisted = (try? await loadState(.policy)) ?? nil
+    if let active = persisted?.active, let path = try? path(of: active, role: .policy) {
+      do {
+        try await models.loadPolicy(path: path, version: active)
+        logger.info("restored the active policy from the store", metadata: ["version": "\(active)"])
+      } catch {
+        logger.error(
+          "the recorded active policy does not load; serving the startup policy instead",
+          metadata: ["version": "\(active)", "error": "\(error)"])
+      }
+    }
+    if models.policy == nil {
+      try await models.loadPolicy(path: defaultPolicyPath)
+    }
+    if let policy = models.policy, policy.path == defaultPolicyPath {
+      builtin[policy.version] = (.policy, policy.path)
+    }
+    if let canary = persisted?.canary, persisted?.canaryPercent ?? 0 > 0, let path = try? path(of: canary, role: .policy) {
+      do {
+        let snapshot = try await models.loadPolicySnapshot(path: path, version: canary)
+        models.policies.startCanary(snapshot, percent: persisted?.canaryPercent ?? 0)
+      } catch {
+        logger.error("the recorded canary does not load; no canary", metadata: ["version": "\(canary)", "error": "\(error)"])
+      }
+    }
+  }
+
+  /// Applies the persisted state when another replica changed it.
+  func sync() async {
+    guard let persisted = try? await loadState(.policy) else { return }
+    let local = models.policies.assignment
+    guard persisted.active != nil, persisted.active != local.activeVersion
+      || persisted.canary != local.canaryVersion
+      || (persisted.canary != nil && persisted.canaryPercent != local.canaryPercent)
+    else { return }
+    do {
+      try await apply(persisted, role: .policy)
+      logger.info("converged on the store's policy versions", metadata: ["active": "\(persisted.active ?? "")", "canary": "\(persisted.canary ?? "")"])
+    } catch {
+      logger.error("cannot apply the store's policy versions", metadata: ["error": "\(error)"])
+    }
+  }
+
+  private func apply(_ state: PersistedRoleState, role: CheckpointRole) async throws {
+    let slots = models.policies
+    if let active = state.active, active != slots.assignment.activeVersion {
+      let snapshot = try await loadPolicy(version: active)
+      slots.activate(snapshot)
+    }
+    if let canary = state.canary, state.canaryPercent > 0 {
+      let snapshot = slots.canary?.version == canary ? slots.canary! : try await loadPolicy(version: canary)
+      slots.startCanary(snapshot, percent: state.canaryPercent)
+    } else {
+      slots.dropCanary()
+    }
+  }
+
+  // MARK: Operations
+
+  /// Loads `version` beside the active checkpoint, runs the gates, then routes all traffic
+  /// (`canaryPercent` 0) or that percentage of requests to it.
+  func activate(role: CheckpointRole, version: String, canaryPercent: Int, operationID: String) async throws -> RolloutOutcome {
+    if let prior = try await priorOutcome(operationID) { return prior }
+    guard (0...99).contains(canaryPercent) else {
+      throw RolloutError(kind: .invalidArgument, description: "canary_percent must be 0..99, got \(canaryPercent)")
+    }
+    guard role == .policy else {
+      throw RolloutError(kind: .failedPrecondition, description: "activating \(role.rawValue) checkpoints is not supported by this build")
+    }
+    let path = try path(of: version, role: role)
+    let current = models.policies.assignment
+    if canaryPercent == 0, current.activeVersion == version, current.canaryVersion == nil {
+      return try await finish(role: role, gates: [GateOutcome(name: "already-active", passed: true, detail: "\(version) already serves all traffic")], operationID: operationID)
+    }
+    var gates: [GateOutcome] = []
+    let snapshot: PolicySnapshot
+    do {
+      snapshot = try await gatedPolicy(version: version, path: path, gates: &gates)
+    } catch var error as RolloutError {
+      error.gates = gates
+      try? await store.setState(key: Self.failureKey(version), value: error.description)
+      if !operationID.isEmpty {
+        let outcome = RolloutOutcome(role: role, state: try await currentState(role), gates: gates, failure: error.description)
+        try? await store.setState(key: Self.operationKey(operationID), value: Self.encode(outcome))
+      }
+      throw error
+    }
+    if canaryPercent == 0 {
+      models.policies.activate(snapshot)
+    } else {
+      models.policies.startCanary(snapshot, percent: canaryPercent)
+    }
+    try? await store.setState(key: Self.failureKey(version), value: nil)
+    logger.info(
+      "policy activated", metadata: ["version": "\(version)", "canary_percent": "\(canaryPercent)"])
+    return try await finish(role: role, gates: gates, operationID: operationID)
+  }
+
+  /// Makes the canary serve all traffic.
+  func promote(role: CheckpointRole, operationID: String) async throws -> RolloutOutcome {
+    if let prior = try await priorOutcome(operationID) { return prior }
+    guard role == .policy else {
+      throw RolloutError(kind: .failedPrecondition, description: "\(role.rawValue) has no canary in this build")
+    }
+    guard models.policies.promoteCanary() else {
+      throw RolloutError(kind: .failedPrecondition, description: "no \(role.rawValue) canary to promote")
+    }
+    return try await finish(role: role, gates: [], operationID: operationID)
+  }
+
+  /// Drops the canary, or returns all traffic to `toVersion` (default: the previous active one).
+  func rollback(role: CheckpointRole, toVersion: String, operationID: String) async throws -> RolloutOutcome {
+    if let prior = try await priorOutcome(operationID) { return prior }
+    guard role == .policy else {
+      throw RolloutError(kind: .failedPrecondition, description: "\(role.rawValue) rollback is not supported by this build")
+    }
+    let slots = models.policies
+    if toVersion.isEmpty, slots.dropCanary() != nil {
+      return try await finish(role: role, gates: [], operationID: operationID)
+    }
+    let target = toVersion.isEmpty ? slots.assignment.previousVersion : toVersion
+    guard let target else {
+      throw RolloutError(kind: .failedPrecondition, description: "no canary to drop and no previous \(role.rawValue) version to return to")
+    }
+    var gates: [GateOutcome] = []
+    let snapshot = try await gatedPolicy(version: target, path: try path(of: target, role: role), gates: &gates)
+    slots.activate(snapshot)
+    return try await finish(role: role, gates: gates, operationID: operationID)
+  }
+
+  /// The persisted state of a role, or the serving one when none was persisted.
+  func currentState(_ role: CheckpointRole) async throws -> PersistedRoleState {
+    let assignment = models.policies.assignment
+    return PersistedRoleState(
+      active: assignment.activeVersion, canary: assignment.canaryVersion,
+      canaryPercent: assignment.canaryPercent, previous: assignment.previousVersion)
+  }
+
+  /// The versions serving a role now.
+  func assignment(_ role: CheckpointRole) -> RoleAssignment {
+    role == .policy ? models.policies.assignment : RoleAssignment()
+  }
+
+  /// Why activating `version` failed last, if it did.
+  func failure(of version: String) async -> String? {
+    (try? await store.state(key: Self.failureKey(version))) ?? nil
+  }
+
+  // MARK: Gates
+
+  /// Loads a policy fully, beside the active one, and checks it before it may serve.
+  private func gatedPolicy(version: String, path: String, gates: inout [GateOutcome]) async throws -> PolicySnapshot {
+    let snapshot: PolicySnapshot
+    do {
+      snapshot = try await loadPolicy(version: version, path: path)
+      gates.append(GateOutcome(name: "load", passed: true, detail: "loaded \(snapshot.model.engine.model.hyperparameters.architecture.rawValue), \(snapshot.sizeBytes) bytes"))
+    } catch {
+      gates.append(GateOutcome(name: "load", passed: false, detail: "\(error)"))
+      throw RolloutError(kind: .failedPrecondition, description: "\(version) does not load as a policy: \(error)")
+    }
+    do {
+      if let active = models.policy {
+        let detail = Self.tokenizerMismatch(active.model, snapshot.model)
+        gates.append(GateOutcome(name: "compatibility", passed: detail == nil, detail: detail ?? "same tokenizer as \(active.version)"))
+        if let detail { throw RolloutError(kind: .failedPrecondition, description: "\(version) is not compatible with the active policy: \(detail)") }
+      }
+      let smoke = try await Self.smokeTest(snapshot)
+      gates.append(GateOutcome(name: "smoke", passed: smoke == nil, detail: smoke ?? "finite log-probabilities on a test prompt"))
+      if let smoke { throw RolloutError(kind: .failedPrecondition, description: "\(version) failed the smoke test: \(smoke)") }
+    } catch {
+      snapshot.stop()
+      throw error
+    }
+    return snapshot
+  }
+
+  private func loadPolicy(version: String, path: String? = nil) async throws -> PolicySnapshot {
+    // Reuse only a snapshot that still serves (active or canary); a replaced one is stopping.
+    if let serving = [models.policies.active, models.policies.canary].compactMap({ $0 }).first(where: { $0.version == version }) {
+      return serving
+    }
+    let path = try path ?? self.path(of: version, role: .policy)
+    return try await models.loadPolicySnapshot(path: path, version: version)
+  }
+
+  /// Differences between two policies' tokenizers that would change what clients see.
+  static func tokenizerMismatch(_ a: PolicyModel, _ b: PolicyModel) -> String? {
+    let (x, y) = (a.tokenizer.definition, b.tokenizer.definition)
+    if x.tokens.count != y.tokens.count {
+      return "vocabulary size \(y.tokens.count) differs from the active policy's \(x.tokens.count)"
+    }
+    if let i = x.tokens.indices.first(where: { x.tokens[$0] != y.tokens[$0] }) {
+      return "token \(i) is '\(y.tokens[i])', the active policy has '\(x.tokens[i])'"
+    }
+    if a.stopTokenIDs != b.stopTokenIDs {
+      return "end-of-sequence tokens \(b.stopTokenIDs.sorted()) differ from \(a.stopTokenIDs.sorted())"
+    }
+    return nil
+  }
+
+  /// One teacher-forced pass over a short chat prompt; nil when every log-probability is finite.
+  static func smokeTest(_ snapshot: PolicySnapshot) async throws -> String? {
+    let model = snapshot.model
+    let text = (try? model.renderChat([ChatMessage(role: "user", content: "Hello! What is 2 + 2?")], addGenerationPrompt: true))
+      ?? "Hello! What is 2 + 2?"
+    let tokens = model.encodePrompt(text + "It is 4.")
+    let scored = try await snapshot.loop.teacherForce([tokens], topLogprobs: 1)
+    guard let first = scored.first, !first.isEmpty else { return "no output" }
+    if let bad = first.firstIndex(where: { !$0.logprob.isFinite || $0.top.contains { !$0.logprob.isFinite } }) {
+      return "non-finite log-probability at position \(bad + 1) (NaN or infinite weights?)"
+    }
+    return nil
+  }
+
+  // MARK: Helpers
+
+  /// The model path of a version from the registry or the models folder.
+  private func path(of version: String, role: CheckpointRole) throws -> String {
+    if let known = builtin[version] {
+      guard known.role == role else {
+        throw RolloutError(kind: .invalidArgument, description: "\(version) is a \(known.role.rawValue) checkpoint, not \(role.rawValue)")
+      }
+      return known.path
+    }
+    let record: CheckpointRecord?
+    do {
+      record = try registry.record(role: role, version: version)
+      if record == nil, let other = CheckpointRole.allCases.first(where: { $0 != role && ((try? registry.record(role: $0, version: version)) ?? nil) != nil }) {
+        throw RolloutError(kind: .invalidArgument, description: "\(version) is a \(other.rawValue) checkpoint, not \(role.rawValue)")
+      }
+    } catch let error as CheckpointRegistryError {
+      throw RolloutError(kind: error.category == .invalidArgument ? .invalidArgument : .unavailable, description: "\(error)")
+    }
+    guard let record else {
+      throw RolloutError(kind: .notFound, description: "no \(role.rawValue) checkpoint \(version) in the registry (see ListCheckpoints)")
+    }
+    return record.modelPath
+  }
+
+  private func loadState(_ role: CheckpointRole) async throws -> PersistedRoleState? {
+    guard let text = try await store.state(key: Self.stateKey(role)) else { return nil }
+    return try JSONDecoder().decode(PersistedRoleState.self, from: Data(text.utf8))
+  }
+
+  private func priorOutcome(_ operationID: String) async throws -> RolloutOutcome? {
+    guard !operationID.isEmpty, let text = try await store.state(key: Self.operationKey(operationID)) else { return nil }
+    let outcome = try JSONDecoder().decode(RolloutOutcome.self, from: Data(text.utf8))
+    if let failure = outcome.failure {
+      throw RolloutError(kind: .failedPrecondition, description: failure, gates: outcome.gates)
+    }
+    return outcome
+  }
+
+  /// Persists the role's new state (and the operation's outcome) and returns it.
+  private func finish(role: CheckpointRole, gates: [GateOutcome], operationID: String) async throws -> RolloutOutcome {
+    let state = try await currentState(role)
+    do {
+      try await store.setState(key: Self.stateKey(role), value: Self.encode(state))
+      let outcome = RolloutOutcome(role: role, state: state, gates: gates, failure: nil)
+      if !operationID.isEmpty { try await store.setState(key: Self.operationKey(operationID), value: Self.encode(outcome)) }
+      return outcome
+    } catch {
+      throw RolloutError(kind: .unavailable, description: "the new state serves but could not be persisted: \(error)")
+    }
+  }
+
+  static func encode(_ value: some Encodable) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
+  }
+}
