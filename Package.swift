@@ -156,6 +156,7 @@ let package = Package(
         "AlignServer",
         "AlignAPI",
         "AlignEngine",
+        "AlignServing",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

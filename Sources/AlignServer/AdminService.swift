@@ -239,27 +239,52 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
       }
       response.serverVersion = AlignServerApp.version
       response.uptimeSeconds = UInt64(max(0, status.uptime.components.seconds))
-      let policy = models.policies.assignment
-      if let active = policy.activeVersion {
+      let assignments: [(Alignd_V1_ModelRole, RoleAssignment)] = [
+        (.policy, models.policies.assignment), (.reward, models.rewards.assignment), (.safety, models.safety.assignment),
+      ]
+      let judge = models.policy.map { "judge:\($0.version)" }
+      for (role, assignment) in assignments {
+        guard let active = assignment.activeVersion ?? (role == .reward ? judge : nil) else { continue }
         response.roles.append(.with {
-          $0.role = .policy
+          $0.role = role
           $0.activeVersion = active
-          $0.canaryVersion = policy.canaryVersion ?? ""
-          $0.canaryPercent = UInt32(policy.canaryPercent)
-          $0.previousVersion = policy.previousVersion ?? ""
+          $0.canaryVersion = assignment.canaryVersion ?? ""
+          $0.canaryPercent = UInt32(assignment.canaryPercent)
+          $0.previousVersion = assignment.previousVersion ?? ""
         })
       }
       response.loadedModelBytes = models.loadedBytes
       for (kind, count) in counts { response.feedbackCounts[kind.rawValue] = UInt64(count) }
       for snapshot in models.policies.loaded {
         let stats = snapshot.loop.stats
+        let teacher = snapshot.teacherForcing.stats
         response.queues.append(.with {
           $0.model = snapshot.version
           $0.queued = UInt32(stats.queued)
           $0.capacity = UInt32(stats.capacity)
           $0.running = UInt32(stats.runningSequences)
+          $0.batches = teacher.batches
+          $0.largestBatch = UInt32(teacher.largestBatch)
         })
+        if let judge = snapshot.judgeIfCreated {
+          response.queues.append(Self.rewardQueue(judge))
+        }
       }
+      for snapshot in models.rewards.loaded { response.queues.append(Self.rewardQueue(snapshot.scorer)) }
+    }
+  }
+}
+
+extension AdminService {
+  /// A reward scorer's dynamic-batching counters.
+  static func rewardQueue(_ scorer: RewardScorer) -> Alignd_V1_QueueStatus {
+    let stats = scorer.stats
+    return .with {
+      $0.model = "reward:\(scorer.version)"
+      $0.queued = UInt32(scorer.queued)
+      $0.batches = stats.batches
+      $0.largestBatch = UInt32(stats.largestBatch)
+      $0.items = stats.itemsScored
     }
   }
 }

@@ -98,7 +98,8 @@ public struct AlignServerApp: Sendable {
     } catch {
       throw StartupError("cannot open the checkpoint registry in \(config.dataDir)/checkpoints: \(error)", exitCode: 73)
     }
-    let rollout = RolloutController(models: models, registry: registry, store: feedback, logger: logger)
+    let rollout = RolloutController(
+      models: models, registry: registry, store: feedback, rewardGateMargin: config.rewardGateMargin, logger: logger)
     let index: DescriptorIndex
     do {
       index = try DescriptorIndex(base64: alignDescriptorSetBase64)
@@ -113,7 +114,8 @@ public struct AlignServerApp: Sendable {
         status: status, models: models,
         limits: GenerationLimits(
           defaultMaxTokens: config.defaultMaxTokens, maxTokensLimit: config.maxTokensLimit,
-          maxSamples: min(16, config.maxRunningSequences))),
+          maxSamples: min(16, config.maxRunningSequences)),
+        defaultSafetyMode: config.safetyMode),
       AdminService(
         status: status, models: models, feedback: feedback, registry: registry, rollout: rollout, logger: logger),
     ]
@@ -137,6 +139,10 @@ public struct AlignServerApp: Sendable {
     let grpcService = GRPCServerService(server: server, status: status, logger: logger)
     let loader = ModelLoaderService(
       models: models, rollout: rollout, status: status, policyPath: policyPath,
+      rewardPath: config.rewardModel.isEmpty ? nil : Self.resolve(config.rewardModel, against: config.modelsDir),
+      safetyPolicyFile: config.safetyPolicy.isEmpty ? nil : config.safetyPolicy,
+      lexicalPath: Self.resolve(LexicalClassifier.defaultFileName, against: config.modelsDir),
+      guardPath: config.guardModel.isEmpty ? nil : Self.resolve(config.guardModel, against: config.modelsDir),
       syncInterval: config.rolloutSyncSeconds, logger: logger)
 
     var groupConfig = ServiceGroupConfiguration(
@@ -207,6 +213,10 @@ struct ModelLoaderService: Service {
   let rollout: RolloutController
   let status: ServingStatus
   let policyPath: String
+  let rewardPath: String?
+  let safetyPolicyFile: String?
+  let lexicalPath: String
+  let guardPath: String?
   /// Seconds between re-reads of the active versions from the store (0 = never).
   let syncInterval: Double
   let logger: Logger
@@ -217,9 +227,12 @@ struct ModelLoaderService: Service {
     // stops waiting for it as soon as it is cancelled or a graceful shutdown begins; otherwise a
     // slow load would hold up shutdown (and ServiceGroup aborts the process when cancellation
     // takes too long).
-    let (rollout, policyPath) = (self.rollout, self.policyPath)
+    let (rollout, policyPath, rewardPath) = (self.rollout, self.policyPath, self.rewardPath)
+    let (safetyPolicyFile, lexicalPath, guardPath) = (self.safetyPolicyFile, self.lexicalPath, self.guardPath)
     let load = Task.detached(priority: .userInitiated) {
       try await rollout.startup(defaultPolicyPath: policyPath)
+      try await rollout.startSafety(policyFile: safetyPolicyFile, lexicalPath: lexicalPath, guardPath: guardPath)
+      await rollout.startReward(configured: rewardPath)
     }
     do {
       try await cancelWhenGracefulShutdown {
@@ -230,12 +243,14 @@ struct ModelLoaderService: Service {
       return
     } catch {
       status.markFailed("\(error)")
-      throw StartupError("cannot load the policy model: \(error)", exitCode: 66)
+      throw StartupError("cannot load the models: \(error)", exitCode: 66)
     }
     logger.info(
       "models loaded",
       metadata: [
         "policy": "\(models.versions.policy)",
+        "reward": "\(models.versions.reward)",
+        "safety": "\(models.versions.safety)",
         "seconds": "\((ContinuousClock.now - start).formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))",
       ])
     status.markServing()

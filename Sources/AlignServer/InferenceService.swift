@@ -9,10 +9,8 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   let status: ServingStatus
   let models: ModelHost
   let limits: GenerationLimits
-
-  static func missing(_ what: String) -> RPCError {
-    RPCError(code: .unimplemented, message: "\(what) is not implemented yet in this alignd build")
-  }
+  /// Safety screening of generate requests that leave the mode unspecified (config `safety_mode`).
+  let defaultSafetyMode: String
 
   /// A lease on the policy snapshot serving this request (the canary for its share of routing
   /// keys), held until the request ends so a swap never changes the weights under it;
@@ -28,10 +26,6 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
       throw RPCError(code: .unavailable, message: "no policy model is loaded")
     }
     return lease
-  }
-
-  static func versions(_ policy: PolicySnapshot) -> Alignd_V1_ModelVersions {
-    .with { $0.policy = policy.version }
   }
 
   static func responseID(_ prefix: String) -> String {
@@ -75,17 +69,27 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     if status.phase != .draining { policy.loop.cancel(id) }
   }
 
-  /// Captures the active policy, validates a generation request against it and queues it.
-  func admit(_ request: ServerRequest<Alignd_V1_GenerateRequest>) throws -> (
-    SnapshotLease<PolicySnapshot>, ValidatedGenerate, RequestID, AsyncStream<GenerationEvent>
+  /// Captures the policy snapshot for a request and validates the request against it.
+  func prepare(_ request: ServerRequest<Alignd_V1_GenerateRequest>) throws -> (
+    SnapshotLease<PolicySnapshot>, ValidatedGenerate
   ) {
     let clientID = request.message.clientRequestID
     let lease = try policy(routingKey: clientID.isEmpty ? nil : clientID)
-    let policy = lease.snapshot
     let validated = try RequestValidation.generate(
-      request.message, model: policy.model, limits: limits, deadline: RequestValidation.deadline(from: request.metadata))
-    let (id, events) = try submit(validated.spec, on: policy)
-    return (lease, validated, id, events)
+      request.message, model: lease.snapshot.model, limits: limits,
+      deadline: RequestValidation.deadline(from: request.metadata))
+    return (lease, validated)
+  }
+
+  /// A response whose prompt the safety policy blocked: no generation ran.
+  static func blockedCompletions(_ count: Int, _ verdict: SafetyVerdict) -> [Alignd_V1_Completion] {
+    (0..<count).map { index in
+      .with {
+        $0.index = UInt32(index)
+        $0.finishReason = .safety
+        $0.flaggedCategories = verdict.flaggedCategories.map(\.rawValue)
+      }
+    }
   }
 
   /// Queues a validated request on the policy's engine loop.
@@ -113,20 +117,65 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   func generate(
     request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
   ) async throws -> ServerResponse<Alignd_V1_GenerateResponse> {
-    let (lease, validated, id, events) = try admit(request)
+    let (lease, validated) = try prepare(request)
     let policy = lease.snapshot
     defer { withExtendedLifetime(lease) {} }
     let tokenizer = policy.model.tokenizer
+    let responseID = Self.responseID("gen")
+    let screening = screening(request.message)
+    let safety = try screening.map { _ in try safetyChecker() }
+    defer { withExtendedLifetime(safety) {} }
+    var versions = self.versions(policy: policy)
+    if let safety { versions.safety = safety.snapshot.version }
+
+    // A blocked prompt never reaches the policy.
+    if let screening, let safety, let verdict = try await blockedPrompt(screening, checker: safety.snapshot.checker) {
+      return ServerResponse(message: .with {
+        $0.responseID = responseID
+        $0.completions = Self.blockedCompletions(validated.returnCount, verdict)
+        $0.usage = .init()
+        $0.versions = versions
+      })
+    }
+    // best_of: score the candidates with the reward model before choosing.
+    let judging = validated.returnCount < validated.spec.samples ? try rewardScorer() : nil
+    defer { withExtendedLifetime(judging?.hold) {} }
+    if let judging { versions.reward = judging.versions.reward }
+
+    let (id, events) = try submit(validated.spec, on: policy)
     var tally = GenerationTally(samples: validated.spec.samples)
-    await withRPCCancellationHandler {
+    var screens = screening.flatMap { screening in
+      safety.map { OutputScreens(count: validated.spec.samples, checker: $0.snapshot.checker, profile: screening.profile, prompt: screening.promptText) }
+    }
+    func place(_ sample: Int, text: String, ids: [Int32], logprobs: [ScoredToken]) {
+      tally.completions[sample].text += text
+      if validated.returnTokenIDs { tally.completions[sample].tokenIds += ids }
+      if validated.logprobs > 0 { tally.completions[sample].logprobs += Self.tokenLogprobs(logprobs, tokenizer: tokenizer) }
+    }
+    try await withRPCCancellationHandler {
       for await event in events {
-        if case .token(let sample, let text, let tokens) = event {
-          tally.completions[sample].text += text
-          if validated.returnTokenIDs { tally.completions[sample].tokenIds += tokens.map(\.token) }
-          if validated.logprobs > 0 {
-            tally.completions[sample].logprobs += Self.tokenLogprobs(tokens.map(ScoredToken.init), tokenizer: tokenizer)
+        switch event {
+        case .token(let sample, let text, let tokens):
+          guard var active = screens else {
+            place(sample, text: text, ids: tokens.map(\.token), logprobs: tokens.map(ScoredToken.init))
+            continue
           }
-        } else {
+          let release = try await active.feed(sample, text: text, tokens: tokens)
+          screens = active
+          place(sample, text: release.text, ids: release.ids, logprobs: release.logprobs)
+          if let verdict = release.blocked {
+            tally.block(sample, verdict)
+            if active.allBlocked { policy.loop.cancel(id) }
+          }
+        case .finished(let sample, _, _):
+          tally.absorb(event)
+          if var active = screens {
+            let release = try await active.finish(sample)
+            screens = active
+            place(sample, text: release.text, ids: release.ids, logprobs: release.logprobs)
+            if let verdict = release.blocked { tally.block(sample, verdict) }
+          }
+        case .failed:
           tally.absorb(event)
         }
       }
@@ -140,11 +189,36 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     if tally.completions.contains(where: { $0.finishReason == .cancelled }) {
       throw RPCError(code: .cancelled, message: "the request was cancelled")
     }
+    var completions = tally.completions
+    var candidateRewards: [Double] = []
+    if let judging {
+      // Rank the candidates by reward; blocked candidates rank last.
+      let context: RewardInput.Context
+      switch request.message.input {
+      case .chat(let chat): context = .messages(chat.messages.map { ChatMessage(role: $0.role, content: $0.content) })
+      case .prompt(let prompt): context = .prompt(prompt)
+      case nil: context = .prompt("")
+      }
+      candidateRewards = try await Self.rewards(
+        completions.map { RewardInput(context: context, response: $0.text) }, on: judging.scorer)
+      let order = completions.indices.sorted { a, b in
+        let (blockedA, blockedB) = (completions[a].finishReason == .safety, completions[b].finishReason == .safety)
+        if blockedA != blockedB { return !blockedA }
+        return candidateRewards[a] > candidateRewards[b]
+      }
+      completions = order.prefix(validated.returnCount).enumerated().map { rank, index in
+        var completion = completions[index]
+        completion.index = UInt32(rank)
+        completion.reward = candidateRewards[index]
+        return completion
+      }
+    }
     let response = Alignd_V1_GenerateResponse.with {
-      $0.responseID = Self.responseID("gen")
-      $0.completions = tally.completions
+      $0.responseID = responseID
+      $0.completions = completions
       $0.usage = tally.usage(promptTokens: validated.spec.promptTokens.count)
-      $0.versions = Self.versions(policy)
+      $0.versions = versions
+      $0.candidateRewards = candidateRewards
     }
     return ServerResponse(message: response)
   }
@@ -152,30 +226,79 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   func generateStream(
     request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
   ) async throws -> StreamingServerResponse<Alignd_V1_GenerateStreamResponse> {
-    let (lease, validated, id, events) = try admit(request)
+    let (lease, validated) = try prepare(request)
+    guard validated.returnCount == validated.spec.samples else {
+      throw RequestValidation.invalid("best_of ranks whole candidates, so it needs Generate, not GenerateStream")
+    }
     let policy = lease.snapshot
     let responseID = Self.responseID("gen")
     let tokenizer = policy.model.tokenizer
+    let screening = screening(request.message)
+    let safety = try screening.map { _ in try safetyChecker() }
+    var versions = self.versions(policy: policy)
+    if let safety { versions.safety = safety.snapshot.version }
+    if let screening, let safety, let verdict = try await blockedPrompt(screening, checker: safety.snapshot.checker) {
+      let end = Alignd_V1_GenerateStreamResponse.with {
+        $0.responseID = responseID
+        $0.end = .with {
+          $0.completions = Self.blockedCompletions(validated.returnCount, verdict)
+          $0.usage = .init()
+          $0.versions = versions
+        }
+      }
+      return StreamingServerResponse { writer in
+        try await writer.write(end)
+        return [:]
+      }
+    }
+    let (id, events) = try submit(validated.spec, on: policy)
+    let finalVersions = versions
     return StreamingServerResponse { writer in
       // The lease lives until the stream ends: a swap meanwhile leaves this stream on its weights.
-      defer { withExtendedLifetime(lease) {} }
+      defer { withExtendedLifetime((lease, safety)) {} }
       var tally = GenerationTally(samples: validated.spec.samples)
+      var screens = screening.flatMap { screening in
+        safety.map { OutputScreens(count: validated.spec.samples, checker: $0.snapshot.checker, profile: screening.profile, prompt: screening.promptText) }
+      }
+      func send(_ sample: Int, text: String, ids: [Int32], logprobs: [ScoredToken]) async throws {
+        guard !text.isEmpty || !ids.isEmpty else { return }
+        try await Self.write(cancelling: id, on: policy, to: writer,
+          .with {
+            $0.responseID = responseID
+            $0.chunk = .with { chunk in
+              chunk.index = UInt32(sample)
+              chunk.text = text
+              chunk.tokenIds = ids
+              if validated.logprobs > 0 { chunk.logprobs = Self.tokenLogprobs(logprobs, tokenizer: tokenizer) }
+            }
+          })
+      }
       try await withRPCCancellationHandler {
         for await event in events {
-          guard case .token(let sample, let text, let tokens) = event else {
+          switch event {
+          case .token(let sample, let text, let tokens):
+            guard var active = screens else {
+              try await send(sample, text: text, ids: tokens.map(\.token), logprobs: tokens.map(ScoredToken.init))
+              continue
+            }
+            let release = try await active.feed(sample, text: text, tokens: tokens)
+            screens = active
+            try await send(sample, text: release.text, ids: release.ids, logprobs: release.logprobs)
+            if let verdict = release.blocked {
+              tally.block(sample, verdict)
+              if active.allBlocked { policy.loop.cancel(id) }
+            }
+          case .finished(let sample, _, _):
             tally.absorb(event)
-            continue
+            if var active = screens {
+              let release = try await active.finish(sample)
+              screens = active
+              try await send(sample, text: release.text, ids: release.ids, logprobs: release.logprobs)
+              if let verdict = release.blocked { tally.block(sample, verdict) }
+            }
+          case .failed:
+            tally.absorb(event)
           }
-          try await Self.write(cancelling: id, on: policy, to: writer,
-            .with {
-              $0.responseID = responseID
-              $0.chunk = .with { chunk in
-                chunk.index = UInt32(sample)
-                chunk.text = text
-                chunk.tokenIds = tokens.map(\.token)
-                if validated.logprobs > 0 { chunk.logprobs = Self.tokenLogprobs(tokens.map(ScoredToken.init), tokenizer: tokenizer) }
-              }
-            })
         }
       } onCancelRPC: {
         cancelUnlessDraining(id, on: policy)
@@ -187,7 +310,7 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
           $0.end = .with { end in
             end.completions = tally.completions
             end.usage = tally.usage(promptTokens: validated.spec.promptTokens.count)
-            end.versions = Self.versions(policy)
+            end.versions = finalVersions
           }
         })
       return [:]
@@ -233,7 +356,7 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
         $0.tokenIds = ids
         $0.tokens = ids.map { model.tokenizer.tokenText($0) ?? "" }
         $0.rendered = rendered
-        $0.versions = Self.versions(policy)
+        $0.versions = versions(policy: policy)
       })
   }
 
@@ -281,7 +404,7 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     return ServerResponse(
       message: .with { response in
         response.responseID = Self.responseID("lp")
-        response.versions = Self.versions(policy)
+        response.versions = versions(policy: policy)
         for (k, tokens) in scored.enumerated() {
           let kept = PolicyModel.continuationScores(tokens, contextLength: contextLengths[k])
           response.items.append(
@@ -294,19 +417,6 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
       })
   }
 
-  // MARK: Not yet built
-
-  func score(
-    request: ServerRequest<Alignd_V1_ScoreRequest>, context: ServerContext
-  ) async throws -> ServerResponse<Alignd_V1_ScoreResponse> {
-    throw Self.missing("Score (reward models and the generative judge)")
-  }
-
-  func checkSafety(
-    request: ServerRequest<Alignd_V1_CheckSafetyRequest>, context: ServerContext
-  ) async throws -> ServerResponse<Alignd_V1_CheckSafetyResponse> {
-    throw Self.missing("CheckSafety (the safety classifiers and policy file)")
-  }
 }
 
 /// Finish reasons, token counts and failures of a request's completions, gathered from its events.
@@ -319,12 +429,21 @@ struct GenerationTally {
     completions = (0..<samples).map { index in Alignd_V1_Completion.with { $0.index = UInt32(index) } }
   }
 
+  /// Marks a sample as stopped by the output safety screen.
+  mutating func block(_ sample: Int, _ verdict: SafetyVerdict) {
+    completions[sample].finishReason = .safety
+    completions[sample].flaggedCategories = verdict.flaggedCategories.map(\.rawValue)
+  }
+
   /// Records a finish or failure event (token events carry text the caller places).
   mutating func absorb(_ event: GenerationEvent) {
     switch event {
     case .token: break
     case .finished(let sample, let reason, let count):
-      completions[sample].finishReason = InferenceService.finishReason(reason)
+      // A sample the safety screen blocked keeps finish reason SAFETY.
+      if completions[sample].finishReason != .safety {
+        completions[sample].finishReason = InferenceService.finishReason(reason)
+      }
       completionTokens += count
     case .failed(let message):
       failure = message

@@ -44,14 +44,17 @@ actor RolloutController {
   let registry: CheckpointRegistry
   let store: any FeedbackStore
   let logger: Logger
+  /// Largest accuracy drop a reward candidate may show against the serving reward model.
+  let rewardGateMargin: Double
   /// Checkpoints served from the models folder rather than the registry (the startup policy),
   /// by version, so a rollback can return to them.
   private var builtin: [String: (role: CheckpointRole, path: String)] = [:]
 
-  init(models: ModelHost, registry: CheckpointRegistry, store: any FeedbackStore, logger: Logger) {
+  init(models: ModelHost, registry: CheckpointRegistry, store: any FeedbackStore, rewardGateMargin: Double, logger: Logger) {
     self.models = models
     self.registry = registry
     self.store = store
+    self.rewardGateMargin = rewardGateMargin
     self.logger = logger
   }
 
@@ -130,8 +133,13 @@ actor RolloutController {
     guard (0...99).contains(canaryPercent) else {
       throw RolloutError(kind: .invalidArgument, description: "canary_percent must be 0..99, got \(canaryPercent)")
     }
+    if role == .reward {
+      return try await activateReward(version: version, canaryPercent: canaryPercent, operationID: operationID)
+    }
     guard role == .policy else {
-      throw RolloutError(kind: .failedPrecondition, description: "activating \(role.rawValue) checkpoints is not supported by this build")
+      throw RolloutError(
+        kind: .failedPrecondition,
+        description: "safety checkpoints (guard models) are configured with guard_model at startup in this build; activation covers policy and reward")
     }
     let path = try path(of: version, role: role)
     let current = models.policies.assignment
@@ -165,10 +173,8 @@ actor RolloutController {
   /// Makes the canary serve all traffic.
   func promote(role: CheckpointRole, operationID: String) async throws -> RolloutOutcome {
     if let prior = try await priorOutcome(operationID) { return prior }
-    guard role == .policy else {
-      throw RolloutError(kind: .failedPrecondition, description: "\(role.rawValue) has no canary in this build")
-    }
-    guard models.policies.promoteCanary() else {
+    let promoted = role == .policy ? models.policies.promoteCanary() : role == .reward ? models.rewards.promoteCanary() : false
+    guard promoted else {
       throw RolloutError(kind: .failedPrecondition, description: "no \(role.rawValue) canary to promote")
     }
     return try await finish(role: role, gates: [], operationID: operationID)
@@ -177,6 +183,7 @@ actor RolloutController {
   /// Drops the canary, or returns all traffic to `toVersion` (default: the previous active one).
   func rollback(role: CheckpointRole, toVersion: String, operationID: String) async throws -> RolloutOutcome {
     if let prior = try await priorOutcome(operationID) { return prior }
+    if role == .reward { return try await rollbackReward(toVersion: toVersion, operationID: operationID) }
     guard role == .policy else {
       throw RolloutError(kind: .failedPrecondition, description: "\(role.rawValue) rollback is not supported by this build")
     }
@@ -196,7 +203,7 @@ actor RolloutController {
 
   /// The persisted state of a role, or the serving one when none was persisted.
   func currentState(_ role: CheckpointRole) async throws -> PersistedRoleState {
-    let assignment = models.policies.assignment
+    let assignment = self.assignment(role)
     return PersistedRoleState(
       active: assignment.activeVersion, canary: assignment.canaryVersion,
       canaryPercent: assignment.canaryPercent, previous: assignment.previousVersion)
@@ -204,12 +211,223 @@ actor RolloutController {
 
   /// The versions serving a role now.
   func assignment(_ role: CheckpointRole) -> RoleAssignment {
-    role == .policy ? models.policies.assignment : RoleAssignment()
+    switch role {
+    case .policy: return models.policies.assignment
+    case .reward: return models.rewards.assignment
+    case .safety: return models.safety.assignment
+    }
   }
 
   /// Why activating `version` failed last, if it did.
   func failure(of version: String) async -> String? {
     (try? await store.state(key: Self.failureKey(version))) ?? nil
+  }
+
+  // MARK: Reward role
+
+  /// Loads a reward checkpoint beside the active reward model, runs its gates (load, smoke, eval
+  /// on stored preference feedback), then routes all traffic or a canary share to it.
+  private func activateReward(version: String, canaryPercent: Int, operationID: String) async throws -> RolloutOutcome {
+    let current = models.rewards.assignment
+    if canaryPercent == 0, current.activeVersion == version, current.canaryVersion == nil {
+      return try await finish(role: .reward, gates: [GateOutcome(name: "already-active", passed: true, detail: "\(version) already serves all traffic")], operationID: operationID)
+    }
+    let path = try path(of: version, role: .reward)
+    var gates: [GateOutcome] = []
+    let snapshot: RewardSnapshot
+    do {
+      snapshot = try await gatedReward(version: version, path: path, gates: &gates)
+    } catch var error as RolloutError {
+      error.gates = gates
+      try? await store.setState(key: Self.failureKey(version), value: error.description)
+      if !operationID.isEmpty {
+        let outcome = RolloutOutcome(role: .reward, state: try await currentState(.reward), gates: gates, failure: error.description)
+        try? await store.setState(key: Self.operationKey(operationID), value: Self.encode(outcome))
+      }
+      throw error
+    }
+    if canaryPercent == 0 {
+      models.rewards.activate(snapshot)
+    } else {
+      models.rewards.startCanary(snapshot, percent: canaryPercent)
+    }
+    try? await store.setState(key: Self.failureKey(version), value: nil)
+    logger.info("reward model activated", metadata: ["version": "\(version)", "canary_percent": "\(canaryPercent)"])
+    return try await finish(role: .reward, gates: gates, operationID: operationID)
+  }
+
+  private func rollbackReward(toVersion: String, operationID: String) async throws -> RolloutOutcome {
+    let slots = models.rewards
+    if toVersion.isEmpty, slots.dropCanary() != nil {
+      return try await finish(role: .reward, gates: [], operationID: operationID)
+    }
+    if let target = toVersion.isEmpty ? slots.assignment.previousVersion : toVersion {
+      var gates: [GateOutcome] = []
+      let snapshot = try await gatedReward(version: target, path: try path(of: target, role: .reward), gates: &gates)
+      slots.activate(snapshot)
+      return try await finish(role: .reward, gates: gates, operationID: operationID)
+    }
+    guard slots.active != nil else {
+      throw RolloutError(kind: .failedPrecondition, description: "no reward model is active; the generative judge already scores")
+    }
+    // Nothing earlier was activated: return to the generative judge on the policy.
+    slots.retireAll()
+    return try await finish(role: .reward, gates: [GateOutcome(name: "judge", passed: true, detail: "the generative judge on the policy scores again")], operationID: operationID)
+  }
+
+  /// Loads a reward model (reward-head folder on the active policy, or a sequence-classification
+  /// folder) as a snapshot, without publishing it.
+  func loadReward(version: String?, path: String) async throws -> RewardSnapshot {
+    if let serving = [models.rewards.active, models.rewards.canary].compactMap({ $0 }).first(where: { $0.version == version }) {
+      return serving
+    }
+    let policy = models.policy
+    let settings = models.engineSettings
+    return try await Task.detached(priority: .userInitiated) {
+      let manifest = URL(fileURLWithPath: path).appendingPathComponent("manifest.json").path
+      let backend: any RewardBackend
+      if FileManager.default.fileExists(atPath: manifest) {
+        guard let policy else { throw ModelLoadError("a reward head needs its base policy loaded") }
+        var name = URL(fileURLWithPath: policy.path).lastPathComponent
+        if name.hasSuffix(".gguf") { name.removeLast(5) }
+        let base = try RewardBaseModel(policy: policy.model, name: name, sha256: policy.sha256)
+        backend = try RewardHeadModel(directory: path, base: base, version: version)
+      } else {
+        backend = try SequenceClassificationRewardModel(directory: path, version: version, settings: settings)
+      }
+      let size = (try? ModelHost.fingerprint(path: path).size) ?? 0
+      return RewardSnapshot(scorer: RewardScorer(backend: backend), sizeBytes: size)
+    }.value
+  }
+
+  /// Preference pairs evaluated by the reward gate (the most recent stored ones).
+  static let gatePairs = 200
+
+  private func gatedReward(version: String, path: String, gates: inout [GateOutcome]) async throws -> RewardSnapshot {
+    let snapshot: RewardSnapshot
+    do {
+      snapshot = try await loadReward(version: version, path: path)
+      gates.append(GateOutcome(name: "load", passed: true, detail: "loaded \(snapshot.scorer.backend.kind.rawValue)"))
+    } catch {
+      gates.append(GateOutcome(name: "load", passed: false, detail: "\(error)"))
+      throw RolloutError(kind: .failedPrecondition, description: "\(version) does not load as a reward model: \(error)")
+    }
+    // Smoke: finite rewards on a sample pair.
+    let sample = [
+      RewardInput(prompt: "What is 2 + 2?", response: "2 + 2 = 4."),
+      RewardInput(prompt: "What is 2 + 2?", response: "No idea, go away."),
+    ]
+    do {
+      let rewards = try await snapshot.scorer.score(sample)
+      let finite = rewards.allSatisfy(\.isFinite)
+      gates.append(GateOutcome(name: "smoke", passed: finite, detail: finite ? "finite rewards on a sample pair" : "non-finite rewards \(rewards)"))
+      if !finite { throw RolloutError(kind: .failedPrecondition, description: "\(version) failed the smoke test: rewards \(rewards)") }
+    } catch let error as RolloutError {
+      throw error
+    } catch {
+      gates.append(GateOutcome(name: "smoke", passed: false, detail: "\(error)"))
+      throw RolloutError(kind: .failedPrecondition, description: "\(version) failed the smoke test: \(error)")
+    }
+    // Eval: accuracy on stored preference feedback must not drop below the serving model's by
+    // more than the margin.
+    let pairs = await storedPreferences()
+    guard !pairs.isEmpty else {
+      gates.append(GateOutcome(name: "eval", passed: true, detail: "skipped: no stored preference feedback"))
+      return snapshot
+    }
+    do {
+      let candidate = try await Self.accuracy(pairs, snapshot.scorer)
+      let serving: RewardScorer? = models.rewards.active?.scorer ?? (try? models.policy?.judge())
+      var baseline: Double? = nil
+      if let serving { baseline = try await Self.accuracy(pairs, serving) }
+      let passed = candidate + 1e-9 >= (baseline ?? 0) - rewardGateMargin
+      let detail =
+        "accuracy \(String(format: "%.3f", candidate)) on \(pairs.count) stored preference pairs vs "
+        + "\(String(format: "%.3f", baseline ?? 0)) for \(serving?.version ?? "none") (margin \(rewardGateMargin))"
+      gates.append(GateOutcome(name: "eval", passed: passed, detail: detail))
+      if !passed { throw RolloutError(kind: .failedPrecondition, description: "\(version) failed the eval gate: \(detail)") }
+    } catch let error as RolloutError {
+      throw error
+    } catch {
+      gates.append(GateOutcome(name: "eval", passed: false, detail: "\(error)"))
+      throw RolloutError(kind: .failedPrecondition, description: "\(version) failed the eval gate: \(error)")
+    }
+    return snapshot
+  }
+
+  /// The most recent stored preference records (up to ``gatePairs``).
+  private func storedPreferences() async -> [(prompt: String, chosen: String, rejected: String)] {
+    var pairs: [(String, String, String)] = []
+    let stream = store.exportPages(FeedbackFilter(kinds: [.preference]), pageSize: 512)
+    do {
+      for try await page in stream {
+        for stored in page {
+          if case .preference(let p) = stored.item.payload { pairs.append((p.prompt, p.chosen, p.rejected)) }
+        }
+      }
+    } catch {
+      logger.warning("the reward gate cannot read stored feedback", metadata: ["error": "\(error)"])
+    }
+    return Array(pairs.suffix(Self.gatePairs))
+  }
+
+  /// Fraction of pairs where the chosen response gets the higher reward.
+  static func accuracy(_ pairs: [(prompt: String, chosen: String, rejected: String)], _ scorer: RewardScorer) async throws -> Double {
+    var inputs: [RewardInput] = []
+    for pair in pairs {
+      inputs.append(RewardInput(prompt: pair.prompt, response: pair.chosen))
+      inputs.append(RewardInput(prompt: pair.prompt, response: pair.rejected))
+    }
+    var rewards: [Double] = []
+    for start in stride(from: 0, to: inputs.count, by: 32) {
+      rewards += try await scorer.score(Array(inputs[start..<min(inputs.count, start + 32)]))
+    }
+    let right = pairs.indices.filter { rewards[2 * $0] > rewards[2 * $0 + 1] }.count
+    return Double(right) / Double(pairs.count)
+  }
+
+  /// Restores the reward model the store says is active (or loads `configured` from the models
+  /// folder); with neither, the generative judge on the policy scores.
+  func startReward(configured: String?) async {
+    let persisted = (try? await loadState(.reward)) ?? nil
+    do {
+      if let active = persisted?.active {
+        models.rewards.activate(try await loadReward(version: active, path: try path(of: active, role: .reward)))
+        if let canary = persisted?.canary, let percent = persisted?.canaryPercent, percent > 0 {
+          models.rewards.startCanary(try await loadReward(version: canary, path: try path(of: canary, role: .reward)), percent: percent)
+        }
+      } else if let configured {
+        let snapshot = try await loadReward(version: nil, path: configured)
+        builtin[snapshot.version] = (.reward, configured)
+        models.rewards.activate(snapshot)
+      }
+    } catch {
+      logger.error("the reward model does not load; the generative judge scores instead", metadata: ["error": "\(error)"])
+    }
+  }
+
+  // MARK: Safety
+
+  /// Builds the safety checker: the policy file (or the built-in default), the lexical model, the
+  /// rules and, when configured, a guard model.
+  func startSafety(policyFile: String?, lexicalPath: String, guardPath: String?) async throws {
+    let policy = try policyFile.map { try SafetyPolicy(contentsOf: $0) } ?? SafetyPolicy.builtInDefault()
+    var backends: [any SafetyBackend] = [RulesBackend(termLists: policy.termLists)]
+    if policy.enabledBackends.contains("lexical") {
+      do {
+        backends.append(LexicalBackend(classifier: try LexicalClassifier(contentsOf: lexicalPath)))
+      } catch {
+        throw ModelLoadError("the lexical safety model: \(error) (run scripts/fetch-safety-model.sh)")
+      }
+    }
+    var size: UInt64 = 0
+    if let guardPath {
+      backends.append(try await Task.detached { try GuardBackend(path: guardPath) }.value)
+      size = (try? ModelHost.fingerprint(path: guardPath).size) ?? 0
+    }
+    let checker = try SafetyChecker(policy: policy, backends: backends)
+    models.safety.activate(SafetySnapshot(checker: checker, sizeBytes: size))
+    logger.info("safety checker ready", metadata: ["version": "\(checker.version)"])
   }
 
   // MARK: Gates

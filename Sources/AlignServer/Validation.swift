@@ -16,9 +16,12 @@ struct GenerationLimits: Sendable {
 
 /// A generation request that passed validation: the scheduler accepts only this, never raw protobuf.
 struct ValidatedGenerate: Sendable {
+  /// `spec.samples` is the number of candidates generated (best_of when it exceeds n).
   var spec: GenerationSpec
   var returnTokenIDs: Bool
   var logprobs: Int
+  /// Completions returned (n); fewer than `spec.samples` when best_of ranks candidates.
+  var returnCount: Int
 }
 
 enum RequestValidation {
@@ -83,8 +86,9 @@ enum RequestValidation {
     let n = s.n == 0 ? 1 : Int(s.n)
     guard n <= limits.maxSamples else { throw invalid("n \(n) exceeds the limit of \(limits.maxSamples)") }
     if s.bestOf != 0 && Int(s.bestOf) < n { throw invalid("best_of (\(s.bestOf)) must be at least n (\(n))") }
-    if s.bestOf > 1 && Int(s.bestOf) != n {
-      throw RPCError(code: .unimplemented, message: "best_of needs reward scoring, which is not implemented yet in this alignd build")
+    let candidates = max(n, Int(s.bestOf))
+    guard candidates <= limits.maxSamples else {
+      throw invalid("best_of \(candidates) exceeds the limit of \(limits.maxSamples)")
     }
     guard s.logprobs <= GenerationLimits.maxLogprobs else {
       throw invalid("logprobs \(s.logprobs) exceeds the limit of \(GenerationLimits.maxLogprobs)")
@@ -99,11 +103,7 @@ enum RequestValidation {
     for id in s.stopTokenIds where id < 0 || id >= vocabulary {
       throw invalid("stop_token_ids: \(id) is not a token id (vocabulary size \(vocabulary))")
     }
-    switch request.safety.mode {
-    case .unspecified, .off: break
-    default:
-      throw RPCError(code: .unimplemented, message: "safety screening is not implemented yet in this alignd build")
-    }
+    if case .UNRECOGNIZED(let value) = request.safety.mode { throw invalid("safety.mode \(value) is not a mode") }
 
     var sampling = SamplingParameters()
     if s.hasTemperature { sampling.temperature = s.temperature }
@@ -122,10 +122,11 @@ enum RequestValidation {
     }
 
     let spec = GenerationSpec(
-      promptTokens: tokens, maxTokens: maxTokens, samples: n, sampling: sampling, stopStrings: s.stop,
+      promptTokens: tokens, maxTokens: maxTokens, samples: candidates, sampling: sampling, stopStrings: s.stop,
       extraStopTokenIDs: Set(s.stopTokenIds), ignoreEOS: s.ignoreEos, priority: priority(request.priority),
       deadline: deadline)
-    return ValidatedGenerate(spec: spec, returnTokenIDs: request.returnTokenIds, logprobs: Int(s.logprobs))
+    return ValidatedGenerate(
+      spec: spec, returnTokenIDs: request.returnTokenIds, logprobs: Int(s.logprobs), returnCount: n)
   }
 
   /// The deadline the client set, from the `grpc-timeout` header ("100m", "5S", …), less a margin.

@@ -34,6 +34,8 @@ public final class PolicySnapshot: ServingSnapshot {
   public let loop: GenerationLoop
   /// Teacher-forced log-probability requests, batched dynamically into shared forward passes.
   public let teacherForcing: DynamicBatcher<TeacherForcingRequest, [[ScoredToken]]>
+  /// The generative judge on this policy, once created (see ``judge(batching:)``).
+  let judgeSlot = Mutex<RewardScorer?>(nil)
 
   public var model: PolicyModel { loop.model }
 
@@ -81,6 +83,10 @@ public struct TeacherForcingRequest: Sendable {
 public final class ModelHost: Sendable {
   /// The policy: active snapshot, optional canary, and replaced ones still finishing requests.
   public let policies = RoleSlots<PolicySnapshot>()
+  /// Activated reward models; when none is active the policy's generative judge scores.
+  public let rewards = RoleSlots<RewardSnapshot>()
+  /// The safety checker.
+  public let safety = RoleSlots<SafetySnapshot>()
   /// How policy snapshots are run (fixed for the process).
   public let scheduler: GenerationScheduler.Configuration
   public let engineSettings: EngineSettings
@@ -102,12 +108,18 @@ public final class ModelHost: Sendable {
 
   /// The versions currently active.
   public var versions: ModelVersions {
-    ModelVersions(policy: policy?.version ?? "")
+    ModelVersions(
+      policy: policy?.version ?? "",
+      reward: rewards.active?.version ?? policy.map { "judge:\($0.version)" } ?? "",
+      safety: safety.active?.version ?? "")
   }
 
   /// Bytes of model files loaded (every loaded snapshot, including a canary and replaced ones
   /// still finishing requests).
-  public var loadedBytes: UInt64 { policies.loaded.reduce(0) { $0 + $1.sizeBytes } }
+  public var loadedBytes: UInt64 {
+    policies.loaded.reduce(0) { $0 + $1.sizeBytes } + rewards.loaded.reduce(0) { $0 + $1.sizeBytes }
+      + safety.loaded.reduce(0) { $0 + $1.sizeBytes }
+  }
 
   /// Loads a policy checkpoint (GGUF file or Hugging Face folder) into a new snapshot with its own
   /// engine loop, without publishing it.
@@ -140,7 +152,7 @@ public final class ModelHost: Sendable {
 
   /// The version string, size and SHA-256 of a model file, or of a folder's files (hashed in
   /// name order as "name\0size\0bytes" so renames and content changes both show).
-  static func fingerprint(path: String) throws -> (version: String, size: UInt64, sha256: String) {
+  public static func fingerprint(path: String) throws -> (version: String, size: UInt64, sha256: String) {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
       throw ModelLoadError("cannot open the policy model \(path) (run scripts/fetch-models.sh for the default model)")

@@ -39,6 +39,14 @@ struct ConfigurationFlags: ParsableArguments {
   @Option(help: "Largest max_tokens a request may ask for (default 2048).") var maxTokensLimit: String?
   @Option(help: "Queued requests rise one priority level per this many seconds (default 5).") var priorityAgingSeconds: String?
   @Option(help: "true: a seed gives the same tokens alone or batched (default); false: faster float prefill.") var batchInvariant: String?
+  @Option(help: "Empty for SQLite under data-dir, or a postgres:// URL shared by replicas.") var storeUrl: String?
+  @Option(help: "Seconds between re-reads of the active versions from the store (default 5; 0 = off).") var rolloutSyncSeconds: String?
+  @Option(help: "Largest checkpoint upload in bytes (default 8 GiB).") var maxCheckpointBytes: String?
+  @Option(help: "Largest accuracy drop a reward candidate may show on stored preferences (default 0.02).") var rewardGateMargin: String?
+  @Option(help: "Reward model at startup (HF sequence-classification or reward-head folder; default: the judge).") var rewardModel: String?
+  @Option(help: "Safety policy JSON file (default: the built-in policy, Config/safety-policy.json).") var safetyPolicy: String?
+  @Option(help: "Guard model GGUF or HF folder, relative to models-dir (default none).") var guardModel: String?
+  @Option(help: "Default screening of generate: off, prompt, output or prompt_and_output (default off).") var safetyMode: String?
 
   /// The flags that were given, by canonical key name.
   var given: [String: String] {
@@ -65,6 +73,14 @@ struct ConfigurationFlags: ParsableArguments {
     flags["max_tokens_limit"] = maxTokensLimit
     flags["priority_aging_seconds"] = priorityAgingSeconds
     flags["batch_invariant"] = batchInvariant
+    flags["store_url"] = storeUrl
+    flags["rollout_sync_seconds"] = rolloutSyncSeconds
+    flags["max_checkpoint_bytes"] = maxCheckpointBytes
+    flags["reward_gate_margin"] = rewardGateMargin
+    flags["reward_model"] = rewardModel
+    flags["safety_policy"] = safetyPolicy
+    flags["guard_model"] = guardModel
+    flags["safety_mode"] = safetyMode
     return flags
   }
 

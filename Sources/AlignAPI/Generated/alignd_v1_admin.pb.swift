@@ -685,6 +685,7 @@ public nonisolated struct Alignd_V1_QueueStatus: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The queue's model version; reward and safety queues are prefixed "reward:" and "safety:".
   public var model: String = String()
 
   public var queued: UInt32 = 0
@@ -692,6 +693,14 @@ public nonisolated struct Alignd_V1_QueueStatus: Sendable {
   public var capacity: UInt32 = 0
 
   public var running: UInt32 = 0
+
+  /// Dynamic batching so far (reward and safety queues): batches run, the largest batch and the
+  /// inputs processed. batches < items means concurrent requests shared forward passes.
+  public var batches: UInt64 = 0
+
+  public var largestBatch: UInt32 = 0
+
+  public var items: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1835,7 +1844,7 @@ nonisolated extension Alignd_V1_GetStatusRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Alignd_V1_QueueStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueueStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}queued\0\u{1}capacity\0\u{1}running\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}queued\0\u{1}capacity\0\u{1}running\0\u{1}batches\0\u{3}largest_batch\0\u{1}items\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1847,6 +1856,9 @@ nonisolated extension Alignd_V1_QueueStatus: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.queued) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.capacity) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.running) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.batches) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.largestBatch) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.items) }()
       default: break
       }
     }
@@ -1865,6 +1877,15 @@ nonisolated extension Alignd_V1_QueueStatus: SwiftProtobuf.Message, SwiftProtobu
     if self.running != 0 {
       try visitor.visitSingularUInt32Field(value: self.running, fieldNumber: 4)
     }
+    if self.batches != 0 {
+      try visitor.visitSingularUInt64Field(value: self.batches, fieldNumber: 5)
+    }
+    if self.largestBatch != 0 {
+      try visitor.visitSingularUInt32Field(value: self.largestBatch, fieldNumber: 6)
+    }
+    if self.items != 0 {
+      try visitor.visitSingularUInt64Field(value: self.items, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1873,6 +1894,9 @@ nonisolated extension Alignd_V1_QueueStatus: SwiftProtobuf.Message, SwiftProtobu
     if lhs.queued != rhs.queued {return false}
     if lhs.capacity != rhs.capacity {return false}
     if lhs.running != rhs.running {return false}
+    if lhs.batches != rhs.batches {return false}
+    if lhs.largestBatch != rhs.largestBatch {return false}
+    if lhs.items != rhs.items {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
