@@ -82,11 +82,20 @@ public struct AlignServerApp: Sendable {
       threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
       gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens)
     let models = ModelHost(scheduler: schedulerConfig, engine: engineSettings)
-    let feedback: SQLiteFeedbackStore
-    do {
-      feedback = try SQLiteFeedbackStore(dataDirectory: URL(fileURLWithPath: config.dataDir))
-    } catch {
-      throw StartupError("cannot open the feedback store in \(config.dataDir): \(error)", exitCode: 73)
+    let feedback: any FeedbackStore
+    if config.storeURL.isEmpty {
+      do {
+        feedback = try SQLiteFeedbackStore(dataDirectory: URL(fileURLWithPath: config.dataDir))
+      } catch {
+        throw StartupError("cannot open the feedback store in \(config.dataDir): \(error)", exitCode: 73)
+      }
+    } else {
+      do {
+        feedback = try await PostgresFeedbackStore(url: config.storeURL)
+      } catch {
+        // The error never holds the password (PostgresURL redacts it).
+        throw StartupError("cannot open the PostgreSQL feedback store: \(error)", exitCode: 69)
+      }
     }
     let registry: CheckpointRegistry
     do {
@@ -162,7 +171,8 @@ public struct AlignServerApp: Sendable {
       throw StartupError("stopped: \(error)")
     }
     models.shutdown()
-    try? feedback.close()
+    if let store = feedback as? SQLiteFeedbackStore { try? store.close() }
+    if let store = feedback as? PostgresFeedbackStore { await store.close() }
     logger.info("alignd stopped")
   }
 

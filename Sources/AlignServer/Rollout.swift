@@ -301,7 +301,7 @@ actor RolloutController {
   }
 
   /// Preference pairs evaluated by the reward gate (the most recent stored ones).
-  static let gatePairs = 200
+  static let gatePairs = 100
 
   private func gatedReward(version: String, path: String, gates: inout [GateOutcome]) async throws -> RewardSnapshot {
     let snapshot: RewardSnapshot

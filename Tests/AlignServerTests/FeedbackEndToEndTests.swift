@@ -103,14 +103,26 @@ struct FeedbackEndToEndTests {
   /// SIGKILL in the middle of a feedback stream, ten times in a row: after each restart the client
   /// resends everything after its last acknowledgement, and in the end every record is stored
   /// exactly once.
-  @Test func sigkillMidStreamLosesAndDoublesNothing() async throws {
+  @Test(arguments: ["sqlite", "postgres"])
+  func sigkillMidStreamLosesAndDoublesNothing(store: String) async throws {
     let dataDir = try TestPaths.temporaryFolder().path
+    var storeArguments: [String] = []
+    if store == "postgres" {
+      let environment = ProcessInfo.processInfo.environment
+      if environment["ALIGND_SKIP_POSTGRES"] == "1" { return }
+      let url = try #require(
+        environment["ALIGND_TEST_POSTGRES_URL"],
+        "set ALIGND_TEST_POSTGRES_URL: eval \"$(scripts/start-test-postgres.sh)\" (or ALIGND_SKIP_POSTGRES=1)")
+      // A schema of its own, so the test starts from an empty store.
+      let schema = "e2e_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+      storeArguments = ["--store-url", url + (url.contains("?") ? "&" : "?") + "schema=\(schema)"]
+    }
     let total = 800
     let records = (1...total).map { Self.preference($0) }
     var acknowledged = 0
     var kills = 0
     for _ in 0..<10 where acknowledged < total {
-      let server = try await ServerProcess(dataDir: dataDir)
+      let server = try await ServerProcess(arguments: storeArguments, dataDir: dataDir)
       try await server.waitUntilServing()
       let resumeFrom = acknowledged
       let killAt = UInt64(resumeFrom + 30)
@@ -139,7 +151,7 @@ struct FeedbackEndToEndTests {
     #expect(kills >= 5, "the server must really have been killed mid-stream")
 
     // Finish the upload, then check the store.
-    let server = try await ServerProcess(dataDir: dataDir)
+    let server = try await ServerProcess(arguments: storeArguments, dataDir: dataDir)
     try await server.waitUntilServing()
     try await server.withClient { client in
       let admin = Alignd_V1_Admin.Client(wrapping: client)
