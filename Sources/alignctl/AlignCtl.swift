@@ -7,7 +7,7 @@ struct AlignCtl: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "alignctl",
     abstract: "Client and admin tool for alignd.",
-    subcommands: [Generate.self, Tokenize.self, Logprobs.self, Bench.self, Health.self, Status.self, Keys.self, Checkpoint.self, Feedback.self, TrainReward.self]
+    subcommands: [Generate.self, Tokenize.self, Logprobs.self, Bench.self, Health.self, Status.self, Keys.self, Checkpoint.self, Feedback.self, TrainReward.self, Score.self, Check.self]
   )
 }
 

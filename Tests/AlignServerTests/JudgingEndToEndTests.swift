@@ -77,6 +77,17 @@ struct JudgingEndToEndTests {
       #expect(batches < items, "16 concurrent calls ran in \(batches) batches")
       #expect(after.largestBatch > 1)
     }
+    // alignctl score gives the same rewards.
+    let folder = try TestPaths.temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let cli = try await FeedbackCLITests.alignctl(
+      ["score", "--server", FeedbackCLITests.address(server), "--prompt", cases[0].0,
+       "--response", cases[0].1, "--response", cases[1].1, "--json"], folder: folder)
+    #expect(cli.status == 0, "\(cli.stderr)")
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(cli.stdout.utf8)) as? [String: Any])
+    let cliRewards = try #require(object["rewards"] as? [Double])
+    #expect(cliRewards.count == 2 && abs(cliRewards[0] - expected[0]) < 1e-3 && abs(cliRewards[1] - expected[1]) < 1e-3)
+    #expect(object["p_first_preferred"] as? Double != nil)
     server.signal(SIGTERM)
     #expect(try await server.waitForExit() == 0)
   }
@@ -145,6 +156,19 @@ struct JudgingEndToEndTests {
       #expect(pair.results.count == 2)
       #expect(pair.results[0].flaggedCategories == ["pii/credit_card"])
       #expect(pair.results[0].action == .block)
+      // alignctl check: exit 2 on block, the verdict in JSON.
+      let folder = try TestPaths.temporaryFolder()
+      defer { try? FileManager.default.removeItem(at: folder) }
+      let address = FeedbackCLITests.address(server)
+      let blocked = try await FeedbackCLITests.alignctl(
+        ["check", "--server", address, "--text", "My card is 4111 1111 1111 1111", "--json"], folder: folder)
+      #expect(blocked.status == 2, "\(blocked.stderr)")
+      let verdict = try Alignd_V1_CheckSafetyResponse(jsonString: blocked.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+      #expect(verdict.results.first?.flaggedCategories == ["pii/credit_card"])
+      let fine = try await FeedbackCLITests.alignctl(
+        ["check", "--server", address, "--text", "Thanks, that helped a lot.", "--prompt", "Did that fix it?"], folder: folder)
+      #expect(fine.status == 0, "\(fine.stderr)")
+      #expect(fine.stdout.contains("action: allow"))
       do {
         _ = try await inference.checkSafety(.with { $0.texts = ["x"]; $0.profile = "no-such-profile" })
         Issue.record("an unknown profile was accepted")
