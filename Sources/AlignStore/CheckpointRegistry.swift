@@ -32,19 +32,23 @@ public final class CheckpointRegistry: Sendable {
   /// Bounds on uploads.
   public let limits: CheckpointRegistryLimits
   let stagingPath: String
-  private let lockFD: Int32
+  /// This process's prefix for its staging files; several processes (replicas sharing one
+  /// registry folder) each stage their own files and clean only what a dead process left.
+  public let processID = UUID().uuidString.lowercased()
+  /// The descriptor holding `staging/<processID>.lock` (taken at the first upload or removal).
+  private let processLock = Mutex<Int32?>(nil)
   /// Uploads in progress. Also serializes the final rename of an entry in or out, so that two
   /// uploads of the same version cannot both rename into place.
   private let activeUploads = Mutex<Int>(0)
 
   /// Opens (creating if needed) the registry at `root`, and removes whatever a crashed process
-  /// left in `staging/`.
+  /// left in `staging/`. Several processes (replicas on a shared volume) may open one folder:
+  /// each keeps its staging files under its own locked prefix, and only a dead process's go.
   ///
   /// - Parameters:
   ///   - root: the registry folder; missing parent folders are created.
   ///   - limits: bounds on uploads.
-  /// - Throws: `CheckpointRegistryError.registryInUse` if another registry (in this or another
-  ///   process) has `root` open; `.io` if the folders cannot be created.
+  /// - Throws: `.io` if the folders cannot be created.
   public init(root: String, limits: CheckpointRegistryLimits = .default) throws(CheckpointRegistryError) {
     let root = URL(fileURLWithPath: root).standardizedFileURL.path
     self.root = root
@@ -55,19 +59,19 @@ public final class CheckpointRegistry: Sendable {
     } catch {
       throw .io(operation: "create folder", path: root, detail: "\(error)")
     }
-    let lockPath = root + "/registry.lock"
-    let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw RegistryFS.error("open", lockPath, errno) }
-    guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-      let code = errno
-      close(fd)
-      if code == EWOULDBLOCK { throw .registryInUse(path: root) }
-      throw RegistryFS.error("lock", lockPath, code)
-    }
-    self.lockFD = fd
-    // Only this process holds the lock, so everything in staging/ is a crashed upload's.
+    // Staging files are named "<process id>-…"; a process holds "<process id>.lock" while it
+    // lives. Everything not belonging to a live process is a crashed upload's, and goes.
     try RegistryFS.makeDirectory(stagingPath)
-    for name in try RegistryFS.contents(stagingPath) {
+    let names = try RegistryFS.contents(stagingPath)
+    var live = Set<String>()
+    for name in names where name.hasSuffix(".lock") {
+      let path = stagingPath + "/" + name
+      let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+      guard fd >= 0 else { continue }
+      if flock(fd, LOCK_EX | LOCK_NB) != 0 { live.insert(String(name.dropLast(5))) }
+      close(fd)
+    }
+    for name in names where !live.contains(where: { name == $0 + ".lock" || name.hasPrefix($0 + "-") }) {
       RegistryFS.removeTree(stagingPath + "/" + name)
     }
     try RegistryFS.syncDirectory(stagingPath)
@@ -78,7 +82,32 @@ public final class CheckpointRegistry: Sendable {
   }
 
   deinit {
-    close(lockFD)
+    processLock.withLock { fd in
+      if let fd {
+        unlink(stagingPath + "/" + processID + ".lock")
+        close(fd)
+      }
+    }
+  }
+
+  /// Takes this process's staging lock once, so other processes opening the registry keep its
+  /// staging files. The lock is taken on a temporary name and then renamed into place, so a
+  /// concurrent cleanup never mistakes a half-created lock for a dead one.
+  func holdStagingLock() throws(CheckpointRegistryError) {
+    try processLock.withLock { (fd: inout Int32?) throws(CheckpointRegistryError) in
+      guard fd == nil else { return }
+      let final = stagingPath + "/" + processID + ".lock"
+      let temporary = stagingPath + "/" + processID + "-lock"
+      let descriptor = open(temporary, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+      guard descriptor >= 0 else { throw RegistryFS.error("open", temporary, errno) }
+      guard flock(descriptor, LOCK_EX | LOCK_NB) == 0, Foundation.rename(temporary, final) == 0 else {
+        let code = errno
+        close(descriptor)
+        unlink(temporary)
+        throw RegistryFS.error("lock", final, code)
+      }
+      fd = descriptor
+    }
   }
 
   // MARK: Uploads
@@ -101,8 +130,9 @@ public final class CheckpointRegistry: Sendable {
       guard count < limit else { throw .tooManyUploads(limit: limit) }
       count += 1
     }
-    let id = UUID().uuidString.lowercased()
+    let id = processID + "-" + UUID().uuidString.lowercased()
     do {
+      try holdStagingLock()
       let fd = try RegistryFS.createFile(partPath(id))
       return CheckpointUpload(registry: self, header: header, id: id, fd: fd)
     } catch {
@@ -237,7 +267,8 @@ public final class CheckpointRegistry: Sendable {
   public func remove(role: CheckpointRole, version: String) throws(CheckpointRegistryError) {
     try CheckpointValidation.validateVersion(version)
     let entry = entryPath(role: role, version: version)
-    let graveyard = stagingPath + "/" + UUID().uuidString.lowercased() + ".removed"
+    let graveyard = stagingPath + "/" + processID + "-" + UUID().uuidString.lowercased() + ".removed"
+    try holdStagingLock()
     try activeUploads.withLock { (_) throws(CheckpointRegistryError) in
       guard RegistryFS.kind(entry) == .directory else { throw .notFound(role: role, version: version) }
       try RegistryFS.rename(entry, to: graveyard)

@@ -53,8 +53,6 @@ public enum CheckpointRegistryError: Error, Sendable, Equatable, CustomStringCon
   case versionConflict(version: String, reason: String)
   /// The upload was already finished, aborted or failed.
   case uploadClosed(state: String)
-  /// Another process holds the registry folder.
-  case registryInUse(path: String)
   /// No checkpoint has this version in this role.
   case notFound(role: CheckpointRole, version: String)
   /// A registry entry's `checkpoint.json` cannot be read.
@@ -71,7 +69,7 @@ public enum CheckpointRegistryError: Error, Sendable, Equatable, CustomStringCon
       .invalidArgument
     case .uploadTooLarge, .archiveTooLarge, .tooManyUploads, .diskFull:
       .resourceExhausted
-    case .versionConflict, .uploadClosed, .registryInUse:
+    case .versionConflict, .uploadClosed:
       .failedPrecondition
     case .notFound:
       .notFound
@@ -121,8 +119,6 @@ public enum CheckpointRegistryError: Error, Sendable, Equatable, CustomStringCon
       "version \(version) already exists: \(reason)"
     case .uploadClosed(let state):
       "upload is already \(state)"
-    case .registryInUse(let path):
-      "checkpoint registry \(path) is in use by another process"
     case .notFound(let role, let version):
       "no \(role.rawValue) checkpoint with version \(quoted(version))"
     case .corruptEntry(let path, let detail):

@@ -366,4 +366,47 @@ struct CheckpointEndToEndTests {
     server.signal(SIGTERM)
     #expect(try await server.waitForExit() == 0)
   }
+
+  @Test("replicas sharing a PostgreSQL store and a checkpoint folder converge on the activated policy",
+        .enabled(if: defaultPresent, "the default model is not fetched"))
+  func replicasConverge() async throws {
+    let environment = ProcessInfo.processInfo.environment
+    if environment["ALIGND_SKIP_POSTGRES"] == "1" { return }
+    let url = try #require(
+      environment["ALIGND_TEST_POSTGRES_URL"],
+      "set ALIGND_TEST_POSTGRES_URL: eval \"$(scripts/start-test-postgres.sh)\" (or ALIGND_SKIP_POSTGRES=1)")
+    let schema = "replicas_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+    let storeURL = url + (url.contains("?") ? "&" : "?") + "schema=\(schema)"
+    let folder = try TestPaths.temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let shared = folder.appendingPathComponent("shared").path
+    let variant = try CheckpointVariants.patchedNorm({ i, w in w * (i % 3 == 0 ? 1.2 : 0.9) }, in: folder, name: "variant.gguf")
+    let arguments = ["--store-url", storeURL, "--rollout-sync-seconds", "1"]
+    let first = try await ServerProcess(arguments: arguments, dataDir: shared)
+    let second = try await ServerProcess(arguments: arguments, dataDir: shared)
+    try await first.waitUntilServing()
+    try await second.waitUntilServing()
+    let version = try await first.withClient { client in
+      let admin = Alignd_V1_Admin.Client(wrapping: client)
+      let version = try await admin.upload(variant, name: "shared-policy").version
+      _ = try await admin.activateCheckpoint(.with { $0.role = .policy; $0.version = version })
+      return version
+    }
+    // The other replica picks the new version up from the store within a few sync periods.
+    try await second.withClient { client in
+      let admin = Alignd_V1_Admin.Client(wrapping: client)
+      var active = ""
+      for _ in 0..<60 where active != version {
+        active = try await admin.getStatus(.init()).roles.first { $0.role == .policy }?.activeVersion ?? ""
+        if active != version { try await Task.sleep(for: .milliseconds(500)) }
+      }
+      #expect(active == version)
+      let served = try await Self.generate(Alignd_V1_Inference.Client(wrapping: client), "Hi").versions.policy
+      #expect(served == version)
+    }
+    for server in [first, second] {
+      server.signal(SIGTERM)
+      #expect(try await server.waitForExit() == 0)
+    }
+  }
 }

@@ -53,9 +53,12 @@ final class ServerProcess: Sendable {
     let process = Process()
     process.executableURL = TestPaths.alignd
     let dataDir = try dataDir ?? TestPaths.temporaryFolder().path
+    // Test servers run side by side (suites run in parallel): a smaller KV cache than the default
+    // 16384 tokens (~750 MB) keeps their memory bounded, unless a test sets its own.
+    let cache = arguments.contains("--kv-cache-tokens") ? [] : ["--kv-cache-tokens", "4096"]
     process.arguments =
       ["serve"] + (defaultPort ? [] : ["--port", "0"])
-      + ["--models-dir", TestPaths.modelsDir.path, "--data-dir", dataDir] + arguments
+      + ["--models-dir", TestPaths.modelsDir.path, "--data-dir", dataDir] + cache + arguments
     var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ALIGND_") }
     env.merge(environment) { $1 }
     process.environment = env

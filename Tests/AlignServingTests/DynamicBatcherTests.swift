@@ -29,7 +29,7 @@ struct DynamicBatcherTests {
     #expect(batcher.stats.largestBatch > 1)
   }
 
-  @Test(.timeLimit(.minutes(1)))
+  @Test(.timeLimit(.minutes(20)))
   func aLoneRequestRunsAfterTheDelay() async throws {
     let batcher = DynamicBatcher<String, Int>(configuration: .init(maxBatchSize: 100, maxDelay: .milliseconds(20))) {
       $0.map(\.count)

@@ -169,7 +169,7 @@ struct RewardHeadTrainerTests {
 
   /// The acceptance loop in process: ≥ 200 synthetic pairs → held-out accuracy ≥ 0.9 → the
   /// written checkpoint loads and the scorer ranks the held-out pairs as training measured.
-  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"), .timeLimit(.minutes(10)))
+  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"), .timeLimit(.minutes(20)))
   func trainsAPolitenessHeadThatRanksHeldOutPairs() async throws {
     let base = try Self.base.get()
     let pairs = PolitenessPairs.make(count: 200, seed: 42)

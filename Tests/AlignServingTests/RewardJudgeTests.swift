@@ -76,7 +76,7 @@ struct RewardJudgeTests {
   /// higher. A 135M judge is close to chance; the band keeps the documented claim from going stale
   /// silently (a prompt change that leaves it must update the doc) while tolerating a flip or two of
   /// the many near-tied pairs.
-  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"), .timeLimit(.minutes(10)))
+  @Test(.enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"), .timeLimit(.minutes(20)))
   func measuredAccuracyOnTheCommittedPairs() throws {
     let judge = try GenerativeJudge(policy: try Self.policy.get(), policyVersion: "v")
     let url = Self.root.appendingPathComponent("Tests/Fixtures/reward/judge_pairs.json")

@@ -123,7 +123,7 @@ struct RewardSequenceClassificationTests {
     #expect(throws: InvalidRequest.self) { _ = try model.rewards([RewardInput(prompt: "", response: "")]) }
   }
 
-  @Test(.timeLimit(.minutes(1)))
+  @Test(.timeLimit(.minutes(20)))
   func concurrentScoreCallsShareForwardPasses() async throws {
     let model = try SequenceClassificationRewardModel(directory: Self.folder("llama-chat-reward"))
     let expected = try Self.expected("llama-chat-reward")
@@ -143,7 +143,7 @@ struct RewardSequenceClassificationTests {
     #expect(stats.largestBatch > 1)
   }
 
-  @Test(.timeLimit(.minutes(1)))
+  @Test(.timeLimit(.minutes(20)))
   func aBadInputFailsOnlyItsOwnRequest() async throws {
     let model = try SequenceClassificationRewardModel(directory: Self.folder("llama-chat-reward"))
     let expected = try Self.expected("llama-chat-reward")

@@ -57,6 +57,9 @@ do {
     }
     emit("ack \(end)")
     next = end
+    // Paced by the parent: wait for its "next" (or for stdin to close, which ends the pacing), so
+    // a slow parent can always kill before the child runs out of work.
+    _ = readLine()
   }
   exit(0)
 } catch {

@@ -377,17 +377,27 @@ struct CheckpointRegistryTests {
     #expect(try reopened.checkpoints() == [kept])
   }
 
-  @Test("a second registry on the same folder is refused while the first is open")
-  func registryInUse() throws {
+  @Test("two registries on one folder (replicas on a shared volume): a live one's staging is kept, a dead one's removed")
+  func sharedFolder() throws {
     let dir = try RegistryTestDir()
-    do {
-      let first = try dir.registry()
-      let error = #expect(throws: CheckpointRegistryError.self) { _ = try dir.registry() }
-      #expect(error == .registryInUse(path: dir.root))
-      #expect(error?.category == .failedPrecondition)
-      withExtendedLifetime(first) {}
-    }
-    _ = try dir.registry()
+    let bytes = try RegistryFixtures.ggufBytes()
+    let first = try dir.registry()
+    let inFlight = try first.beginUpload(header(for: bytes, role: .policy, name: "slow", format: .gguf))
+    try inFlight.append(bytes.prefix(1000))
+    // A dead process's leftovers: a lock file nobody holds and its staging file.
+    let staging = dir.root + "/staging"
+    try Data().write(to: URL(fileURLWithPath: staging + "/dead.lock"))
+    try Data([1, 2, 3]).write(to: URL(fileURLWithPath: staging + "/dead-0a1b.part"))
+
+    let second = try dir.registry()
+    let names = try FileManager.default.contentsOfDirectory(atPath: staging)
+    #expect(!names.contains("dead.lock") && !names.contains("dead-0a1b.part"))
+    #expect(names.contains { $0.hasPrefix(first.processID + "-") && $0.hasSuffix(".part") }, "the live upload's file was removed: \(names)")
+    // Both serve the same entries; the first upload still finishes.
+    try inFlight.append(bytes.dropFirst(1000))
+    let record = try inFlight.finish()
+    #expect(try second.checkpoints() == [record])
+    withExtendedLifetime((first, second)) {}
   }
 
   @Test("concurrent uploads are bounded")
@@ -548,8 +558,9 @@ final class RegistryTestDir {
     try CheckpointRegistry(root: root, limits: limits)
   }
 
+  /// Staging entries, without the lock files of live registries (a process's "<id>.lock").
   func stagingContents() throws -> [String] {
-    try FileManager.default.contentsOfDirectory(atPath: root + "/staging").sorted()
+    try FileManager.default.contentsOfDirectory(atPath: root + "/staging").filter { !$0.hasSuffix(".lock") }.sorted()
   }
 
   /// Every path under the root except staging/, with its size and modification time.

@@ -21,6 +21,7 @@ enum CrashChild {
 final class ChildProcess: Sendable {
   let process: Process
   let lines: AsyncStream<String>
+  let input = Pipe()
   private let errors = ErrorText()
 
   /// What the child wrote to stderr so far.
@@ -37,6 +38,7 @@ final class ChildProcess: Sendable {
     process.arguments = arguments
     let pipe = Pipe()
     process.standardOutput = pipe
+    process.standardInput = input
     let errorPipe = Pipe()
     process.standardError = errorPipe
     let (lines, continuation) = AsyncStream.makeStream(of: String.self)
@@ -72,6 +74,12 @@ final class ChildProcess: Sendable {
 
   func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }
 
+  /// Lets the child append its next batch.
+  func proceed() { try? input.fileHandleForWriting.write(contentsOf: Data("next\n".utf8)) }
+
+  /// Ends the pacing: the child appends to the end without waiting.
+  func unpace() { try? input.fileHandleForWriting.close() }
+
   /// Waits for the process to exit and returns how it ended.
   func waitForExit() async -> (status: Int32, killed: Bool) {
     while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
@@ -84,7 +92,7 @@ final class ErrorText: Sendable {
   let text = Mutex("")
 }
 
-@Suite("FeedbackStore: SIGKILL in the middle of appends", .timeLimit(.minutes(5)))
+@Suite("FeedbackStore: SIGKILL in the middle of appends", .timeLimit(.minutes(20)))
 struct CrashTests {
   /// Checks the store: every acknowledged record is there exactly once, nothing is doubled,
   /// ids increase. Returns how many records are stored.
@@ -157,7 +165,10 @@ struct CrashTests {
         guard line.hasPrefix("ack "), let n = Int(line.dropFirst(4)) else { continue }
         acknowledged = max(acknowledged, n)
         acks += 1
+        child.proceed()
         if acks == killAfter {
+          // Kill while the next batch is being appended (or about to be).
+          try? await Task.sleep(for: .microseconds(Int.random(in: 0...3000, using: &generator)))
           child.kill()
           break
         }
@@ -178,6 +189,7 @@ struct CrashTests {
     let child = try ChildProcess(arguments: [
       backend, location, "\(acknowledged)", "\(total)", "\(batch)",
     ])
+    child.unpace()
     for await _ in child.lines {}
     let exit = await child.waitForExit()
     #expect(exit.status == 0 && !exit.killed, "\(child.errorOutput)")

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// The store contract, run against every backend (SQLite, and PostgreSQL unless skipped).
-@Suite("FeedbackStore: append, dedupe, export, counts, state", .timeLimit(.minutes(2)))
+@Suite("FeedbackStore: append, dedupe, export, counts, state", .timeLimit(.minutes(20)))
 struct FeedbackStoreTests {
   @Test("every kind round-trips exactly, ids increase", arguments: StoreBackend.enabled)
   func appendAndExportRoundTrip(backend: StoreBackend) async throws {

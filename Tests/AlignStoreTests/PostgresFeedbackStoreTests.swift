@@ -63,7 +63,7 @@ struct PostgresURLTests {
 /// PostgreSQL-only behaviour: replicas, migrations, connection failures.
 @Suite(
   "PostgresFeedbackStore: replicas, migrations, failures",
-  .enabled(if: !PostgresTestDatabase.skipped), .timeLimit(.minutes(2)))
+  .enabled(if: !PostgresTestDatabase.skipped), .timeLimit(.minutes(20)))
 struct PostgresFeedbackStoreTests {
   static func open(_ url: String) async throws -> PostgresFeedbackStore {
     try await PostgresFeedbackStore(url: url, configuration: PostgresTestDatabase.configuration)
