@@ -254,7 +254,11 @@ struct CheckpointEndToEndTests {
             #expect(state.gates.allSatisfy { $0.passed })
             // A request admitted after the flip is served by the new version.
             #expect(try await Self.generate(inference, "Hi").versions.policy == target)
-            try await Task.sleep(for: .milliseconds(700))
+            // Let a round of streams start and finish on this version before the next flip
+            // (however slow the machine), so every version really serves streams.
+            let done = { results.withLock { $0.count } + failures.withLock { $0.count } }
+            let seen = done()
+            while done() < seen + 16 { try await Task.sleep(for: .milliseconds(100)) }
           }
           swapping.withLock { $0 = false }
         }

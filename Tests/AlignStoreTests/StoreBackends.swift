@@ -77,10 +77,12 @@ enum PostgresTestDatabase {
   /// `ALIGND_SKIP_POSTGRES=1` leaves the PostgreSQL variants out.
   static var skipped: Bool { environment["ALIGND_SKIP_POSTGRES"] == "1" }
 
-  /// Small pools: many tests share one server.
+  /// Small pools: many tests share one server. The whole suite runs in parallel on two cores,
+  /// so statements (and advisory-lock waits) get far more time than in production.
   static var configuration: PostgresFeedbackStoreConfiguration {
     var configuration = PostgresFeedbackStoreConfiguration()
     configuration.maximumConnections = 3
+    configuration.statementTimeout = .seconds(300)
     return configuration
   }
 
