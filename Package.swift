@@ -157,6 +157,7 @@ let package = Package(
         "AlignAPI",
         "AlignEngine",
         "AlignServing",
+        "AlignStore",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -96,6 +96,11 @@ actor RolloutController {
 
   /// Applies the persisted state when another replica changed it.
   func sync() async {
+    await syncPolicy()
+    await syncReward()
+  }
+
+  private func syncPolicy() async {
     guard let persisted = try? await loadState(.policy) else { return }
     let local = models.policies.assignment
     guard persisted.active != nil, persisted.active != local.activeVersion
@@ -107,6 +112,39 @@ actor RolloutController {
       logger.info("converged on the store's policy versions", metadata: ["active": "\(persisted.active ?? "")", "canary": "\(persisted.canary ?? "")"])
     } catch {
       logger.error("cannot apply the store's policy versions", metadata: ["error": "\(error)"])
+    }
+  }
+
+  /// The reward role: the store's active model and canary (no active one = the judge).
+  private func syncReward() async {
+    guard let persisted = try? await loadState(.reward) else { return }
+    let slots = models.rewards
+    let local = slots.assignment
+    guard persisted.active != local.activeVersion || persisted.canary != local.canaryVersion
+      || (persisted.canary != nil && persisted.canaryPercent != local.canaryPercent)
+    else { return }
+    do {
+      if let active = persisted.active {
+        if active != local.activeVersion {
+          slots.activate(try await loadReward(version: active, path: try path(of: active, role: .reward)))
+        }
+      } else {
+        slots.retireAll()
+      }
+      if let canary = persisted.canary, persisted.canaryPercent > 0 {
+        let snapshot: RewardSnapshot
+        if let current = slots.canary, current.version == canary {
+          snapshot = current
+        } else {
+          snapshot = try await loadReward(version: canary, path: try path(of: canary, role: .reward))
+        }
+        slots.startCanary(snapshot, percent: persisted.canaryPercent)
+      } else {
+        slots.dropCanary()
+      }
+      logger.info("converged on the store's reward versions", metadata: ["active": "\(persisted.active ?? "judge")", "canary": "\(persisted.canary ?? "")"])
+    } catch {
+      logger.error("cannot apply the store's reward versions", metadata: ["error": "\(error)"])
     }
   }
 

@@ -1,5 +1,6 @@
 import AlignAPI
 import AlignEngine
+import AlignStore
 import Crypto
 import Foundation
 import GRPCCore
@@ -371,7 +372,7 @@ struct CheckpointEndToEndTests {
     #expect(try await server.waitForExit() == 0)
   }
 
-  @Test("replicas sharing a PostgreSQL store and a checkpoint folder converge on the activated policy",
+  @Test("replicas sharing a PostgreSQL store and a checkpoint folder converge on the activated policy and reward model",
         .enabled(if: defaultPresent, "the default model is not fetched"))
   func replicasConverge() async throws {
     let environment = ProcessInfo.processInfo.environment
@@ -390,11 +391,19 @@ struct CheckpointEndToEndTests {
     let second = try await ServerProcess(arguments: arguments, dataDir: shared)
     try await first.waitUntilServing()
     try await second.waitUntilServing()
-    let version = try await first.withClient { client in
+    // A reward model too: the sequence-classification fixture, tarred.
+    let rewardTar = folder.appendingPathComponent("reward.tar").path
+    try TarWriter.archive(
+      directory: TestPaths.repositoryRoot.appendingPathComponent("Tests/Fixtures/reward/llama-chat-reward").path,
+      to: rewardTar)
+    let (version, reward) = try await first.withClient { client in
       let admin = Alignd_V1_Admin.Client(wrapping: client)
       let version = try await admin.upload(variant, name: "shared-policy").version
       _ = try await admin.activateCheckpoint(.with { $0.role = .policy; $0.version = version })
-      return version
+      let reward = try await admin.upload(
+        URL(fileURLWithPath: rewardTar), role: .reward, name: "shared-reward", format: .hfSafetensorsTar).version
+      _ = try await admin.activateCheckpoint(.with { $0.role = .reward; $0.version = reward })
+      return (version, reward)
     }
     // The other replica picks the new version up from the store within a few sync periods.
     try await second.withClient { client in
@@ -407,6 +416,16 @@ struct CheckpointEndToEndTests {
       #expect(active == version)
       let served = try await Self.generate(Alignd_V1_Inference.Client(wrapping: client), "Hi").versions.policy
       #expect(served == version)
+      var activeReward = ""
+      for _ in 0..<60 where activeReward != reward {
+        activeReward = try await admin.getStatus(.init()).roles.first { $0.role == .reward }?.activeVersion ?? ""
+        if activeReward != reward { try await Task.sleep(for: .milliseconds(500)) }
+      }
+      #expect(activeReward == reward)
+      let scored = try await Alignd_V1_Inference.Client(wrapping: client).score(.with {
+        $0.items = [.with { $0.prompt = "Hello there"; $0.response = "Hi!" }]
+      })
+      #expect(scored.versions.reward == reward)
     }
     for server in [first, second] {
       server.signal(SIGTERM)
