@@ -238,6 +238,9 @@ struct OutputScreens {
     var logprobs: [ScoredToken]
     /// Set when the screen blocked: the sample ends with finish reason SAFETY.
     var blocked: SafetyVerdict?
+
+    /// Nothing to send yet (text held back, or the sample already ended).
+    static let nothing = Release(text: "", ids: [], logprobs: [], blocked: nil)
   }
 
   var samples: [Sample]
@@ -254,7 +257,7 @@ struct OutputScreens {
 
   /// Feeds a token event's text; returns what may be sent now.
   mutating func feed(_ sample: Int, text: String, tokens: [SampledToken]) async throws -> Release {
-    guard samples[sample].blocked == nil else { return Release(text: "", ids: [], logprobs: [], blocked: nil) }
+    guard samples[sample].blocked == nil else { return .nothing }
     samples[sample].pendingIDs += tokens.map(\.token)
     samples[sample].pendingLogprobs += tokens.map(ScoredToken.init)
     return settle(sample, try await samples[sample].screen.feed(text))
@@ -262,14 +265,14 @@ struct OutputScreens {
 
   /// Screens whatever the sample still holds back (at its end).
   mutating func finish(_ sample: Int) async throws -> Release {
-    guard samples[sample].blocked == nil else { return Release(text: "", ids: [], logprobs: [], blocked: nil) }
+    guard samples[sample].blocked == nil else { return .nothing }
     return settle(sample, try await samples[sample].screen.finish())
   }
 
   private mutating func settle(_ sample: Int, _ decision: OutputScreen.Decision) -> Release {
     switch decision {
     case .release(let text):
-      guard !text.isEmpty else { return Release(text: "", ids: [], logprobs: [], blocked: nil) }
+      guard !text.isEmpty else { return .nothing }
       defer {
         samples[sample].pendingIDs = []
         samples[sample].pendingLogprobs = []

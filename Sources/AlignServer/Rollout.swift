@@ -190,11 +190,7 @@ actor RolloutController {
       snapshot = try await gatedPolicy(version: version, path: path, gates: &gates)
     } catch var error as RolloutError {
       error.gates = gates
-      try? await store.setState(key: Self.failureKey(version), value: error.description)
-      if !operationID.isEmpty {
-        let outcome = RolloutOutcome(role: role, state: try await currentState(role), gates: gates, failure: error.description)
-        try? await store.setState(key: Self.operationKey(operationID), value: Self.encode(outcome))
-      }
+      try await recordFailure(error, role: role, version: version, operationID: operationID)
       throw error
     }
     if canaryPercent == 0 {
@@ -277,11 +273,7 @@ actor RolloutController {
       snapshot = try await gatedReward(version: version, path: path, gates: &gates)
     } catch var error as RolloutError {
       error.gates = gates
-      try? await store.setState(key: Self.failureKey(version), value: error.description)
-      if !operationID.isEmpty {
-        let outcome = RolloutOutcome(role: .reward, state: try await currentState(.reward), gates: gates, failure: error.description)
-        try? await store.setState(key: Self.operationKey(operationID), value: Self.encode(outcome))
-      }
+      try await recordFailure(error, role: .reward, version: version, operationID: operationID)
       throw error
     }
     if canaryPercent == 0 {
@@ -333,7 +325,7 @@ actor RolloutController {
       } else {
         backend = try SequenceClassificationRewardModel(directory: path, version: version, settings: settings)
       }
-      let size = (try? ModelHost.fingerprint(path: path).size) ?? 0
+      let size = ModelHost.diskSize(path: path)
       return RewardSnapshot(scorer: RewardScorer(backend: backend), sizeBytes: size)
     }.value
   }
@@ -461,7 +453,7 @@ actor RolloutController {
     var size: UInt64 = 0
     if let guardPath {
       backends.append(try await Task.detached { try GuardBackend(path: guardPath) }.value)
-      size = (try? ModelHost.fingerprint(path: guardPath).size) ?? 0
+      size = ModelHost.diskSize(path: guardPath)
     }
     let checker = try SafetyChecker(policy: policy, backends: backends)
     models.safety.activate(SafetySnapshot(checker: checker, sizeBytes: size))
@@ -571,6 +563,15 @@ actor RolloutController {
       throw RolloutError(kind: .failedPrecondition, description: failure, gates: outcome.gates)
     }
     return outcome
+  }
+
+  /// Remembers why `version` failed its gates (ListCheckpoints shows it) and, for an operation id,
+  /// the failed outcome, so a repeated request gets the same answer.
+  private func recordFailure(_ error: RolloutError, role: CheckpointRole, version: String, operationID: String) async throws {
+    try? await store.setState(key: Self.failureKey(version), value: error.description)
+    guard !operationID.isEmpty else { return }
+    let outcome = RolloutOutcome(role: role, state: try await currentState(role), gates: error.gates, failure: error.description)
+    try? await store.setState(key: Self.operationKey(operationID), value: Self.encode(outcome))
   }
 
   /// Persists the role's new state (and the operation's outcome) and returns it.

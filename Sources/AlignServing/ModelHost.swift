@@ -182,6 +182,18 @@ public final class ModelHost: Sendable {
     return ("\(name)@\(digest.prefix(12))", size, digest)
   }
 
+  /// Bytes of a model file, or of a folder's files, read from file metadata (no hashing; for
+  /// status figures when the content was already verified).
+  public static func diskSize(path: String) -> UInt64 {
+    let manager = FileManager.default
+    func size(_ file: String) -> UInt64 { ((try? manager.attributesOfItem(atPath: file))?[.size] as? NSNumber)?.uint64Value ?? 0 }
+    var isDirectory: ObjCBool = false
+    guard manager.fileExists(atPath: path, isDirectory: &isDirectory) else { return 0 }
+    guard isDirectory.boolValue else { return size(path) }
+    let names = (try? manager.contentsOfDirectory(atPath: path)) ?? []
+    return names.reduce(0) { $0 + size(URL(fileURLWithPath: path).appendingPathComponent($1).path) }
+  }
+
   private static func hashFile(_ path: String, into hasher: inout SHA256) throws -> UInt64 {
     guard let handle = FileHandle(forReadingAtPath: path) else {
       throw ModelLoadError("cannot open the model file \(path)")
