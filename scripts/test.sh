@@ -13,6 +13,11 @@ echo "== generated code drift check" >&2
 echo "== deployment files (offline)" >&2
 "$ROOT/scripts/validate-deploy.sh"
 
+echo "== Python clients for the tests" >&2
+# The openai client, prometheus_client and grpcio in a pinned venv; tests run it as ALIGND_TEST_PYTHON.
+ALIGND_TEST_PYTHON="$("$ROOT/scripts/test-python-env.sh")"
+export ALIGND_TEST_PYTHON
+
 echo "== build" >&2
 "$ROOT/scripts/build.sh" >/dev/null
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The Python clients the tests drive alignd with, in a venv of pinned PyPI packages created once
+# under ${ALIGND_CACHE_DIR:-<repo>/.build-cache}/venv-test and re-created when the pins change:
+#   openai             the official OpenAI client (HTTP gateway tests)
+#   prometheus_client  the reference Prometheus text parser (/metrics tests)
+#   grpcio, grpcio-tools, protobuf   gRPC clients of the reliability and security scenarios
+# Prints the venv's python path on stdout (scripts/test.sh exports it as ALIGND_TEST_PYTHON).
+# Every dependency is pinned and installed with --no-deps, so the venv is the same everywhere.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE_DIR="${ALIGND_CACHE_DIR:-$ROOT/.build-cache}"
+VENV="$CACHE_DIR/venv-test"
+
+REQUIREMENTS=(
+  openai==3.57.0
+  annotated-types==0.8.0
+  anyio==4.16.0
+  h11==0.16.0
+  httpcore2==2.16.2
+  httpx2==2.16.2
+  idna==3.20
+  jiter==0.19.0
+  pydantic==2.14.4
+  pydantic_core==2.50.5
+  sniffio==1.3.1
+  truststore==0.10.5
+  typing-inspection==0.4.5
+  typing_extensions==4.16.0
+  prometheus_client==0.26.0
+  grpcio==1.85.3
+  grpcio-tools==1.85.1
+  protobuf==7.36.2
+  setuptools==84.2.1
+)
+STAMP="$VENV/.requirements"
+
+venv_ready() {
+  [[ -x "$VENV/bin/python" && -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "${REQUIREMENTS[*]}" ]]
+}
+
+if ! venv_ready; then
+  PYTHON="${ALIGND_PYTHON:-python3}"
+  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+    || { echo "error: $PYTHON is older than 3.10" >&2; exit 1; }
+  if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    # Debian ships venv support separately.
+    echo "installing python3-venv" >&2
+    SUDO=""
+    if [[ "$(id -u)" != "0" ]]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >&2
+  fi
+  echo "creating $VENV ..." >&2
+  rm -rf "$VENV"
+  mkdir -p "$CACHE_DIR"
+  "$PYTHON" -m venv "$VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    "${REQUIREMENTS[@]}" >&2
+  "$VENV/bin/python" -m pip check --disable-pip-version-check >&2 \
+    || { echo "error: the pinned packages in $0 do not fit together" >&2; exit 1; }
+  echo "${REQUIREMENTS[*]}" > "$STAMP"
+fi
+echo "$VENV/bin/python"
