@@ -72,6 +72,12 @@ public struct AlignServerApp: Sendable {
         exitCode: 78)
     }
     interceptors.append(.apply(MessageSizeInterceptor(limit: config.maxRequestBytes), to: .all))
+    let security: ListenerSecurity?
+    do {
+      security = try ListenerSecurity(configuration: config)
+    } catch let error as ConfigurationError {
+      throw StartupError(error.description, exitCode: 78)
+    }
 
     let status = ServingStatus()
     let schedulerConfig = GenerationScheduler.Configuration(
@@ -115,8 +121,13 @@ public struct AlignServerApp: Sendable {
     } catch {
       throw StartupError("the embedded API descriptors are unreadable: \(error)")
     }
+    let health = HealthService(status: status, services: Set([""] + index.services))
+    let admin = AdminService(
+      status: status, models: models, feedback: feedback, registry: registry, rollout: rollout, logger: logger)
+    // With admin_port, Admin lives only on its own listener (mutual TLS there when configured).
+    let adminOnMain: [any RegistrableRPCService] = config.adminPort == nil ? [admin] : []
     let services: [any RegistrableRPCService] = [
-      HealthService(status: status, services: Set([""] + index.services)),
+      health,
       ReflectionService(index: index),
       ReflectionServiceV1Alpha(index: index),
       InferenceService(
@@ -125,9 +136,7 @@ public struct AlignServerApp: Sendable {
           defaultMaxTokens: config.defaultMaxTokens, maxTokensLimit: config.maxTokensLimit,
           maxSamples: min(16, config.maxRunningSequences)),
         defaultSafetyMode: config.safetyMode),
-      AdminService(
-        status: status, models: models, feedback: feedback, registry: registry, rollout: rollout, logger: logger),
-    ]
+    ] + adminOnMain
 
     let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { transport in
       // The transport's own limit is a backstop at twice the configured one; messages between the
@@ -136,16 +145,29 @@ public struct AlignServerApp: Sendable {
       transport.http2.maxConcurrentStreams = config.maxConcurrentStreams
       transport.connection.maxIdleTime = .milliseconds(Int64(config.idleTimeoutSeconds * 1000))
     }
+    let bindHost = config.host == "localhost" ? "127.0.0.1" : config.host
     let server = GRPCServer(
       transport: .http2NIOPosix(
-        address: .ipv4(host: config.host == "localhost" ? "127.0.0.1" : config.host, port: config.port),
-        transportSecurity: .plaintext,
+        address: .ipv4(host: bindHost, port: config.port),
+        transportSecurity: security?.grpc ?? .plaintext,
         config: transportConfig),
       services: services,
       interceptorPipeline: interceptors)
+    let adminServer = config.adminPort.map { port in
+      GRPCServer(
+        transport: .http2NIOPosix(
+          address: .ipv4(host: bindHost, port: port),
+          transportSecurity: security?.admin ?? .plaintext,
+          config: transportConfig),
+        services: [health, admin],
+        interceptorPipeline: interceptors)
+    }
 
     let policyPath = Self.resolve(config.policyModel, against: config.modelsDir)
-    let grpcService = GRPCServerService(server: server, status: status, logger: logger)
+    let grpcService = GRPCServerService(server: server, status: status, logger: logger, listener: .main)
+    let adminServices: [ServiceGroupConfiguration.ServiceConfiguration] =
+      adminServer.map { [.init(service: GRPCServerService(server: $0, status: status, logger: logger, listener: .admin))] }
+      ?? []
     let loader = ModelLoaderService(
       models: models, rollout: rollout, status: status, policyPath: policyPath,
       rewardPath: config.rewardModel.isEmpty ? nil : Self.resolve(config.rewardModel, against: config.modelsDir),
@@ -158,7 +180,7 @@ public struct AlignServerApp: Sendable {
       services: [
         .init(service: grpcService),
         .init(service: loader, successTerminationBehavior: .ignore),
-      ],
+      ] + adminServices,
       gracefulShutdownSignals: [.sigterm, .sigint],
       logger: logger)
     groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.drainTimeoutSeconds * 1000))
@@ -182,11 +204,16 @@ public struct AlignServerApp: Sendable {
   }
 }
 
-/// Runs the gRPC server; begins draining on graceful shutdown.
+/// Runs a gRPC server; begins draining on graceful shutdown.
 struct GRPCServerService: Service {
+  /// Which listener this is: the main one (inference, and admin unless `admin_port` is set) or
+  /// the admin one. Their log lines differ so that tools reading the port find the right one.
+  enum Listener { case main, admin }
+
   let server: GRPCServer<HTTP2ServerTransport.Posix>
   let status: ServingStatus
   let logger: Logger
+  let listener: Listener
 
   func run() async throws {
     try await withGracefulShutdownHandler {
@@ -200,7 +227,10 @@ struct GRPCServerService: Service {
           }
         }
         if let address = try? await server.listeningAddress {
-          logger.info("alignd listening", metadata: ["address": "\(address)", "protocol": "grpc"])
+          switch listener {
+          case .main: logger.info("alignd listening", metadata: ["address": "\(address)", "protocol": "grpc"])
+          case .admin: logger.info("alignd admin listening", metadata: ["address": "\(address)", "protocol": "grpc"])
+          }
         }
       }
     } onGracefulShutdown: {

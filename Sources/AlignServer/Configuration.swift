@@ -74,8 +74,41 @@ public struct ServerConfiguration: Sendable, Equatable {
   /// Safety screening of generate requests that do not choose: off, prompt, output or
   /// prompt_and_output.
   public var safetyMode: String = "off"
+  /// TLS certificate chain (PEM) served by every listener (gRPC, admin, HTTP); with `tlsKeyFile`
+  /// the ports speak TLS only. Empty = plaintext (h2c and HTTP/1.1).
+  public var tlsCertFile: String = ""
+  /// Private key (PEM) of `tlsCertFile`.
+  public var tlsKeyFile: String = ""
+  /// CA certificates (PEM) that admin clients' certificates must chain to: mutual TLS on the
+  /// admin listener (needs `adminPort` and TLS). Empty = no client certificates asked for.
+  public var tlsClientCAFile: String = ""
+  /// A separate listener for the Admin service (0 picks a free port); nil serves Admin on `port`
+  /// beside Inference. With it, the main port answers UNIMPLEMENTED for Admin RPCs.
+  public var adminPort: Int? = nil
 
   public init() {}
+
+  /// True when the listeners speak TLS.
+  public var tlsEnabled: Bool { !tlsCertFile.isEmpty }
+
+  /// Checks the combinations of TLS and admin-listener keys that cannot work together.
+  public func validateListeners() throws {
+    if tlsCertFile.isEmpty != tlsKeyFile.isEmpty {
+      throw ConfigurationError("tls_cert_file and tls_key_file go together: give both or neither")
+    }
+    if !tlsClientCAFile.isEmpty {
+      guard tlsEnabled else {
+        throw ConfigurationError("tls_client_ca_file needs TLS: give tls_cert_file and tls_key_file")
+      }
+      guard adminPort != nil else {
+        throw ConfigurationError(
+          "tls_client_ca_file protects the admin listener: give admin_port (inference clients are not asked for certificates)")
+      }
+    }
+    if let adminPort, adminPort != 0, adminPort == port {
+      throw ConfigurationError("admin_port must differ from port (\(port))")
+    }
+  }
 }
 
 /// A configuration problem found while reading flags, environment or file.
@@ -135,6 +168,25 @@ public enum ConfigurationLoader {
     string("reward_model", \.rewardModel, "Reward model at startup (empty = generative judge on the policy)."),
     string("safety_policy", \.safetyPolicy, "Safety policy JSON file (empty = built-in default)."),
     string("guard_model", \.guardModel, "Guard model GGUF or HF folder (empty = none)."),
+    string("tls_cert_file", \.tlsCertFile, "TLS certificate chain (PEM) for every listener (empty = plaintext)."),
+    string("tls_key_file", \.tlsKeyFile, "Private key (PEM) of tls_cert_file."),
+    string(
+      "tls_client_ca_file", \.tlsClientCAFile,
+      "CA (PEM) that admin clients' certificates must chain to: mutual TLS on admin_port."),
+    Key(
+      name: "admin_port", help: "Separate listener for the Admin service (0 = free port; unset = on port).",
+      apply: { config, raw in
+        let trimmed = raw.trimmingCharacters(in: .whitespaces)
+        if trimmed.isEmpty {
+          config.adminPort = nil
+          return
+        }
+        guard let value = Int(trimmed), (0...65535).contains(value) else {
+          throw ConfigurationError("admin_port must be an integer in 0...65535, got '\(raw)'")
+        }
+        config.adminPort = value
+      },
+      current: { $0.adminPort.map(String.init) ?? "" }),
     Key(
       name: "safety_mode", help: "Default screening of generate: off, prompt, output or prompt_and_output.",
       apply: { config, raw in
@@ -200,6 +252,7 @@ public enum ConfigurationLoader {
         }
       }
     }
+    try config.validateListeners()
     return config
   }
 

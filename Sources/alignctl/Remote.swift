@@ -9,13 +9,25 @@ func withServer<Result: Sendable>(
   _ options: RemoteOptions, _ body: (GRPCClient<HTTP2ClientTransport.Posix>, Metadata) async throws -> Result
 ) async throws -> Result {
   let (host, port) = try options.endpoint()
+  let security = try options.transportSecurity()
   var metadata: Metadata = [:]
   if let key = options.key { metadata.addString("Bearer \(key)", forKey: "authorization") }
   return try await withGRPCClient(
-    transport: .http2NIOPosix(target: .dns(host: host, port: port), transportSecurity: .plaintext)
+    transport: .http2NIOPosix(target: resolvedTarget(host: host, port: port), transportSecurity: security)
   ) { client in
     try await body(client, metadata)
   }
+}
+
+/// An IP literal as an address target (TLS sends no SNI for it and checks the certificate's IP
+/// SAN; as a DNS name it would be refused), any other host as a DNS name.
+func resolvedTarget(host: String, port: Int) -> any ResolvableTarget {
+  var ipv4 = in_addr()
+  var ipv6 = in6_addr()
+  let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+  if inet_pton(AF_INET, bare, &ipv4) == 1 { return .ipv4(address: bare, port: port) }
+  if inet_pton(AF_INET6, bare, &ipv6) == 1 { return .ipv6(address: bare, port: port) }
+  return .dns(host: host, port: port)
 }
 
 /// Prints an RPC error the way scripts expect: one line on stderr and a distinct exit code.

@@ -47,6 +47,10 @@ struct ConfigurationFlags: ParsableArguments {
   @Option(help: "Safety policy JSON file (default: the built-in policy, Config/safety-policy.json).") var safetyPolicy: String?
   @Option(help: "Guard model GGUF or HF folder, relative to models-dir (default none).") var guardModel: String?
   @Option(help: "Default screening of generate: off, prompt, output or prompt_and_output (default off).") var safetyMode: String?
+  @Option(help: "TLS certificate chain (PEM) for every listener (default: plaintext).") var tlsCertFile: String?
+  @Option(help: "Private key (PEM) of --tls-cert-file.") var tlsKeyFile: String?
+  @Option(help: "CA (PEM) admin clients' certificates must chain to: mutual TLS on --admin-port.") var tlsClientCaFile: String?
+  @Option(help: "Separate listener for the Admin service (0 = free port; default: on --port).") var adminPort: String?
 
   /// The flags that were given, by canonical key name.
   var given: [String: String] {
@@ -81,6 +85,10 @@ struct ConfigurationFlags: ParsableArguments {
     flags["safety_policy"] = safetyPolicy
     flags["guard_model"] = guardModel
     flags["safety_mode"] = safetyMode
+    flags["tls_cert_file"] = tlsCertFile
+    flags["tls_key_file"] = tlsKeyFile
+    flags["tls_client_ca_file"] = tlsClientCaFile
+    flags["admin_port"] = adminPort
     return flags
   }
 
