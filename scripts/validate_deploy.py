@@ -46,16 +46,7 @@ K8S_VERSIONS = ("1.30.0", "1.34.0")
 
 # Metrics the dashboard may use before the Swift sources emit them (issue 7's exposition work).
 # Once a name appears as a string literal under Sources/ it is found there; delete it here then.
-PLANNED_METRICS = {
-    "alignd_grpc_requests_total",      # {method, code}
-    "alignd_http_requests_total",      # {route, status}
-    "alignd_score_batch_size",         # histogram
-    "alignd_reward_score",             # histogram {reward_version}
-    "alignd_safety_flags_total",       # {category, policy_version}
-    "alignd_swap_events_total",        # {role}
-    "alignd_swap_duration_seconds",    # histogram
-    "alignd_feedback_records_total",
-}
+PLANNED_METRICS: set[str] = set()
 # Configuration keys the manifests may set before Sources/AlignServer/Configuration.swift has them.
 PLANNED_CONFIG_KEYS = {"store_url"}
 # ALIGND_* variables that are not configuration keys.

@@ -66,9 +66,11 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
         // Nothing of this batch is acknowledged; the client resends from its last acknowledgement.
         throw RPCError(code: .unavailable, message: "the feedback store failed; resend from the last acknowledgement: \(error)")
       }
-      for ((record, _), outcome) in zip(accepted, outcomes) {
+      for ((record, item), outcome) in zip(accepted, outcomes) {
         switch outcome {
-        case .stored: stored += 1
+        case .stored:
+          stored += 1
+          FeedbackMetrics.committed(item)
         case .duplicate: duplicates += 1
         case .rejected(let reason):
           rejected.append(.with {

@@ -46,9 +46,13 @@ public struct AlignServerApp: Sendable {
     let config = configuration
     var logger = Logger(label: "alignd")
     logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+    // swift-metrics → Prometheus before anything creates a series (served on GET /metrics).
+    let metricsRegistry = MetricsBootstrap.registry
 
     // Auth: secure by default.
-    var interceptors: [ConditionalInterceptor<any ServerInterceptor>] = []
+    // Metrics first, so that calls the later interceptors refuse are counted with their status code.
+    var interceptors: [ConditionalInterceptor<any ServerInterceptor>] = [.apply(GRPCMetricsInterceptor(), to: .all)]
+    var gatewayKeys: APIKeyStore? = nil
     if let keysFile = config.keysFile {
       let keys: APIKeyStore
       do {
@@ -58,6 +62,7 @@ public struct AlignServerApp: Sendable {
       }
       logger.info("API keys loaded", metadata: ["keys": "\(keys.entries.count)", "file": "\(keysFile)"])
       interceptors.append(.apply(AuthInterceptor(keys: keys), to: .all))
+      gatewayKeys = keys
     } else if Self.isLoopback(config.host) {
       logger.notice(
         "no keys file: authentication is off, so alignd binds to loopback only",
@@ -126,16 +131,17 @@ public struct AlignServerApp: Sendable {
       status: status, models: models, feedback: feedback, registry: registry, rollout: rollout, logger: logger)
     // With admin_port, Admin lives only on its own listener (mutual TLS there when configured).
     let adminOnMain: [any RegistrableRPCService] = config.adminPort == nil ? [admin] : []
+    let inference = InferenceService(
+      status: status, models: models,
+      limits: GenerationLimits(
+        defaultMaxTokens: config.defaultMaxTokens, maxTokensLimit: config.maxTokensLimit,
+        maxSamples: min(16, config.maxRunningSequences)),
+      defaultSafetyMode: config.safetyMode)
     let services: [any RegistrableRPCService] = [
       health,
       ReflectionService(index: index),
       ReflectionServiceV1Alpha(index: index),
-      InferenceService(
-        status: status, models: models,
-        limits: GenerationLimits(
-          defaultMaxTokens: config.defaultMaxTokens, maxTokensLimit: config.maxTokensLimit,
-          maxSamples: min(16, config.maxRunningSequences)),
-        defaultSafetyMode: config.safetyMode),
+      inference,
     ] + adminOnMain
 
     let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { transport in
@@ -175,12 +181,21 @@ public struct AlignServerApp: Sendable {
       lexicalPath: Self.resolve(LexicalClassifier.defaultFileName, against: config.modelsDir),
       guardPath: config.guardModel.isEmpty ? nil : Self.resolve(config.guardModel, against: config.modelsDir),
       syncInterval: config.rolloutSyncSeconds, logger: logger)
+    // The HTTP/JSON gateway transcodes to the same Inference service (Docs/HTTP.md). It is last
+    // in the group so that it is the first to hear of a graceful shutdown: it turns the status to
+    // draining at once for both surfaces.
+    let httpService = HTTPGatewayService(
+      gateway: HTTPGateway(
+        inference: inference, status: status, keys: gatewayKeys, maxRequestBytes: config.maxRequestBytes,
+        metrics: metricsRegistry, watchesDisconnects: security == nil),
+      host: bindHost, port: config.httpPort, idleTimeoutSeconds: config.idleTimeoutSeconds, tls: security?.http,
+      logger: logger)
 
     var groupConfig = ServiceGroupConfiguration(
       services: [
         .init(service: grpcService),
         .init(service: loader, successTerminationBehavior: .ignore),
-      ] + adminServices,
+      ] + adminServices + [.init(service: httpService)],
       gracefulShutdownSignals: [.sigterm, .sigint],
       logger: logger)
     groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.drainTimeoutSeconds * 1000))

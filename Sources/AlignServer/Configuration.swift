@@ -9,7 +9,8 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var host: String = "127.0.0.1"
   /// gRPC port (h2c, or TLS when configured). 0 picks a free port.
   public var port: Int = 50051
-  /// Port of the HTTP/JSON gateway (served by a later component; reserved here).
+  /// Port of the HTTP/JSON gateway (OpenAI-compatible routes, probes, /metrics; Docs/HTTP.md).
+  /// 0 picks a free port.
   public var httpPort: Int = 8080
   /// Folder for the feedback store and the checkpoint registry.
   public var dataDir: String = "data"
@@ -142,7 +143,7 @@ public enum ConfigurationLoader {
   public static let keys: [Key] = [
     string("host", \.host, "Address the gRPC listener binds to."),
     int("port", \.port, "gRPC port (0 picks a free port).", range: 0...65535),
-    int("http_port", \.httpPort, "HTTP/JSON gateway port.", range: 0...65535),
+    int("http_port", \.httpPort, "HTTP/JSON gateway port (OpenAI-compatible API, probes, metrics; 0 = a free port).", range: 0...65535),
     string("data_dir", \.dataDir, "Folder for the feedback store and checkpoint registry."),
     string("models_dir", \.modelsDir, "Folder holding the default models."),
     string("policy_model", \.policyModel, "Policy GGUF file or HF folder (relative to models_dir)."),

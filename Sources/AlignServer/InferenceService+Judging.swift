@@ -48,7 +48,9 @@ extension InferenceService {
   /// Runs inputs through a reward scorer, mapping its errors to statuses.
   static func rewards(_ inputs: [RewardInput], on scorer: RewardScorer) async throws -> [Double] {
     do {
-      return try await scorer.score(inputs)
+      let rewards = try await scorer.score(inputs)
+      scorer.metrics.recordReturned(rewards)
+      return rewards
     } catch let error as InvalidRequest {
       throw RequestValidation.invalid(error.description)
     } catch DynamicBatcherError.queueFull(let capacity) {
@@ -152,6 +154,7 @@ extension InferenceService {
     let lease = try safetyChecker()
     let verdicts = try await Self.check(
       inputs, profile: message.profile.isEmpty ? nil : message.profile, on: lease.snapshot.checker)
+    SafetyMetrics.record(verdicts, policyVersion: lease.snapshot.checker.policy.versionString, stage: .check)
     let policyVersion = models.policy?.version ?? ""
     return ServerResponse(
       message: .with { response in
@@ -217,6 +220,7 @@ extension InferenceService {
     guard screening.prompt else { return nil }
     let verdict = try await Self.check(
       [SafetyInput(text: screening.promptText, role: .user)], profile: screening.profile, on: checker)[0]
+    SafetyMetrics.record([verdict], policyVersion: checker.policy.versionString, stage: .prompt)
     return verdict.action == .block ? verdict : nil
   }
 }
@@ -266,7 +270,16 @@ struct OutputScreens {
   /// Screens whatever the sample still holds back (at its end).
   mutating func finish(_ sample: Int) async throws -> Release {
     guard samples[sample].blocked == nil else { return .nothing }
-    return settle(sample, try await samples[sample].screen.finish())
+    let release = settle(sample, try await samples[sample].screen.finish())
+    if release.blocked == nil { recordFlags(sample, blocking: []) }
+    return release
+  }
+
+  /// Counts the categories a sample's screen flagged, once per sample, when the sample ends.
+  private func recordFlags(_ sample: Int, blocking: [SafetyCategory]) {
+    let screen = samples[sample].screen
+    SafetyMetrics.record(
+      [screen.flaggedCategories + blocking], policyVersion: screen.checker.policy.versionString, stage: .output)
   }
 
   private mutating func settle(_ sample: Int, _ decision: OutputScreen.Decision) -> Release {
@@ -280,6 +293,7 @@ struct OutputScreens {
       return Release(text: text, ids: samples[sample].pendingIDs, logprobs: samples[sample].pendingLogprobs, blocked: nil)
     case .block(let verdict):
       samples[sample].blocked = verdict
+      recordFlags(sample, blocking: verdict.flaggedCategories)
       samples[sample].pendingIDs = []
       samples[sample].pendingLogprobs = []
       return Release(text: "", ids: [], logprobs: [], blocked: verdict)

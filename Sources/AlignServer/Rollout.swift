@@ -107,10 +107,13 @@ actor RolloutController {
       || persisted.canary != local.canaryVersion
       || (persisted.canary != nil && persisted.canaryPercent != local.canaryPercent)
     else { return }
+    let swap = SwapMetrics(role: .policy, kind: .sync)
     do {
       try await apply(persisted, role: .policy)
+      swap.finish(.success)
       logger.info("converged on the store's policy versions", metadata: ["active": "\(persisted.active ?? "")", "canary": "\(persisted.canary ?? "")"])
     } catch {
+      swap.finish(.failure)
       logger.error("cannot apply the store's policy versions", metadata: ["error": "\(error)"])
     }
   }
@@ -123,6 +126,7 @@ actor RolloutController {
     guard persisted.active != local.activeVersion || persisted.canary != local.canaryVersion
       || (persisted.canary != nil && persisted.canaryPercent != local.canaryPercent)
     else { return }
+    let swap = SwapMetrics(role: .reward, kind: .sync)
     do {
       if let active = persisted.active {
         if active != local.activeVersion {
@@ -142,8 +146,10 @@ actor RolloutController {
       } else {
         slots.dropCanary()
       }
+      swap.finish(.success)
       logger.info("converged on the store's reward versions", metadata: ["active": "\(persisted.active ?? "judge")", "canary": "\(persisted.canary ?? "")"])
     } catch {
+      swap.finish(.failure)
       logger.error("cannot apply the store's reward versions", metadata: ["error": "\(error)"])
     }
   }
@@ -184,6 +190,9 @@ actor RolloutController {
     if canaryPercent == 0, current.activeVersion == version, current.canaryVersion == nil {
       return try await finish(role: role, gates: [GateOutcome(name: "already-active", passed: true, detail: "\(version) already serves all traffic")], operationID: operationID)
     }
+    let swap = SwapMetrics(role: .policy, kind: canaryPercent == 0 ? .activate : .canary)
+    var swapped = false
+    defer { swap.finish(swapped ? .success : .failure) }
     var gates: [GateOutcome] = []
     let snapshot: PolicySnapshot
     do {
@@ -198,6 +207,7 @@ actor RolloutController {
     } else {
       models.policies.startCanary(snapshot, percent: canaryPercent)
     }
+    swapped = true
     try? await store.setState(key: Self.failureKey(version), value: nil)
     logger.info(
       "policy activated", metadata: ["version": "\(version)", "canary_percent": "\(canaryPercent)"])
@@ -211,6 +221,7 @@ actor RolloutController {
     guard promoted else {
       throw RolloutError(kind: .failedPrecondition, description: "no \(role.rawValue) canary to promote")
     }
+    SwapMetrics(role: role, kind: .promote).finish(.success)
     return try await finish(role: role, gates: [], operationID: operationID)
   }
 
@@ -223,15 +234,20 @@ actor RolloutController {
     }
     let slots = models.policies
     if toVersion.isEmpty, slots.dropCanary() != nil {
+      SwapMetrics(role: role, kind: .rollback).finish(.success)
       return try await finish(role: role, gates: [], operationID: operationID)
     }
     let target = toVersion.isEmpty ? slots.assignment.previousVersion : toVersion
     guard let target else {
       throw RolloutError(kind: .failedPrecondition, description: "no canary to drop and no previous \(role.rawValue) version to return to")
     }
+    let swap = SwapMetrics(role: role, kind: .rollback)
+    var swapped = false
+    defer { swap.finish(swapped ? .success : .failure) }
     var gates: [GateOutcome] = []
     let snapshot = try await gatedPolicy(version: target, path: try path(of: target, role: role), gates: &gates)
     slots.activate(snapshot)
+    swapped = true
     return try await finish(role: role, gates: gates, operationID: operationID)
   }
 
@@ -267,6 +283,9 @@ actor RolloutController {
       return try await finish(role: .reward, gates: [GateOutcome(name: "already-active", passed: true, detail: "\(version) already serves all traffic")], operationID: operationID)
     }
     let path = try path(of: version, role: .reward)
+    let swap = SwapMetrics(role: .reward, kind: canaryPercent == 0 ? .activate : .canary)
+    var swapped = false
+    defer { swap.finish(swapped ? .success : .failure) }
     var gates: [GateOutcome] = []
     let snapshot: RewardSnapshot
     do {
@@ -281,6 +300,7 @@ actor RolloutController {
     } else {
       models.rewards.startCanary(snapshot, percent: canaryPercent)
     }
+    swapped = true
     try? await store.setState(key: Self.failureKey(version), value: nil)
     logger.info("reward model activated", metadata: ["version": "\(version)", "canary_percent": "\(canaryPercent)"])
     return try await finish(role: .reward, gates: gates, operationID: operationID)
@@ -289,12 +309,17 @@ actor RolloutController {
   private func rollbackReward(toVersion: String, operationID: String) async throws -> RolloutOutcome {
     let slots = models.rewards
     if toVersion.isEmpty, slots.dropCanary() != nil {
+      SwapMetrics(role: .reward, kind: .rollback).finish(.success)
       return try await finish(role: .reward, gates: [], operationID: operationID)
     }
     if let target = toVersion.isEmpty ? slots.assignment.previousVersion : toVersion {
+      let swap = SwapMetrics(role: .reward, kind: .rollback)
+      var swapped = false
+      defer { swap.finish(swapped ? .success : .failure) }
       var gates: [GateOutcome] = []
       let snapshot = try await gatedReward(version: target, path: try path(of: target, role: .reward), gates: &gates)
       slots.activate(snapshot)
+      swapped = true
       return try await finish(role: .reward, gates: gates, operationID: operationID)
     }
     guard slots.active != nil else {
@@ -302,6 +327,7 @@ actor RolloutController {
     }
     // Nothing earlier was activated: return to the generative judge on the policy.
     slots.retireAll()
+    SwapMetrics(role: .reward, kind: .rollback).finish(.success)
     return try await finish(role: .reward, gates: [GateOutcome(name: "judge", passed: true, detail: "the generative judge on the policy scores again")], operationID: operationID)
   }
 

@@ -4,7 +4,10 @@ import Foundation
 /// The serving layer's metrics, through swift-metrics (exported by whatever backend the process
 /// bootstraps; the tests inject a recording factory).
 ///
-/// Names follow Prometheus conventions; every series carries the model version as `model`.
+/// Names follow Prometheus conventions (``MetricNames``); every series carries the policy version
+/// as `model`, so the number of series is bounded by the versions a process loads. The rejection
+/// and early-end counters always carry `model` and `reason`: a metric name keeps one set of label
+/// keys.
 public struct ServingMetrics: Sendable {
   /// Requests waiting in the queue.
   let queueDepth: Gauge
@@ -33,22 +36,22 @@ public struct ServingMetrics: Sendable {
 
   public init(model: String, factory: any MetricsFactory = MetricsSystem.factory) {
     let labels = [("model", model)]
-    queueDepth = Gauge(label: "alignd_queue_depth", dimensions: labels, factory: factory)
-    runningSequences = Gauge(label: "alignd_running_sequences", dimensions: labels, factory: factory)
-    batchSize = Recorder(label: "alignd_batch_sequences", dimensions: labels, aggregate: true, factory: factory)
-    stepTokens = Recorder(label: "alignd_batch_tokens", dimensions: labels, aggregate: true, factory: factory)
-    timeToFirstToken = Timer(label: "alignd_time_to_first_token_seconds", dimensions: labels, factory: factory)
-    interTokenLatency = Timer(label: "alignd_inter_token_latency_seconds", dimensions: labels, factory: factory)
-    generatedTokens = Counter(label: "alignd_generated_tokens_total", dimensions: labels, factory: factory)
-    prefillTokens = Counter(label: "alignd_prefill_tokens_total", dimensions: labels, factory: factory)
-    tokensPerSecond = Gauge(label: "alignd_decode_tokens_per_second", dimensions: labels, factory: factory)
+    queueDepth = Gauge(label: MetricNames.queueDepth, dimensions: labels, factory: factory)
+    runningSequences = Gauge(label: MetricNames.runningSequences, dimensions: labels, factory: factory)
+    batchSize = Recorder(label: MetricNames.batchSequences, dimensions: labels, aggregate: true, factory: factory)
+    stepTokens = Recorder(label: MetricNames.batchTokens, dimensions: labels, aggregate: true, factory: factory)
+    timeToFirstToken = Timer(label: MetricNames.timeToFirstToken, dimensions: labels, factory: factory)
+    interTokenLatency = Timer(label: MetricNames.interTokenLatency, dimensions: labels, factory: factory)
+    generatedTokens = Counter(label: MetricNames.generatedTokens, dimensions: labels, factory: factory)
+    prefillTokens = Counter(label: MetricNames.prefillTokens, dimensions: labels, factory: factory)
+    tokensPerSecond = Gauge(label: MetricNames.decodeTokensPerSecond, dimensions: labels, factory: factory)
     queueFull = Counter(
-      label: "alignd_rejections_total", dimensions: labels + [("reason", "queue_full")], factory: factory)
+      label: MetricNames.rejections, dimensions: labels + [("reason", "queue_full")], factory: factory)
     tooLarge = Counter(
-      label: "alignd_rejections_total", dimensions: labels + [("reason", "too_large")], factory: factory)
+      label: MetricNames.rejections, dimensions: labels + [("reason", "too_large")], factory: factory)
     cancelled = Counter(
-      label: "alignd_requests_ended_early_total", dimensions: labels + [("reason", "cancelled")], factory: factory)
+      label: MetricNames.requestsEndedEarly, dimensions: labels + [("reason", "cancelled")], factory: factory)
     expired = Counter(
-      label: "alignd_requests_ended_early_total", dimensions: labels + [("reason", "deadline")], factory: factory)
+      label: MetricNames.requestsEndedEarly, dimensions: labels + [("reason", "deadline")], factory: factory)
   }
 }

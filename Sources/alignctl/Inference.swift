@@ -19,6 +19,12 @@ struct TargetOptions: ParsableArguments {
   @Flag(help: "Print JSON instead of text.")
   var json = false
 
+  @Flag(help: "Connect to --server with TLS, trusting the system's CAs (implied by --ca-file).")
+  var tls = false
+
+  @Option(help: "CA certificate (PEM) the server's certificate must chain to; implies TLS.")
+  var caFile: String?
+
   func validate() throws {
     guard (model == nil) != (server == nil) else {
       throw ArgumentParser.ValidationError("give exactly one of --model PATH (local) or --server HOST:PORT (remote)")
@@ -30,6 +36,11 @@ struct TargetOptions: ParsableArguments {
     options.server = server ?? options.server
     options.apiKey = apiKey
     options.json = json
+    options.tls = tls
+    options.caFile = caFile
+    // Every property of an unparsed ParsableArguments value must be set before it is read.
+    options.certFile = nil
+    options.keyFile = nil
     return options
   }
 

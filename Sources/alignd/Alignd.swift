@@ -19,7 +19,7 @@ struct ConfigurationFlags: ParsableArguments {
   var config: String?
   @Option(help: "Address the gRPC listener binds to (default 127.0.0.1).") var host: String?
   @Option(help: "gRPC port (default 50051; 0 picks a free port).") var port: String?
-  @Option(help: "HTTP/JSON gateway port (default 8080).") var httpPort: String?
+  @Option(help: "HTTP/JSON gateway port: OpenAI-compatible API, /healthz, /readyz, /metrics (default 8080; 0 = a free port).") var httpPort: String?
   @Option(help: "Folder for the feedback store and checkpoint registry (default data).") var dataDir: String?
   @Option(help: "Folder holding the default models (default models).") var modelsDir: String?
   @Option(help: "Policy GGUF file or HF folder, relative to models-dir.") var policyModel: String?

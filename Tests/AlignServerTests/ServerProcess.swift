@@ -43,6 +43,8 @@ struct ServerStartError: Error, CustomStringConvertible {
 final class ServerProcess: Sendable {
   let process: Process
   let port: Int
+  /// The HTTP gateway's port (a free one unless the test passes `--http-port`).
+  let httpPort: Int
   private let output: LockedText
 
   /// Starts alignd with `arguments` (after `serve`) and waits until it listens.
@@ -56,8 +58,10 @@ final class ServerProcess: Sendable {
     // Test servers run side by side (suites run in parallel): a smaller KV cache than the default
     // 16384 tokens (~750 MB) keeps their memory bounded, unless a test sets its own.
     let cache = arguments.contains("--kv-cache-tokens") ? [] : ["--kv-cache-tokens", "4096"]
+    // Servers run side by side: the HTTP gateway takes a free port too unless the test names one.
+    let http = arguments.contains("--http-port") ? [] : ["--http-port", "0"]
     process.arguments =
-      ["serve"] + (defaultPort ? [] : ["--port", "0"])
+      ["serve"] + (defaultPort ? [] : ["--port", "0"]) + http
       + ["--models-dir", TestPaths.modelsDir.path, "--data-dir", dataDir] + cache + arguments
     var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ALIGND_") }
     env.merge(environment) { $1 }
@@ -82,13 +86,15 @@ final class ServerProcess: Sendable {
     self.process = process
     self.output = output
 
-    // Wait for the "alignd listening" log line and read the port from it.
-    let found: Int? = try await withThrowingTaskGroup(of: Int?.self) { group in
+    // Wait for the "alignd listening" log lines (gRPC and HTTP) and read the ports from them.
+    let found: (Int, Int)? = try await withThrowingTaskGroup(of: (Int, Int)?.self) { group in
       group.addTask {
         var buffer = ""
         for await chunk in lines {
           buffer += chunk
-          if let port = Self.listeningPort(in: buffer) { return port }
+          if let port = Self.listeningPort(in: buffer), let http = Self.listeningPort(in: buffer, protocol: "http") {
+            return (port, http)
+          }
         }
         return nil
       }
@@ -100,15 +106,18 @@ final class ServerProcess: Sendable {
       group.cancelAll()
       return first
     }
-    guard let port = found else {
+    guard let (port, httpPort) = found else {
       if process.isRunning { process.terminate() }
       throw ServerStartError(description: "alignd did not start listening:\n\(output.text)")
     }
     self.port = port
+    self.httpPort = httpPort
   }
 
-  static func listeningPort(in log: String) -> Int? {
-    for line in log.split(separator: "\n") where line.contains("alignd listening") {
+  /// The port of the `alignd listening` line of `protocol` (gRPC by default).
+  static func listeningPort(in log: String, protocol kind: String = "grpc") -> Int? {
+    for line in log.split(separator: "\n")
+    where line.contains("alignd listening") && line.contains("protocol=\(kind)") {
       // address=[IPv4]127.0.0.1/127.0.0.1:PORT
       guard let range = line.range(of: "address=") else { continue }
       let rest = line[range.upperBound...].prefix { $0 != " " }

@@ -188,6 +188,29 @@ struct TLSEndToEndTests {
       TestPaths.alignctl, ["health", "--server", "127.0.0.1:\(server.port)", "--ca-file", pki.ca, "--json"])
     #expect(alignctl.status == 0, "alignctl health over TLS: \(alignctl.output)")
     #expect(alignctl.output.contains("serving"))
+    let tokenize = try runTool(
+      TestPaths.alignctl,
+      ["tokenize", "--server", "127.0.0.1:\(server.port)", "--ca-file", pki.ca, "--text", "Hello over TLS", "--json"])
+    #expect(tokenize.status == 0, "alignctl tokenize over TLS: \(tokenize.output)")
+    #expect(tokenize.output.contains("\(tokens.tokenIds[0])"))
+    #expect(server.process.isRunning)
+
+    // The HTTP gateway serves the same certificate: HTTP/2 and HTTP/1.1 by ALPN, nothing in plaintext.
+    let base = "https://127.0.0.1:\(server.httpPort)"
+    for version in ["--http2", "--http1.1"] {
+      let ready = try runTool(
+        URL(fileURLWithPath: "/usr/bin/curl"),
+        ["-sS", version, "--cacert", pki.ca, "-w", "\n%{http_code} %{http_version}", "\(base)/v1/models"])
+      #expect(ready.status == 0, "curl \(version) over TLS: \(ready.output)")
+      #expect(ready.output.hasSuffix(version == "--http2" ? "200 2" : "200 1.1"), "\(ready.output)")
+      #expect(ready.output.contains("SmolLM2"), "\(ready.output)")
+    }
+    let untrustedHTTP = try runTool(URL(fileURLWithPath: "/usr/bin/curl"), ["-sS", "--max-time", "10", "\(base)/healthz"])
+    #expect(untrustedHTTP.status == 60, "a client without the CA must fail verification: \(untrustedHTTP.output)")
+    let plaintextHTTP = try runTool(
+      URL(fileURLWithPath: "/usr/bin/curl"),
+      ["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(server.httpPort)/healthz"])
+    #expect(plaintextHTTP.status != 0 || !plaintextHTTP.output.hasPrefix("200"), "plaintext HTTP to the TLS port: \(plaintextHTTP.output)")
     #expect(server.process.isRunning)
   }
 

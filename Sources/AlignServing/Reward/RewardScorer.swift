@@ -47,21 +47,28 @@ public final class RewardScorer: Sendable {
   public let backend: any RewardBackend
   private let batcher: DynamicBatcher<RewardInput, Result<Double, any Error>>
   private let counters: Counters
+  /// Batch sizes and returned rewards, labelled with the backend's version.
+  public let metrics: RewardMetrics
 
   /// The version of the backend, stamped on every answer.
   public var version: String { backend.version }
 
   /// Wraps `backend`.
-  /// - Parameter batching: batch size, wait and queue bound (16 inputs, 5 ms, 256 waiting by default).
-  public init(backend: any RewardBackend, batching: Batching = Batching()) {
+  /// - Parameters:
+  ///   - batching: batch size, wait and queue bound (16 inputs, 5 ms, 256 waiting by default).
+  ///   - metrics: where batch sizes go; by default the bootstrapped metrics system, labelled with
+  ///     the backend's version.
+  public init(backend: any RewardBackend, batching: Batching = Batching(), metrics: RewardMetrics? = nil) {
     self.backend = backend
     let counters = Counters()
     self.counters = counters
+    let metrics = metrics ?? RewardMetrics(rewardVersion: backend.version)
+    self.metrics = metrics
     let queue = DispatchQueue(label: "alignd.reward.\(backend.kind.rawValue)")
     self.batcher = DynamicBatcher(configuration: batching) { inputs in
       try await withCheckedThrowingContinuation { (c: CheckedContinuation<[Result<Double, any Error>], any Error>) in
         queue.async {
-          c.resume(with: Result { try Self.run(backend, inputs, counters) })
+          c.resume(with: Result { try Self.run(backend, inputs, counters, metrics) })
         }
       }
     }
@@ -70,9 +77,10 @@ public final class RewardScorer: Sendable {
   /// Scores one batch. Inputs of several requests share it, so when the batch is refused for bad
   /// input, each input is scored alone: only the request that sent the bad input fails.
   private static func run(
-    _ backend: any RewardBackend, _ inputs: [RewardInput], _ counters: Counters
+    _ backend: any RewardBackend, _ inputs: [RewardInput], _ counters: Counters, _ metrics: RewardMetrics
   ) throws -> [Result<Double, any Error>] {
     func count(_ n: Int) {
+      metrics.recordBatch(size: n)
       counters.state.withLock {
         $0.batches += 1
         $0.largestBatch = max($0.largestBatch, n)

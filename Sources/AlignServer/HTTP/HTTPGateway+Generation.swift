@@ -1,0 +1,196 @@
+import AlignAPI
+import Foundation
+import GRPCCore
+import Hummingbird
+
+/// `POST /v1/completions` and `POST /v1/chat/completions`, transcoded to Inference.Generate (or
+/// GenerateStream for `stream: true`).
+extension HTTPGateway {
+  func completions(_ request: Request) async throws -> Response {
+    try await generation(request, endpoint: .completions)
+  }
+
+  func chatCompletions(_ request: Request) async throws -> Response {
+    try await generation(request, endpoint: .chat)
+  }
+
+  /// Reads the body while watching the connection: a client that disconnects cancels the RPC
+  /// (its KV slots are freed at the next step), as a gRPC client's cancel does.
+  ///
+  /// Watching consumes the HTTP/1.1 connection's inbound stream, so the connection cannot carry
+  /// another request afterwards: the response says `Connection: close` so that clients do not
+  /// reuse it. With TLS (HTTP/2 possible, where that header is forbidden) the connection is not
+  /// watched; a stream still stops at its first failed write.
+  private func generation(_ request: Request, endpoint: GenerationParameters.Endpoint) async throws -> Response {
+    try await withServerContextRPCCancellationHandle { handle in
+      guard watchesDisconnects else {
+        return try await generate(try await body(of: request), endpoint: endpoint, handle: handle)
+      }
+      var response: Response
+      do {
+        response = try await request.body.consumeWithInboundCloseHandler(
+          { body in
+            let bytes = try await body.collect(upTo: maxRequestBytes)
+            let json = try JSONObject(body: Array(bytes.readableBytesView))
+            return try await generate(json, endpoint: endpoint, handle: handle)
+          },
+          onInboundClosed: { handle.cancel() })
+      } catch {
+        // Errors too: the connection closes either way.
+        response = GatewayError.from(error).response
+      }
+      response.headers[.connection] = "close"
+      return response
+    }
+  }
+
+  private func generate(
+    _ body: JSONObject, endpoint: GenerationParameters.Endpoint, handle: ServerContext.RPCCancellationHandle
+  ) async throws -> Response {
+    let parameters = try GenerationParameters(body, endpoint: endpoint)
+    try checkModel(parameters.model)
+    let requests: [Alignd_V1_GenerateRequest]
+    switch endpoint {
+    case .chat:
+      requests = [parameters.request(chat: try GenerationParameters.chatMessages(body))]
+    case .completions:
+      guard let prompts = try body.strings("prompt"), !prompts.isEmpty else {
+        throw GatewayError.invalid("prompt must be a string or a non-empty list of strings", param: "prompt")
+      }
+      requests = prompts.map { parameters.request(prompt: $0) }
+    }
+    if parameters.stream {
+      guard requests.count == 1 else {
+        throw GatewayError.invalid("stream: true takes one prompt", param: "prompt")
+      }
+      return try await stream(requests[0], endpoint: endpoint, parameters: parameters)
+    }
+    let context = ServerContext(
+      descriptor: Alignd_V1_Inference.Method.Generate.descriptor, remotePeer: "http", localPeer: "http",
+      cancellation: handle)
+    // Several prompts (completions only) run concurrently, as separate requests in the batch.
+    let responses = try await withThrowingTaskGroup(of: (Int, Alignd_V1_GenerateResponse).self) { group in
+      for (index, message) in requests.enumerated() {
+        group.addTask {
+          (index, try await inference.generate(request: ServerRequest(metadata: [:], message: message), context: context).message)
+        }
+      }
+      var responses = [Alignd_V1_GenerateResponse?](repeating: nil, count: requests.count)
+      for try await (index, response) in group { responses[index] = response }
+      return responses.compactMap { $0 }
+    }
+    return Self.json(completionBody(responses, endpoint: endpoint, parameters: parameters))
+  }
+
+  /// The non-streamed OpenAI answer: one choice per completion, numbered across prompts.
+  private func completionBody(
+    _ responses: [Alignd_V1_GenerateResponse], endpoint: GenerationParameters.Endpoint,
+    parameters: GenerationParameters
+  ) -> JSONValue {
+    let versions = responses[0].versions
+    var choices: [JSONValue] = []
+    var usage = Alignd_V1_Usage()
+    for (promptIndex, response) in responses.enumerated() {
+      usage.promptTokens += response.usage.promptTokens
+      usage.completionTokens += response.usage.completionTokens
+      usage.totalTokens += response.usage.totalTokens
+      let perPrompt = UInt32(response.completions.count)
+      for completion in response.completions {
+        let index = JSONValue.int(Int64(UInt32(promptIndex) * perPrompt + completion.index))
+        var logprobs = JSONValue.null
+        if let top = parameters.logprobs {
+          logprobs =
+            endpoint == .chat
+            ? OpenAIShapes.chatLogprobs(completion.logprobs, top: top)
+            : OpenAIShapes.completionLogprobs(completion.logprobs, top: top, offset: 0)
+        }
+        var fields: [(String, JSONValue)]
+        switch endpoint {
+        case .chat:
+          fields = [
+            ("index", index),
+            (
+              "message",
+              .object([("role", .string("assistant")), ("content", .string(completion.text)), ("refusal", .null)])
+            ),
+          ]
+        case .completions:
+          fields = [("text", .string(completion.text)), ("index", index)]
+        }
+        fields += [("logprobs", logprobs), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
+        if completion.hasReward { fields.append(("reward", .number(completion.reward))) }
+        if !completion.flaggedCategories.isEmpty {
+          fields.append(("flagged_categories", .array(completion.flaggedCategories.map(JSONValue.string))))
+        }
+        choices.append(.object(fields))
+      }
+    }
+    var fields: [(String, JSONValue)] = [
+      ("id", .string(responses[0].responseID)),
+      ("object", .string(endpoint == .chat ? "chat.completion" : "text_completion")),
+      ("created", .int(Int64(Date().timeIntervalSince1970))),
+      ("model", .string(versions.policy)),
+      ("system_fingerprint", OpenAIShapes.fingerprint(versions)),
+      ("choices", .array(choices)),
+      ("usage", OpenAIShapes.usage(usage)),
+      ("versions", OpenAIShapes.versions(versions)),
+    ]
+    if responses.count > 1 {
+      // Every prompt's own response id, so feedback can name the one it judges.
+      fields.append(("response_ids", .array(responses.map { .string($0.responseID) })))
+    }
+    if responses.contains(where: { !$0.candidateRewards.isEmpty }) {
+      fields.append(("candidate_rewards", .array(responses.flatMap(\.candidateRewards).map(JSONValue.number))))
+    }
+    return .object(fields)
+  }
+
+  /// `stream: true`: validation, admission and queueing happen before the response starts, so
+  /// their errors get their HTTP status; the tokens then flow as server-sent events, ending with
+  /// `data: [DONE]` (or an `{"error": ...}` event if generation fails midway).
+  private func stream(
+    _ message: Alignd_V1_GenerateRequest, endpoint: GenerationParameters.Endpoint, parameters: GenerationParameters
+  ) async throws -> Response {
+    let preparation = ServerContext(
+      descriptor: Alignd_V1_Inference.Method.GenerateStream.descriptor, remotePeer: "http", localPeer: "http",
+      cancellation: .init())
+    let response = try await inference.generateStream(
+      request: ServerRequest(metadata: [:], message: message), context: preparation)
+    let producer: @Sendable (RPCWriter<Alignd_V1_GenerateStreamResponse>) async throws -> Metadata
+    switch response.accepted {
+    case .success(let contents): producer = contents.producer
+    case .failure(let error): throw error
+    }
+    let active = models.versions
+    let transcoder = StreamTranscoder(
+      endpoint: endpoint, choices: max(1, Int(parameters.sampling.n)), created: Int64(Date().timeIntervalSince1970),
+      versions: .with {
+        $0.policy = active.policy
+        $0.reward = active.reward
+        $0.safety = active.safety
+      },
+      parameters: parameters)
+    var headers = HTTPFields()
+    headers[.contentType] = "text/event-stream"
+    headers[.cacheControl] = "no-cache"
+    let body = ResponseBody { writer in
+      let sink = EventSink(writer: writer)
+      await withServerContextRPCCancellationHandle { handle in
+        do {
+          _ = try await producer(
+            RPCWriter(wrapping: EventStreamRPCWriter(sink: sink, transcoder: transcoder, handle: handle)))
+          try await sink.sendDone()
+        } catch {
+          handle.cancel()
+          if !sink.failed {
+            try? await sink.send(GatewayError.from(error).json)
+            try? await sink.sendDone()
+          }
+        }
+      }
+      writer = sink.writer
+      try await writer.finish(nil)
+    }
+    return Response(status: .ok, headers: headers, body: body)
+  }
+}

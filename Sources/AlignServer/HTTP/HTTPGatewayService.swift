@@ -1,0 +1,60 @@
+import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+
+/// Runs the HTTP gateway in the server's ServiceGroup.
+///
+/// Plaintext, the port serves HTTP/1.1 (Hummingbird's h2c needs prior knowledge and cannot share
+/// a port with HTTP/1.1, and OpenAI's clients speak HTTP/1.1). With TLS it serves HTTP/2 and
+/// HTTP/1.1 chosen by ALPN. On graceful shutdown the server turns `draining` at once (readiness
+/// 503, new inference requests 503 on both surfaces), the listener closes, and requests and
+/// streams in flight finish within the group's drain timeout.
+struct HTTPGatewayService: Service {
+  let gateway: HTTPGateway
+  let host: String
+  let port: Int
+  let idleTimeoutSeconds: Double
+  /// TLS for the port (nil: plaintext HTTP/1.1).
+  let tls: TLSConfiguration?
+  let logger: Logger
+
+  func run() async throws {
+    let server: HTTPServerBuilder
+    let idle = TimeAmount.milliseconds(Int64(idleTimeoutSeconds * 1000))
+    if let tls {
+      server = try .http2Upgrade(
+        tlsConfiguration: tls,
+        configuration: .init(
+          idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), streamConfiguration: .init(idleTimeout: idle)))
+    } else {
+      server = .http1(configuration: .init(idleTimeout: idle))
+    }
+    let logger = self.logger
+    let secure = tls != nil
+    let app = Application(
+      router: gateway.makeRouter(),
+      server: server,
+      configuration: .init(address: .hostname(host, port: port), serverName: nil),
+      onServerRunning: { channel in
+        let address = channel.localAddress.map { "\($0)" } ?? "\(host):\(port)"
+        logger.info(
+          "alignd listening", metadata: ["address": "\(address)", "protocol": "http", "tls": "\(secure)"])
+      },
+      logger: logger)
+    let status = gateway.status
+    try await withGracefulShutdownHandler {
+      do {
+        try await app.run()
+      } catch {
+        throw StartupError("the HTTP listener failed: \(error) (is the port already in use?)", exitCode: 69)
+      }
+    } onGracefulShutdown: {
+      logger.info("draining: the HTTP listener admits no new requests; in-flight requests may finish")
+      status.beginDraining()
+    }
+  }
+}

@@ -1,0 +1,91 @@
+import AlignAPI
+import Crypto
+import Foundation
+
+/// OpenAI's response shapes for what the alignd.v1 messages carry.
+enum OpenAIShapes {
+  /// OpenAI's finish reasons: the safety screen's stop is `content_filter`, as OpenAI reports it.
+  static func finishReason(_ reason: Alignd_V1_FinishReason) -> JSONValue {
+    switch reason {
+    case .stop: return .string("stop")
+    case .length: return .string("length")
+    case .safety: return .string("content_filter")
+    case .cancelled: return .string("cancelled")
+    case .deadline: return .string("deadline")
+    case .unspecified, .UNRECOGNIZED: return .null
+    }
+  }
+
+  static func usage(_ usage: Alignd_V1_Usage) -> JSONValue {
+    .object([
+      ("prompt_tokens", .int(Int64(usage.promptTokens))),
+      ("completion_tokens", .int(Int64(usage.completionTokens))),
+      ("total_tokens", .int(Int64(usage.totalTokens))),
+    ])
+  }
+
+  /// The exact model versions (alignd extension field `versions`).
+  static func versions(_ versions: Alignd_V1_ModelVersions) -> JSONValue {
+    .object([
+      ("policy", .string(versions.policy)),
+      ("reward", .string(versions.reward)),
+      ("safety", .string(versions.safety)),
+    ])
+  }
+
+  /// `system_fingerprint`: changes whenever any model version that shapes an answer changes.
+  static func fingerprint(_ versions: Alignd_V1_ModelVersions) -> JSONValue {
+    let digest = SHA256.hash(data: Data("\(versions.policy)|\(versions.reward)|\(versions.safety)".utf8))
+    return .string("fp_" + digest.prefix(6).map { String(format: "%02x", $0) }.joined())
+  }
+
+  /// Chat logprobs: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}`.
+  static func chatLogprobs(_ tokens: [Alignd_V1_TokenLogprob], top: Int) -> JSONValue {
+    func entry(_ token: String, _ logprob: Float) -> [(String, JSONValue)] {
+      [
+        ("token", .string(token)), ("logprob", .number(logprob)),
+        ("bytes", .array(Array(token.utf8).map { .int(Int64($0)) })),
+      ]
+    }
+    return .object([
+      (
+        "content",
+        .array(
+          tokens.map { token in
+            .object(
+              entry(token.token, token.logprob) + [
+                ("top_logprobs", .array(token.top.prefix(top).map { .object(entry($0.token, $0.logprob)) }))
+              ])
+          })
+      ),
+      ("refusal", .null),
+    ])
+  }
+
+  /// Completions (legacy) logprobs: parallel lists plus `text_offset` from `offset` on.
+  static func completionLogprobs(_ tokens: [Alignd_V1_TokenLogprob], top: Int, offset: Int) -> JSONValue {
+    var offsets: [JSONValue] = []
+    var position = offset
+    for token in tokens {
+      offsets.append(.int(Int64(position)))
+      position += token.token.count
+    }
+    return .object([
+      ("tokens", .array(tokens.map { .string($0.token) })),
+      ("token_logprobs", .array(tokens.map { .number($0.logprob) })),
+      (
+        "top_logprobs",
+        .array(
+          tokens.map { token in
+            var seen = Set<String>()
+            var pairs: [(String, JSONValue)] = []
+            for alternative in token.top.prefix(top) where seen.insert(alternative.token).inserted {
+              pairs.append((alternative.token, .number(alternative.logprob)))
+            }
+            return .object(pairs)
+          })
+      ),
+      ("text_offset", .array(offsets)),
+    ])
+  }
+}

@@ -1,0 +1,50 @@
+/// The names of alignd's metric series, in one place so that each name is registered with one
+/// type and one set of label keys (swift-prometheus traps on a type clash) and so that the
+/// Prometheus exporter's histogram buckets, the Grafana dashboard and Docs/METRICS.md agree.
+public enum MetricNames {
+  // Generation scheduler (ServingMetrics), labelled `model`.
+  /// Gauge: requests waiting in the queue.
+  public static let queueDepth = "alignd_queue_depth"
+  /// Gauge: sequences decoding.
+  public static let runningSequences = "alignd_running_sequences"
+  /// Histogram: sequences per forward step.
+  public static let batchSequences = "alignd_batch_sequences"
+  /// Histogram: tokens per forward step.
+  public static let batchTokens = "alignd_batch_tokens"
+  /// Histogram (seconds): submission to first streamed token.
+  public static let timeToFirstToken = "alignd_time_to_first_token_seconds"
+  /// Histogram (seconds): gap between successive tokens of one sequence.
+  public static let interTokenLatency = "alignd_inter_token_latency_seconds"
+  /// Counter: generated tokens.
+  public static let generatedTokens = "alignd_generated_tokens_total"
+  /// Counter: prompt tokens prefilled.
+  public static let prefillTokens = "alignd_prefill_tokens_total"
+  /// Gauge: generated tokens per second of the last forward step.
+  public static let decodeTokensPerSecond = "alignd_decode_tokens_per_second"
+  /// Counter: requests refused at admission, labelled `model`, `reason`.
+  public static let rejections = "alignd_rejections_total"
+  /// Counter: requests that ended early, labelled `model`, `reason`.
+  public static let requestsEndedEarly = "alignd_requests_ended_early_total"
+
+  // Judging.
+  /// Histogram: items per reward-model forward batch, labelled `reward_version`.
+  public static let scoreBatchSize = "alignd_score_batch_size"
+  /// Histogram: every reward returned to a client, labelled `reward_version`.
+  public static let rewardScore = "alignd_reward_score"
+  /// Counter: flagged categories of safety verdicts, labelled `category`, `policy_version`.
+  public static let safetyFlags = "alignd_safety_flags_total"
+
+  // Server.
+  /// Counter: finished gRPC calls, labelled `method`, `code`.
+  public static let grpcRequests = "alignd_grpc_requests_total"
+  /// Histogram (seconds): gRPC call duration, labelled `method`.
+  public static let grpcRequestDuration = "alignd_grpc_request_duration_seconds"
+  /// Counter: checkpoint swaps, labelled `role`, `kind`, `outcome`.
+  public static let swapEvents = "alignd_swap_events_total"
+  /// Histogram (seconds): time to load and swap in a checkpoint, labelled `role`, `kind`.
+  public static let swapDuration = "alignd_swap_duration_seconds"
+  /// Counter: feedback records committed to the store, labelled `kind`.
+  public static let feedbackRecords = "alignd_feedback_records_total"
+  /// Counter: HTTP requests answered by the HTTP gateway, labelled `route`, `status`.
+  public static let httpRequests = "alignd_http_requests_total"
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Drives alignd's HTTP gateway with the official `openai` Python client (PyPI).
+
+Used by Tests/AlignServerTests/HTTPGatewayTests.swift against a live alignd: each scenario named
+on the command line runs through the client's public API and its outcome is printed as one JSON
+object on stdout, keyed by scenario, for the Swift test to assert on:
+
+    {"completion": {"text": ..., "finish_reason": ..., "model": ..., ...},
+     "bad_temperature": {"exception": "BadRequestError", "status": 400, "body": {...}}, ...}
+
+A scenario that raises one of the client's errors records the exception's class name, HTTP
+status, error body and retry headers instead of failing the script, so typed errors are results.
+
+Usage: openai_check.py --base-url http://127.0.0.1:PORT/v1 [--api-key KEY] [--model NAME] SCENARIO...
+Scenarios: completion, chat, chat_stream, completion_stream, chat_logprobs, completion_n,
+           moderation, models, bad_temperature, unknown_model, unknown_route, auth, rate_limit
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+
+import openai
+from openai import OpenAI
+
+COMPLETION_PROMPT = "The capital of France is"
+CHAT_MESSAGES = [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "Name three primary colors."},
+]
+# The offensive-language classifier and the rules flag the first and pass the second.
+OFFENSIVE = "You are a stupid worthless idiot and I will kill you, you piece of shit."
+BENIGN = "The weather is lovely today; let's go for a walk in the park."
+
+
+def error_result(error: openai.APIStatusError) -> dict:
+    headers = error.response.headers
+    return {
+        "exception": type(error).__name__,
+        "status": error.status_code,
+        "body": error.body,
+        "retry_after": headers.get("retry-after"),
+        "retry_after_ms": headers.get("retry-after-ms"),
+    }
+
+
+def completion(client: OpenAI, model: str) -> dict:
+    response = client.completions.create(
+        model=model, prompt=COMPLETION_PROMPT, max_tokens=12, temperature=0, seed=7)
+    choice = response.choices[0]
+    return {
+        "id": response.id, "object": response.object, "model": response.model,
+        "system_fingerprint": response.system_fingerprint, "text": choice.text,
+        "finish_reason": choice.finish_reason, "choices": len(response.choices),
+        "usage": response.usage.model_dump(),
+    }
+
+
+def completion_stream(client: OpenAI, model: str) -> dict:
+    stream = client.completions.create(
+        model=model, prompt=COMPLETION_PROMPT, max_tokens=12, temperature=0, seed=7, stream=True)
+    text, finish, chunks = "", None, 0
+    for chunk in stream:
+        chunks += 1
+        for choice in chunk.choices:
+            text += choice.text
+            finish = choice.finish_reason or finish
+    return {"text": text, "finish_reason": finish, "chunks": chunks}
+
+
+def chat(client: OpenAI, model: str) -> dict:
+    response = client.chat.completions.create(
+        model=model, messages=CHAT_MESSAGES, max_tokens=24, temperature=0, seed=7)
+    choice = response.choices[0]
+    return {
+        "id": response.id, "object": response.object, "model": response.model,
+        "system_fingerprint": response.system_fingerprint, "role": choice.message.role,
+        "content": choice.message.content, "finish_reason": choice.finish_reason,
+        "usage": response.usage.model_dump(),
+    }
+
+
+def chat_stream(client: OpenAI, model: str) -> dict:
+    stream = client.chat.completions.create(
+        model=model, messages=CHAT_MESSAGES, max_tokens=24, temperature=0, seed=7, stream=True,
+        stream_options={"include_usage": True})
+    content, role, finish, usage, chunks, objects = "", None, None, None, 0, set()
+    for chunk in stream:
+        chunks += 1
+        objects.add(chunk.object)
+        if chunk.usage is not None:
+            usage = chunk.usage.model_dump()
+        for choice in chunk.choices:
+            role = choice.delta.role or role
+            content += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    return {
+        "content": content, "role": role, "finish_reason": finish, "usage": usage, "chunks": chunks,
+        "objects": sorted(objects),
+    }
+
+
+def chat_logprobs(client: OpenAI, model: str) -> dict:
+    response = client.chat.completions.create(
+        model=model, messages=CHAT_MESSAGES, max_tokens=6, temperature=0, seed=7, logprobs=True,
+        top_logprobs=2)
+    content = response.choices[0].logprobs.content
+    return {
+        "text": response.choices[0].message.content,
+        "tokens": [entry.token for entry in content],
+        "logprobs": [entry.logprob for entry in content],
+        "top_counts": [len(entry.top_logprobs) for entry in content],
+        # Greedy decoding picks the most likely token: its logprob equals the best alternative's.
+        "greedy_is_top": all(abs(entry.logprob - entry.top_logprobs[0].logprob) < 1e-4 for entry in content),
+    }
+
+
+def completion_n(client: OpenAI, model: str) -> dict:
+    response = client.completions.create(
+        model=model, prompt="Once upon a time", max_tokens=8, temperature=0.9, seed=11, n=2,
+        stop=["\n\n", "THE END"])
+    return {
+        "indexes": [choice.index for choice in response.choices],
+        "texts": [choice.text for choice in response.choices],
+        "finish_reasons": [choice.finish_reason for choice in response.choices],
+        "completion_tokens": response.usage.completion_tokens,
+    }
+
+
+def moderation(client: OpenAI, model: str) -> dict:
+    response = client.moderations.create(input=[OFFENSIVE, BENIGN])
+    results = []
+    for result in response.results:
+        categories = result.categories.model_dump(by_alias=True)
+        scores = result.category_scores.model_dump(by_alias=True)
+        results.append({
+            "flagged": result.flagged,
+            "flagged_categories": sorted(name for name, flagged in categories.items() if flagged),
+            "max_score": max(value for value in scores.values() if value is not None),
+            "harassment": scores.get("harassment"),
+            "category_names": sorted(categories),
+        })
+    return {"model": response.model, "id": response.id, "results": results}
+
+
+def models(client: OpenAI, model: str) -> dict:
+    listing = client.models.list()
+    return {"ids": [entry.id for entry in listing.data], "owned_by": sorted({entry.owned_by for entry in listing.data})}
+
+
+def bad_temperature(client: OpenAI, model: str) -> dict:
+    client.completions.create(model=model, prompt=COMPLETION_PROMPT, max_tokens=4, temperature=-1)
+    return {"exception": None}
+
+
+def unknown_model(client: OpenAI, model: str) -> dict:
+    client.chat.completions.create(model="gpt-4o-mini", messages=CHAT_MESSAGES, max_tokens=4)
+    return {"exception": None}
+
+
+def unknown_route(client: OpenAI, model: str) -> dict:
+    # GET /v1/models/{id} is not a route of alignd.
+    client.models.retrieve("no-such-model")
+    return {"exception": None}
+
+
+def auth(client: OpenAI, model: str) -> dict:
+    client.completions.create(model=model, prompt=COMPLETION_PROMPT, max_tokens=4, temperature=0)
+    return {"exception": None}
+
+
+def rate_limit(client: OpenAI, model: str) -> dict:
+    """With --max-running-sequences 1 --queue-capacity 1: one streamed request decodes, a second
+    waits in the queue, so a third is refused with 429 while both are in flight."""
+    running = client.completions.create(
+        model=model, prompt="Write a long story about a dragon.", max_tokens=400, temperature=0, stream=True,
+        extra_body={"ignore_eos": True})  # alignd extension: decodes all 400 tokens (several seconds)
+    first = next(iter(running))  # decoding has started
+    queued_result: dict = {}
+
+    def queued() -> None:
+        try:
+            response = client.completions.create(model=model, prompt="Hello", max_tokens=2, temperature=0)
+            queued_result["text"] = response.choices[0].text
+        except openai.APIStatusError as error:
+            queued_result["error"] = error_result(error)
+
+    waiter = threading.Thread(target=queued)
+    waiter.start()
+    time.sleep(1.0)  # the second request is queued behind the first
+    try:
+        client.completions.create(model=model, prompt="Hi", max_tokens=2, temperature=0)
+        outcome = {"exception": None}
+    except openai.APIStatusError as error:
+        outcome = error_result(error)
+    running.close()  # disconnect: the server cancels the first request and frees its slot
+    waiter.join(timeout=60)
+    outcome["first_chunk_object"] = first.object
+    outcome["queued"] = queued_result
+    return outcome
+
+
+SCENARIOS = {
+    name: function for name, function in globals().items()
+    if callable(function) and name in {
+        "completion", "completion_stream", "chat", "chat_stream", "chat_logprobs", "completion_n",
+        "moderation", "models", "bad_temperature", "unknown_model", "unknown_route", "auth", "rate_limit",
+    }
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--api-key", default="unused")
+    parser.add_argument("--model", default="alignd")
+    parser.add_argument("scenarios", nargs="+", choices=sorted(SCENARIOS))
+    args = parser.parse_args()
+    # No automatic retries: a 429 or 503 must reach the test as it was answered.
+    client = OpenAI(base_url=args.base_url, api_key=args.api_key, max_retries=0, timeout=120)
+    results = {}
+    for name in args.scenarios:
+        try:
+            results[name] = SCENARIOS[name](client, args.model)
+        except openai.APIStatusError as error:
+            results[name] = error_result(error)
+        except openai.APIError as error:  # e.g. an error event inside a stream
+            results[name] = {"exception": type(error).__name__, "status": None, "body": error.body}
+    json.dump(results, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
