@@ -166,6 +166,7 @@ enum JinjaBuiltins {
           guard let old = string(a.first), let new = string(a.count > 1 ? a[1] : nil) else {
             throw .runtime(line: 0, message: "replace needs two strings")
           }
+          try checkReplace(s, old, new)
           return .string(s.replacingOccurrences(of: old, with: new, options: .literal))
         }
       case "find":
@@ -179,7 +180,11 @@ enum JinjaBuiltins {
           return .int(s.components(separatedBy: sub).count - 1)
         }
       case "join":
-        fn = { a, _ in .string((a.first.map { v -> [String] in if case .array(let xs) = v { return xs.map(\.pythonString) } else { return [] } } ?? []).joined(separator: s)) }
+        fn = { a, _ throws(ChatTemplateError) in
+          guard case .array(let xs)? = a.first else { return .string("") }
+          try checkJoin(xs, separator: s)
+          return .string(xs.map(\.pythonString).joined(separator: s))
+        }
       default: fn = nil
       }
       return fn.map { .callable(JinjaCallable(name, $0)) }
@@ -237,6 +242,41 @@ enum JinjaBuiltins {
     return out
   }
 
+  // MARK: Limits
+
+  /// Longest list the (pairwise comparing) `unique` filter accepts.
+  static let maxUniqueItems = 5_000
+
+  /// `int(d)` as Python's `int` filter: truncated; NaN gives 0 (Jinja's fallback), out of range fails.
+  static func integer(_ d: Double, _ line: Int) throws(ChatTemplateError) -> Int {
+    if d.isNaN { return 0 }
+    guard let i = Int(exactly: d.rounded(.towardZero)) else {
+      throw .runtime(line: line, message: "int() of \(d) is out of range")
+    }
+    return i
+  }
+
+  /// Fails when `s.replace(old, new)` could grow past `JinjaInterpreter.maxRepeat` bytes.
+  static func checkReplace(_ s: String, _ old: String, _ new: String) throws(ChatTemplateError) {
+    let n = s.utf8.count
+    let growth = new.utf8.count - old.utf8.count
+    guard growth > 0 else { return }
+    // At most n / len(old) occurrences (n + 1 for an empty `old`).
+    let occurrences = old.isEmpty ? n + 1 : n / old.utf8.count
+    let (extra, o) = occurrences.multipliedReportingOverflow(by: growth)
+    guard !o, n + extra <= JinjaInterpreter.maxRepeat else {
+      throw .runtime(line: 0, message: "replace result too large")
+    }
+  }
+
+  /// Fails when joining `items` with `separator` would exceed `JinjaInterpreter.maxRepeat` bytes.
+  static func checkJoin(_ items: [JinjaValue], separator: String) throws(ChatTemplateError) {
+    let (separators, o) = max(items.count - 1, 0).multipliedReportingOverflow(by: separator.utf8.count)
+    guard !o, separators <= JinjaInterpreter.maxRepeat,
+      !JinjaInterpreter.exceedsSize(.array(items), JinjaInterpreter.maxRepeat - separators)
+    else { throw .runtime(line: 0, message: "join result too large") }
+  }
+
   // MARK: Filters
 
   static func filter(
@@ -287,13 +327,16 @@ enum JinjaBuiltins {
           return .undefined(attr)
         }
       }
+      try checkJoin(items, separator: separator)
       return .string(items.map(\.pythonString).joined(separator: separator))
     case "int":
       switch v {
       case .int: return v
-      case .double(let d): return .int(Int(d))
+      case .double(let d): return .int(try integer(d, line))
       case .bool(let b): return .int(b ? 1 : 0)
-      case .string(let s): return .int(Int(s.trimmingCharacters(in: .whitespaces)) ?? Double(s).map { Int($0) } ?? 0)
+      case .string(let s):
+        if let i = Int(s.trimmingCharacters(in: .whitespaces)) { return .int(i) }
+        return .int(try Double(s).map { d throws(ChatTemplateError) in try integer(d, line) } ?? 0)
       default: return .int(0)
       }
     case "float":
@@ -305,7 +348,9 @@ enum JinjaBuiltins {
       }
     case "abs":
       switch v {
-      case .int(let i): return .int(abs(i))
+      case .int(let i):
+        guard i != .min else { throw .runtime(line: line, message: "integer overflow in abs") }
+        return .int(abs(i))
       case .double(let d): return .double(abs(d))
       default: throw .runtime(line: line, message: "abs needs a number")
       }
@@ -319,6 +364,7 @@ enum JinjaBuiltins {
       guard case .string(let old)? = arg(0, "old"), case .string(let new)? = arg(1, "new") else {
         throw .runtime(line: line, message: "replace needs two strings")
       }
+      try checkReplace(v.pythonString, old, new)
       return .string(v.pythonString.replacingOccurrences(of: old, with: new, options: .literal))
     case "items":
       guard case .object(let d) = v else {
@@ -332,7 +378,10 @@ enum JinjaBuiltins {
       return .array(keys.map { .array([.string($0), d[$0]!]) })
     case "unique":
       var out: [JinjaValue] = []
-      for item in try iterate(v) where !out.contains(where: { equal($0, item) }) { out.append(item) }
+      let items = try iterate(v)
+      // Pairwise comparison: bounded so a long list cannot stall the render.
+      guard items.count <= maxUniqueItems else { throw .runtime(line: line, message: "unique over more than \(maxUniqueItems) items") }
+      for item in items where !out.contains(where: { equal($0, item) }) { out.append(item) }
       return .array(out)
     case "tojson":
       var indent: Int?

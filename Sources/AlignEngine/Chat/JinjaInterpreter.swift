@@ -11,8 +11,19 @@ final class JinjaInterpreter {
   /// Nesting of macro calls, bounded so a recursive template fails cleanly instead of overflowing the stack.
   private var depth = 0
   private static let maxDepth = 100
-  /// Largest result of `str * n` / `list * n` (bytes or elements); templates never need more.
-  private static let maxRepeat = 1 << 24
+  /// Largest string (bytes) or list (elements) a template may build, e.g. with `str * n`, `~`, `+`,
+  /// `join` or `replace`; templates never need more, and it keeps a hostile template's memory bounded.
+  static let maxRepeat = 1 << 22
+  /// Largest rendered text (bytes), including text captured by `set` blocks and macro calls.
+  static let maxOutputBytes = 1 << 23
+  /// Work budget of one render: statements run, loop iterations, calls, and elements (or 64-byte
+  /// chunks of strings) visited by filters, `in` and method calls. A real chat template uses about
+  /// 20-50 units per message; a template that loops far longer fails with a runtime error instead of
+  /// hanging the request.
+  static let maxWork = 200_000
+  /// Deepest nesting of lists and dicts a template may build (printing, comparing and `tojson` recurse).
+  static let maxNesting = 256
+  private var workLeft = JinjaInterpreter.maxWork
 
   init(globals: [String: JinjaValue]) {
     scopes = [globals]
@@ -22,6 +33,84 @@ final class JinjaInterpreter {
   func render(_ nodes: [JinjaNode]) throws(ChatTemplateError) -> String {
     _ = try run(nodes)
     return output
+  }
+
+  // MARK: Limits
+
+  /// Takes `units` from the work budget.
+  private func charge(_ units: Int, _ line: Int) throws(ChatTemplateError) {
+    workLeft -= min(units, JinjaInterpreter.maxWork + 1)
+    if workLeft < 0 { throw .runtime(line: line, message: "template does too much work (over \(Self.maxWork) steps)") }
+  }
+
+  /// Elements a filter, method or `in` has to look at (64-byte chunks of a string).
+  private static func width(_ v: JinjaValue) -> Int {
+    switch v {
+    case .string(let s): return s.utf8.count / 64
+    case .array(let a): return a.count
+    case .object(let d): return d.keys.count
+    default: return 1
+    }
+  }
+
+  /// Whether printing `v` would take more than `limit` bytes (looks at no more than that much).
+  static func exceedsSize(_ v: JinjaValue, _ limit: Int) -> Bool {
+    var left = limit
+    func over(_ v: JinjaValue) -> Bool {
+      switch v {
+      case .string(let s): left -= s.utf8.count + 2
+      case .array(let a):
+        left -= 2
+        for x in a where left >= 0 {
+          left -= 2
+          if over(x) { return true }
+        }
+      case .object(let d):
+        left -= 2
+        for k in d.keys where left >= 0 {
+          left -= k.utf8.count + 4
+          if over(d[k]!) { return true }
+        }
+      default: left -= 24
+      }
+      return left < 0
+    }
+    return over(v)
+  }
+
+  /// Fails when `v` is too large to print or nested too deeply; the elements visited are charged.
+  private func checkValue(_ v: JinjaValue, _ line: Int) throws(ChatTemplateError) {
+    var visited = 0
+    func tooDeep(_ v: JinjaValue, _ level: Int) -> Bool {
+      switch v {
+      case .array(let a):
+        if level >= Self.maxNesting { return true }
+        for x in a {
+          visited += 1
+          if tooDeep(x, level + 1) { return true }
+        }
+      case .object(let d):
+        if level >= Self.maxNesting { return true }
+        for k in d.keys {
+          visited += 1
+          if tooDeep(d[k]!, level + 1) { return true }
+        }
+      default: break
+      }
+      return false
+    }
+    let deep = tooDeep(v, 0)
+    try charge(visited, line)
+    if deep { throw .runtime(line: line, message: "value nested more than \(Self.maxNesting) levels deep") }
+  }
+
+  /// Appends to the output within `maxOutputBytes`.
+  private func emit(_ v: JinjaValue, _ line: Int) throws(ChatTemplateError) {
+    let room = Self.maxOutputBytes - output.utf8.count
+    guard !Self.exceedsSize(v, room) else {
+      throw .runtime(line: line, message: "rendered text exceeds \(Self.maxOutputBytes) bytes")
+    }
+    output += v.pythonString
   }
 
   // MARK: Scopes
@@ -71,7 +160,9 @@ final class JinjaInterpreter {
         default: throw .runtime(line: 0, message: "range() takes 1 to 3 arguments")
         }
         guard step != 0 else { throw .runtime(line: 0, message: "range() step must not be zero") }
-        guard abs((stop - start) / step) <= 100_000 else { throw .runtime(line: 0, message: "range() too large") }
+        let (span, o1) = stop.subtractingReportingOverflow(start)
+        let (count, o2) = span.dividedReportingOverflow(by: step)
+        guard !o1, !o2, count.magnitude <= 100_000 else { throw .runtime(line: 0, message: "range() too large") }
         return .array(stride(from: start, to: stop, by: step).map { .int($0) })
       })
     g["strftime_now"] = .callable(
@@ -93,11 +184,12 @@ final class JinjaInterpreter {
   }
 
   private func run(_ node: JinjaNode) throws(ChatTemplateError) -> Flow {
+    try charge(1, 0)
     switch node {
     case .text(let t):
-      output += t
+      try emit(.string(t), 0)
     case .output(let e, let line):
-      output += try eval(e, line).pythonString
+      try emit(try eval(e, line), line)
     case .ifBlock(let branches, let otherwise, let line):
       for (condition, body) in branches where try eval(condition, line).truthy {
         return try run(body)
@@ -155,6 +247,7 @@ final class JinjaInterpreter {
       // `for x in xs if cond`: filtered before loop.* is computed.
       var kept: [JinjaValue] = []
       for item in items {
+        try charge(1, line)
         scopes.append([:])
         defer { scopes.removeLast() }
         try bind(item)
@@ -165,6 +258,7 @@ final class JinjaInterpreter {
     if items.isEmpty { return try run(otherwise) }
     let n = items.count
     for (index, item) in items.enumerated() {
+      try charge(1, line)
       // Each iteration has its own scope: `set` inside the body does not outlive the iteration.
       scopes.append([:])
       defer { scopes.removeLast() }
@@ -226,6 +320,7 @@ final class JinjaInterpreter {
     case .list(let items):
       var out: [JinjaValue] = []
       for item in items { out.append(try eval(item, line)) }
+      try checkValue(.array(out), line)
       return .array(out)
     case .dict(let pairs):
       var d = JinjaDict()
@@ -233,6 +328,7 @@ final class JinjaInterpreter {
         guard case .string(let key) = try eval(k, line) else { throw .runtime(line: line, message: "dict keys must be strings") }
         d[key] = try eval(v, line)
       }
+      try checkValue(.object(d), line)
       return .object(d)
     case .attribute(let base, let name):
       return try attribute(try eval(base, line), name, line)
@@ -258,7 +354,10 @@ final class JinjaInterpreter {
         if case .undefined(let n) = callee { throw .runtime(line: line, message: "'\(n)' is undefined") }
         throw .runtime(line: line, message: "\(callee.typeName) object is not callable")
       }
-      return try c.call(args, kwargs)
+      try charge(1, line)
+      let result = try c.call(args, kwargs)
+      try checkValue(result, line)
+      return result
     case .filter(let base, let name, let argExprs, let kwargExprs):
       let value = try eval(base, line)
       var args: [JinjaValue] = []
@@ -275,7 +374,9 @@ final class JinjaInterpreter {
     case .not(let x): return .bool(!(try eval(x, line).truthy))
     case .negate(let x):
       switch try eval(x, line) {
-      case .int(let i): return .int(-i)
+      case .int(let i):
+        guard i != .min else { throw .runtime(line: line, message: "integer overflow") }
+        return .int(-i)
       case .double(let d): return .double(-d)
       case let v: throw .runtime(line: line, message: "bad operand type for unary -: \(v.typeName)")
       }
@@ -299,9 +400,12 @@ final class JinjaInterpreter {
     case .undefined(let n): throw .runtime(line: line, message: "'\(n)' is undefined (reading .\(name))")
     case .object(let d):
       if let x = d[name] { return x }
+      try charge(1 + Self.width(v), line)
       return JinjaBuiltins.method(of: v, name) ?? .undefined(name)
     case .namespace(let ns): return ns.attributes[name] ?? .undefined(name)
-    default: return JinjaBuiltins.method(of: v, name) ?? .undefined(name)
+    default:
+      try charge(1 + Self.width(v), line)
+      return JinjaBuiltins.method(of: v, name) ?? .undefined(name)
     }
   }
 
@@ -371,12 +475,25 @@ final class JinjaInterpreter {
       case "<=": return .bool(c <= 0)
       default: return .bool(c >= 0)
       }
-    case "in": return .bool(try JinjaBuiltins.contains(b, a, line))
-    case "~": return .string(a.pythonString + b.pythonString)
+    case "in":
+      try charge(1 + Self.width(b), line)
+      return .bool(try JinjaBuiltins.contains(b, a, line))
+    case "~":
+      guard !Self.exceedsSize(a, Self.maxRepeat), !Self.exceedsSize(b, Self.maxRepeat) else {
+        throw .runtime(line: line, message: "string concatenation too large")
+      }
+      let (x, y) = (a.pythonString, b.pythonString)
+      guard x.utf8.count + y.utf8.count <= Self.maxRepeat else { throw .runtime(line: line, message: "string concatenation too large") }
+      return .string(x + y)
     case "+":
       switch (a, b) {
-      case (.string(let x), .string(let y)): return .string(x + y)
-      case (.array(let x), .array(let y)): return .array(x + y)
+      case (.string(let x), .string(let y)):
+        guard x.utf8.count + y.utf8.count <= Self.maxRepeat else { throw .runtime(line: line, message: "string concatenation too large") }
+        return .string(x + y)
+      case (.array(let x), .array(let y)):
+        guard x.count + y.count <= Self.maxRepeat else { throw .runtime(line: line, message: "list concatenation too large") }
+        try charge(x.count + y.count, line)
+        return .array(x + y)
       default: break
       }
     case "*":
@@ -390,6 +507,7 @@ final class JinjaInterpreter {
         guard n <= 0 || (x.count.multipliedReportingOverflow(by: n).partialValue <= Self.maxRepeat && n < Self.maxRepeat) else {
           throw .runtime(line: line, message: "list repetition too large")
         }
+        try charge(x.count * max(n, 0), line)
         return .array(Array([[JinjaValue]](repeating: x, count: max(n, 0)).joined()))
       default: break
       }
@@ -421,10 +539,12 @@ final class JinjaInterpreter {
         return .double(Double(x) / Double(y))
       case "//":
         guard y != 0 else { throw .runtime(line: line, message: "division by zero") }
+        guard !(x == .min && y == -1) else { throw .runtime(line: line, message: "integer overflow") }
         let q = x / y
         return .int((x % y != 0 && ((x < 0) != (y < 0))) ? q - 1 : q)
       case "%":
         guard y != 0 else { throw .runtime(line: line, message: "modulo by zero") }
+        guard y != -1 else { return .int(0) }  // x % -1 is 0; Int.min % -1 would trap
         let r = x % y
         return .int(r != 0 && ((r < 0) != (y < 0)) ? r + y : r)
       case "**":
@@ -466,6 +586,8 @@ final class JinjaInterpreter {
       if i < args.count { return args[i] }
       return kwargs.first { $0.0 == key }?.1
     }
+    try charge(1 + Self.width(v), line)
+    guard !Self.exceedsSize(v, Self.maxRepeat) else { throw .runtime(line: line, message: "value too large for filter \(name)") }
     switch name {
     case "selectattr", "rejectattr", "select", "reject":
       let keep = name == "selectattr" || name == "select"

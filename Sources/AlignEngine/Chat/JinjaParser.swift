@@ -189,6 +189,21 @@ struct ExprParser {
   private let tokens: [JinjaToken]
   private var k = 0
   let line: Int
+  /// Current nesting of sub-expressions (each parenthesis, bracket, `not`, unary sign or conditional
+  /// adds up to 3), bounded so a hostile template fails to parse instead of overflowing the stack here
+  /// or in the interpreter.
+  private var depth = 0
+  static let maxDepth = 300
+  /// Most tokens in one tag: a long operator chain (`1 + 1 + ...`) parses flat but evaluates recursively.
+  static let maxTokens = 1_024
+
+  private mutating func enter() throws(ChatTemplateError) {
+    if depth == 0 && tokens.count > Self.maxTokens {
+      throw .syntax(line: line, message: "expression of \(tokens.count) tokens (at most \(Self.maxTokens))")
+    }
+    depth += 1
+    if depth > Self.maxDepth { throw .syntax(line: line, message: "expression nested too deeply") }
+  }
 
   init(tokens: [JinjaToken], line: Int) {
     self.tokens = tokens
@@ -246,6 +261,8 @@ struct ExprParser {
   }
 
   mutating func parseOr(allowConditional: Bool) throws(ChatTemplateError) -> JinjaExpr {
+    try enter()
+    defer { depth -= 1 }
     var left = try parseAnd()
     while accept(.name("or")) { left = .or(left, try parseAnd()) }
     if allowConditional && accept(.name("if")) {
@@ -264,6 +281,8 @@ struct ExprParser {
   }
 
   private mutating func parseNot() throws(ChatTemplateError) -> JinjaExpr {
+    try enter()
+    defer { depth -= 1 }
     if accept(.name("not")) { return .not(try parseNot()) }
     return try parseCompare()
   }
@@ -316,6 +335,8 @@ struct ExprParser {
   }
 
   private mutating func parseUnary() throws(ChatTemplateError) -> JinjaExpr {
+    try enter()
+    defer { depth -= 1 }
     if accept(.op("-")) { return try parseFilters(.negate(try parseUnary())) }
     if accept(.op("+")) { return try parseFilters(try parseUnary()) }
     return try parseFilters(try parsePostfix(try parsePrimary()))

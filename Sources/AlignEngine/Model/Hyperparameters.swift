@@ -94,6 +94,8 @@ public struct ModelHyperparameters: Sendable, Equatable {
     guard hiddenSize > 0, hiddenSize <= 65_536 else { throw bad("hidden size \(hiddenSize)") }
     guard intermediateSize > 0, intermediateSize <= 262_144 else { throw bad("intermediate size \(intermediateSize)") }
     guard layerCount > 0, layerCount <= 1024 else { throw bad("layer count \(layerCount)") }
+    // Bounded so qDim / kvDim (heads × head dim) cannot overflow.
+    guard headCount <= 65_536 else { throw bad("head count \(headCount)") }
     guard headCount > 0, kvHeadCount > 0, headCount % kvHeadCount == 0 else {
       throw bad("head count \(headCount) is not a multiple of KV head count \(kvHeadCount)")
     }

@@ -100,7 +100,9 @@ public final class SafeTensorsFile: Sendable {
       }
       let (bytes, o) = elements.multipliedReportingOverflow(by: width)
       guard !o, bytes == Int(b1 - b0) else {
-        throw bad("tensor \(name) holds \(b1 - b0) bytes but shape \(shape) of \(dtype) needs \(elements * width)")
+        // `elements * width` may overflow here (that is what `o` reports): never recompute it.
+        let needed = o ? "more than \(Int.max)" : String(bytes)
+        throw bad("tensor \(name) holds \(b1 - b0) bytes but shape \(shape) of \(dtype) needs \(needed)")
       }
       tensors[name] = SafeTensorInfo(
         name: name, dtype: dtype, shape: shape, fileOffset: dataStart + Int(b0), byteCount: bytes)
