@@ -33,6 +33,7 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     // TLS material for the listeners (already in the graph through the gRPC transport).
     .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+    .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
   ],
   targets: [
     // OpenBLAS (Debian's libopenblas-dev) as a system library.
@@ -53,7 +54,12 @@ let package = Package(
     .target(
       name: "AlignEngine",
       dependencies: ["CBLAS"],
-      swiftSettings: swiftSettings
+      swiftSettings: swiftSettings + [
+        // AVX2 integer row kernels (Tensors/RowwiseQ8.swift): the binary then needs an AVX2 CPU
+        // (x86-64 Haswell or later). Without these two lines the SSE2 kernels give the same bits.
+        .define("ALIGN_AVX2", .when(platforms: [.linux])),
+        .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux])),
+      ]
     ),
 
     // Request queues, batchers, model slots, version stamping.
@@ -99,6 +105,7 @@ let package = Package(
         .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
       ],
       swiftSettings: swiftSettings
     ),

@@ -121,8 +121,8 @@ func matmul(
   if tr > 0, let packed = w.packed {
     let a = scratch.q8
     a.quantize(x, tokens: tr, cols: cols)
-    parallelFor(rows, grain: 32, pool: scratch.pool) { _, range in
-      for r in range { packed.dotTokens(row: r, a, tokens: 0..<tr, y, ldy: rows, accumulate: accumulate) }
+    parallelFor((rows + 7) / 8, grain: 4, pool: scratch.pool) { _, groups in
+      packed.dotRowGroups(groups, a, tokens: tr, y, ldy: rows, accumulate: accumulate)
     }
   }
   let tg = tokens - tr

@@ -20,8 +20,12 @@ final class PackedBlocks: @unchecked Sendable {
   let quants: UnsafeMutableRawPointer
   /// (rows, blocks) block scales.
   let scales: UnsafeMutablePointer<Float>
-  /// (rows, blocks) block minimums (Q4_1), else nil.
+  /// (rows, blocks) block minimums: Q4_1's m, Q4_0's −8·d (its values are (q − 8)·d); nil for Q8_0.
   let mins: UnsafeMutablePointer<Float>?
+  /// (rows / 8 rounded up, blocks, 8) `scales` of each group of 8 rows side by side (8-row tiles).
+  let groupScales: UnsafeMutablePointer<Float>
+  /// (rows / 8 rounded up, blocks, 8) `mins` likewise, nil for Q8_0.
+  let groupMins: UnsafeMutablePointer<Float>?
 
   /// Packs `w`, or returns nil for other types.
   init?(_ w: WeightMatrix) {
@@ -38,15 +42,27 @@ final class PackedBlocks: @unchecked Sendable {
     let n = rows * blocks
     quants = UnsafeMutableRawPointer.allocate(byteCount: max(n * quantBytes, 64), alignment: 64)
     scales = .allocate(capacity: max(n, 1))
-    mins = w.type == .q4_1 ? .allocate(capacity: max(n, 1)) : nil
+    mins = w.type == .q8_0 ? nil : .allocate(capacity: max(n, 1))
+    let grouped = (rows + 7) / 8 * 8 * blocks
+    groupScales = .allocate(capacity: max(grouped, 1))
+    groupScales.initialize(repeating: 0, count: max(grouped, 1))
+    groupMins = w.type == .q8_0 ? nil : .allocate(capacity: max(grouped, 1))
+    groupMins?.initialize(repeating: 0, count: max(grouped, 1))
     let bb = w.type.blockBytes
     for r in 0..<rows {
       let src = w.row(r)
       for b in 0..<blocks {
         let blk = src + b * bb
         let i = r * blocks + b
-        scales[i] = halfToFloat(blk.loadUnaligned(as: UInt16.self))
-        mins?[i] = halfToFloat(blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        let d = halfToFloat(blk.loadUnaligned(as: UInt16.self))
+        scales[i] = d
+        let g = ((r / 8) * blocks + b) * 8 + r % 8
+        groupScales[g] = d
+        if let mins, let groupMins {
+          let m = w.type == .q4_1 ? halfToFloat(blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) : -8 * d
+          mins[i] = m
+          groupMins[g] = m
+        }
         (quants + i * quantBytes).copyMemory(from: blk + qOffset, byteCount: quantBytes)
       }
     }
@@ -56,6 +72,8 @@ final class PackedBlocks: @unchecked Sendable {
     quants.deallocate()
     scales.deallocate()
     mins?.deallocate()
+    groupScales.deallocate()
+    groupMins?.deallocate()
   }
 
   /// Dequantizes row `r` into `y` (cols floats).
@@ -87,27 +105,3 @@ final class PackedBlocks: @unchecked Sendable {
     }
   }
 }
-
-/// Dot product of two short float vectors with independent partial sums (no serial add chain).
-@inline(__always)
-func shortDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-  var acc0 = SIMD4<Float>()
-  var acc1 = SIMD4<Float>()
-  let ra = UnsafeRawPointer(a)
-  let rb = UnsafeRawPointer(b)
-  var i = 0
-  while i + 8 <= n {
-    acc0 += ra.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self)
-      * rb.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self)
-    acc1 += ra.loadUnaligned(fromByteOffset: 4 * i + 16, as: SIMD4<Float>.self)
-      * rb.loadUnaligned(fromByteOffset: 4 * i + 16, as: SIMD4<Float>.self)
-    i += 8
-  }
-  var s = (acc0 + acc1).sum()
-  while i < n {
-    s += a[i] * b[i]
-    i += 1
-  }
-  return s
-}
-

@@ -6,7 +6,10 @@ import Foundation
 @inline(__always)
 func vexp(_ x: SIMD4<Float>) -> SIMD4<Float> {
   let magic = SIMD4<Float>(repeating: 12_582_912)  // 1.5 · 2^23: adding it rounds to an integer
-  let xc = x.clamped(lowerBound: SIMD4(repeating: -87.3), upperBound: SIMD4(repeating: 88.7))
+  // Not `clamped`: its generic pointwiseMin/Max were not inlined (~4% of a prefill's instructions).
+  let lo = SIMD4<Float>(repeating: -87.3), hi = SIMD4<Float>(repeating: 88.7)
+  var xc = x.replacing(with: lo, where: x .< lo)
+  xc = xc.replacing(with: hi, where: xc .> hi)
   let t = xc * 1.442_695_04 + magic
   let n = t - magic
   var r = xc - n * 0.693_359_375

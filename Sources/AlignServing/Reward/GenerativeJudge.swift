@@ -100,15 +100,32 @@ public final class GenerativeJudge: RewardBackend {
     self.prompt = prompt
     self.ratingTokens = ids
     self.version = "judge:\(policyVersion)"
-    self.runner = LastTokenRunner(engine: try Engine(model: policy.engine.model, settings: settings ?? policy.engine.settings))
+    // Every rating prompt starts with the same tokens (chat header, system prompt, instructions up to
+    // the question): the tokens two different inputs share. The runner computes them once and keeps
+    // their keys and values; an input whose tokens do not start with them simply runs in full.
+    let head: [Int32]?
+    if let a = try? Self.render(policy, prompt, question: "A", response: "A"),
+      let b = try? Self.render(policy, prompt, question: "B", response: "B")
+    {
+      let ta = policy.encodeRendered(a), tb = policy.encodeRendered(b)
+      head = Array(zip(ta, tb).prefix { $0 == $1 }.map(\.0))
+    } else {
+      head = nil
+    }
+    self.runner = LastTokenRunner(
+      engine: try Engine(model: policy.engine.model, settings: settings ?? policy.engine.settings), sharedHead: head)
   }
 
   /// The rendered rating prompt for `input` (ends with the answer prefix).
   /// - Throws: ``InvalidRequest`` when the chat template rejects the conversation.
   public func ratingPrompt(for input: RewardInput) throws -> String {
+    try Self.render(policy, prompt, question: input.question, response: input.response)
+  }
+
+  private static func render(_ policy: PolicyModel, _ prompt: JudgePrompt, question: String, response: String) throws -> String {
     var messages: [ChatMessage] = []
     if let system = prompt.system { messages.append(ChatMessage(role: "system", content: system)) }
-    messages.append(ChatMessage(role: "user", content: prompt.userMessage(question: input.question, response: input.response)))
+    messages.append(ChatMessage(role: "user", content: prompt.userMessage(question: question, response: response)))
     return try policy.renderChat(messages, addGenerationPrompt: true) + prompt.answerPrefix
   }
 
