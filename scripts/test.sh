@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what is missing, builds once (release, tests included) and runs every test:
-# the generated-code drift check, then the Swift test suites (unit and end-to-end against the
-# real alignd binary).
+# the generated-code drift check, the deployment files check, the Swift test suites (unit and
+# end-to-end against the real alignd binary), then the quick reliability and security scenarios.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${ALIGND_BUILD_DIR:-$ROOT/.build}"
@@ -29,3 +29,8 @@ eval "$("$ROOT/scripts/start-test-postgres.sh")"
 echo "== tests" >&2
 cd "$ROOT"
 swift test -c release --skip-build --package-path "$ROOT" --scratch-path "$BUILD_DIR" "$@"
+
+echo "== reliability and security scenarios (quick variants)" >&2
+# Overload, drain, swaps under load, SIGKILL/PostgreSQL faults and the security matrix against the
+# real binary (Tests/Reliability; full sizes and figures: Docs/RELIABILITY.md).
+ALIGND_BIN_DIR="$BUILD_DIR/release" "$ROOT/Tests/Reliability/run.sh" --quick

@@ -134,7 +134,8 @@ public struct AlignServerApp: Sendable {
     let inference = InferenceService(
       status: status, models: models,
       limits: GenerationLimits(
-        defaultMaxTokens: config.defaultMaxTokens, maxTokensLimit: config.maxTokensLimit,
+        // A default above the limit would refuse every request that leaves max_tokens unset.
+        defaultMaxTokens: min(config.defaultMaxTokens, config.maxTokensLimit), maxTokensLimit: config.maxTokensLimit,
         maxSamples: min(16, config.maxRunningSequences)),
       defaultSafetyMode: config.safetyMode)
     let services: [any RegistrableRPCService] = [
@@ -150,6 +151,15 @@ public struct AlignServerApp: Sendable {
       transport.rpc.maxRequestPayloadSize = config.maxRequestBytes * 2
       transport.http2.maxConcurrentStreams = config.maxConcurrentStreams
       transport.connection.maxIdleTime = .milliseconds(Int64(config.idleTimeoutSeconds * 1000))
+      // The transport closes an idle connection only once the peer acknowledges the PING after its
+      // GOAWAY; UnresponsivePeerHandler closes connections whose peer never answers.
+      let limit = UnresponsivePeerHandler.limit(idleTimeoutSeconds: config.idleTimeoutSeconds)
+      transport.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+        channel.eventLoop.makeCompletedFuture { try UnresponsivePeerHandler.install(on: channel, limit: limit) }
+      }
+      transport.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+        stream.eventLoop.makeCompletedFuture { UnresponsivePeerHandler.track(stream: stream) }
+      }
     }
     let bindHost = config.host == "localhost" ? "127.0.0.1" : config.host
     let server = GRPCServer(

@@ -49,6 +49,12 @@ actor RolloutController {
   /// Checkpoints served from the models folder rather than the registry (the startup policy),
   /// by version, so a rollback can return to them.
   private var builtin: [String: (role: CheckpointRole, path: String)] = [:]
+  /// Admin operations running, and a count bumped when one ends. Actor methods interleave at
+  /// every `await`, so a replica sync can straddle an operation: what it read from the store
+  /// before the operation persisted its state is stale, and applying it would revert the
+  /// operation. A sync applies nothing while an operation runs or once one ended since it began.
+  private var operationsInFlight = 0
+  private var operationEpoch: UInt64 = 0
 
   init(models: ModelHost, registry: CheckpointRegistry, store: any FeedbackStore, rewardGateMargin: Double, logger: Logger) {
     self.models = models
@@ -96,12 +102,16 @@ actor RolloutController {
 
   /// Applies the persisted state when another replica changed it.
   func sync() async {
-    await syncPolicy()
-    await syncReward()
+    let epoch = operationEpoch
+    await syncPolicy(epoch: epoch)
+    await syncReward(epoch: epoch)
   }
 
-  private func syncPolicy() async {
-    guard let persisted = try? await loadState(.policy) else { return }
+  /// Whether an admin operation runs now or ended since `epoch` was read.
+  private func superseded(_ epoch: UInt64) -> Bool { operationsInFlight > 0 || operationEpoch != epoch }
+
+  private func syncPolicy(epoch: UInt64) async {
+    guard let persisted = try? await loadState(.policy), !superseded(epoch) else { return }
     let local = models.policies.assignment
     guard persisted.active != nil, persisted.active != local.activeVersion
       || persisted.canary != local.canaryVersion
@@ -109,7 +119,7 @@ actor RolloutController {
     else { return }
     let swap = SwapMetrics(role: .policy, kind: .sync)
     do {
-      try await apply(persisted, role: .policy)
+      guard try await apply(persisted, role: .policy, epoch: epoch) else { return }
       swap.finish(.success)
       logger.info("converged on the store's policy versions", metadata: ["active": "\(persisted.active ?? "")", "canary": "\(persisted.canary ?? "")"])
     } catch {
@@ -119,8 +129,8 @@ actor RolloutController {
   }
 
   /// The reward role: the store's active model and canary (no active one = the judge).
-  private func syncReward() async {
-    guard let persisted = try? await loadState(.reward) else { return }
+  private func syncReward(epoch: UInt64) async {
+    guard let persisted = try? await loadState(.reward), !superseded(epoch) else { return }
     let slots = models.rewards
     let local = slots.assignment
     guard persisted.active != local.activeVersion || persisted.canary != local.canaryVersion
@@ -130,7 +140,9 @@ actor RolloutController {
     do {
       if let active = persisted.active {
         if active != local.activeVersion {
-          slots.activate(try await loadReward(version: active, path: try path(of: active, role: .reward)))
+          let snapshot = try await loadReward(version: active, path: try path(of: active, role: .reward))
+          guard !superseded(epoch) else { return }
+          slots.activate(snapshot)
         }
       } else {
         slots.retireAll()
@@ -142,6 +154,7 @@ actor RolloutController {
         } else {
           snapshot = try await loadReward(version: canary, path: try path(of: canary, role: .reward))
         }
+        guard !superseded(epoch) else { return }
         slots.startCanary(snapshot, percent: persisted.canaryPercent)
       } else {
         slots.dropCanary()
@@ -154,18 +167,23 @@ actor RolloutController {
     }
   }
 
-  private func apply(_ state: PersistedRoleState, role: CheckpointRole) async throws {
+  /// Applies a persisted policy state read at `epoch`; false (nothing more changed) when an admin
+  /// operation superseded it while a snapshot loaded.
+  private func apply(_ state: PersistedRoleState, role: CheckpointRole, epoch: UInt64) async throws -> Bool {
     let slots = models.policies
     if let active = state.active, active != slots.assignment.activeVersion {
       let snapshot = try await loadPolicy(version: active)
+      guard !superseded(epoch) else { return false }
       slots.activate(snapshot)
     }
     if let canary = state.canary, state.canaryPercent > 0 {
       let snapshot = slots.canary?.version == canary ? slots.canary! : try await loadPolicy(version: canary)
+      guard !superseded(epoch) else { return false }
       slots.startCanary(snapshot, percent: state.canaryPercent)
     } else {
       slots.dropCanary()
     }
+    return true
   }
 
   // MARK: Operations
@@ -173,6 +191,11 @@ actor RolloutController {
   /// Loads `version` beside the active checkpoint, runs the gates, then routes all traffic
   /// (`canaryPercent` 0) or that percentage of requests to it.
   func activate(role: CheckpointRole, version: String, canaryPercent: Int, operationID: String) async throws -> RolloutOutcome {
+    operationsInFlight += 1
+    defer {
+      operationsInFlight -= 1
+      operationEpoch &+= 1
+    }
     if let prior = try await priorOutcome(operationID) { return prior }
     guard (0...99).contains(canaryPercent) else {
       throw RolloutError(kind: .invalidArgument, description: "canary_percent must be 0..99, got \(canaryPercent)")
@@ -216,6 +239,11 @@ actor RolloutController {
 
   /// Makes the canary serve all traffic.
   func promote(role: CheckpointRole, operationID: String) async throws -> RolloutOutcome {
+    operationsInFlight += 1
+    defer {
+      operationsInFlight -= 1
+      operationEpoch &+= 1
+    }
     if let prior = try await priorOutcome(operationID) { return prior }
     let promoted = role == .policy ? models.policies.promoteCanary() : role == .reward ? models.rewards.promoteCanary() : false
     guard promoted else {
@@ -227,6 +255,11 @@ actor RolloutController {
 
   /// Drops the canary, or returns all traffic to `toVersion` (default: the previous active one).
   func rollback(role: CheckpointRole, toVersion: String, operationID: String) async throws -> RolloutOutcome {
+    operationsInFlight += 1
+    defer {
+      operationsInFlight -= 1
+      operationEpoch &+= 1
+    }
     if let prior = try await priorOutcome(operationID) { return prior }
     if role == .reward { return try await rollbackReward(toVersion: toVersion, operationID: operationID) }
     guard role == .policy else {

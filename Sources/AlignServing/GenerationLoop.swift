@@ -255,6 +255,9 @@ public final class GenerationLoop: @unchecked Sendable {
   // MARK: The loop (loop thread only)
 
   private func run() {
+    // Duration of the last forward step: requests whose deadline falls within the next one end
+    // before it (see GenerationScheduler.schedule).
+    var lastStepSeconds = 0.0
     while true {
       let now = seconds(ContinuousClock.now)
       let (step, stopped, admittedSpecs, jobs) = shared.withLock {
@@ -262,7 +265,7 @@ public final class GenerationLoop: @unchecked Sendable {
         let jobs = state.jobs
         state.jobs.removeAll()
         if state.stopped { return (GenerationScheduler.Step(), true, [:], jobs) }
-        let step = state.scheduler.schedule(now: now)
+        let step = state.scheduler.schedule(now: now, lookahead: lastStepSeconds)
         var specs: [RequestID: GenerationSpec] = [:]
         for id in step.admitted { specs[id] = state.requests[id]?.spec }
         state.stats.queued = state.scheduler.queuedCount
@@ -282,7 +285,9 @@ public final class GenerationLoop: @unchecked Sendable {
         if jobs.isEmpty { _ = wake.wait(timeout: .now() + .milliseconds(50)) }
         continue
       }
+      let started = ContinuousClock.now
       execute(step)
+      lastStepSeconds = Self.seconds(ContinuousClock.now - started)
     }
   }
 
@@ -482,6 +487,8 @@ public final class GenerationLoop: @unchecked Sendable {
         request.finishedSamples.insert(sample)
         if request.finishedSamples.count == request.spec.samples {
           request.continuation.finish()
+          // Feeds the retry-after-ms hint of refused requests (never fed before: it stayed at 1 s).
+          state.scheduler.observeServiceTime(Self.seconds(emittedAt - request.submittedAt))
           state.requests[context.request] = nil
           return
         }

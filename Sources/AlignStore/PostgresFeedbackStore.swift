@@ -651,7 +651,12 @@ public final class PostgresFeedbackStore: FeedbackStore {
     case .connectionError, .serverClosedConnection, .uncleanShutdown, .queryCancelled:
       let cause = error.underlying.map { " (\($0))" } ?? ""
       return .unavailable(path: location, detail: FeedbackStoreError.lostPrefix + cause)
-    case .clientClosedConnection, .poolClosed:
+    case .clientClosedConnection:
+      // postgres-nio also closes a connection itself when the server announces its shutdown
+      // (SQLSTATE 57P01 during a restart) and fails the query in flight with this code: a lost
+      // connection, so retryable. A store closed by close() is caught before (isClosed).
+      return .unavailable(path: location, detail: FeedbackStoreError.lostPrefix + " (closed after the server went away)")
+    case .poolClosed:
       return .closed(path: location)
     case .sslUnsupported:
       return .cannotOpen(

@@ -92,16 +92,6 @@ struct ServerEndToEndTests {
       guard let key else { return [:] }
       return ["authorization": "Bearer \(key)"]
     }
-    func code(_ body: () async throws -> Void) async -> RPCError.Code? {
-      do {
-        try await body()
-        return nil
-      } catch let error as RPCError {
-        return error.code
-      } catch {
-        return .unknown
-      }
-    }
 
     try await server.withClient { client in
       let admin = Alignd_V1_Admin.Client(wrapping: client)
@@ -109,27 +99,27 @@ struct ServerEndToEndTests {
       let health = Grpc_Health_V1_Health.Client(wrapping: client)
 
       // Admin RPC: no key, wrong key, infer key, admin key.
-      #expect(await code { _ = try await admin.getStatus(.init(), metadata: bearer(nil)) } == .unauthenticated)
-      #expect(await code { _ = try await admin.getStatus(.init(), metadata: bearer("wrong")) } == .unauthenticated)
+      #expect(await statusCode { _ = try await admin.getStatus(.init(), metadata: bearer(nil)) } == .unauthenticated)
+      #expect(await statusCode { _ = try await admin.getStatus(.init(), metadata: bearer("wrong")) } == .unauthenticated)
       #expect(
-        await code { _ = try await admin.getStatus(.init(), metadata: ["authorization": "test-admin-key"]) }
+        await statusCode { _ = try await admin.getStatus(.init(), metadata: ["authorization": "test-admin-key"]) }
           == .unauthenticated)
       #expect(
-        await code { _ = try await admin.getStatus(.init(), metadata: bearer("test-infer-key")) } == .permissionDenied)
+        await statusCode { _ = try await admin.getStatus(.init(), metadata: bearer("test-infer-key")) } == .permissionDenied)
       let status = try await admin.getStatus(.init(), metadata: bearer("test-admin-key"))
       #expect(status.state == .serving)
       #expect(status.roles.first?.activeVersion.hasPrefix("SmolLM2-135M-Instruct.Q4_1@") == true)
 
       // Every other admin RPC is behind the same check.
-      #expect(await code { _ = try await admin.listCheckpoints(.init(), metadata: bearer("test-infer-key")) } == .permissionDenied)
+      #expect(await statusCode { _ = try await admin.listCheckpoints(.init(), metadata: bearer("test-infer-key")) } == .permissionDenied)
       #expect(
-        await code { _ = try await admin.rollback(.init(), metadata: bearer("test-infer-key")) } == .permissionDenied)
+        await statusCode { _ = try await admin.rollback(.init(), metadata: bearer("test-infer-key")) } == .permissionDenied)
 
       // Inference RPC: no key and wrong key are refused; infer and admin keys pass authentication.
-      #expect(await code { _ = try await inference.tokenize(.init(), metadata: bearer(nil)) } == .unauthenticated)
-      #expect(await code { _ = try await inference.tokenize(.init(), metadata: bearer("nope")) } == .unauthenticated)
+      #expect(await statusCode { _ = try await inference.tokenize(.init(), metadata: bearer(nil)) } == .unauthenticated)
+      #expect(await statusCode { _ = try await inference.tokenize(.init(), metadata: bearer("nope")) } == .unauthenticated)
       for key in ["test-infer-key", "test-admin-key"] {
-        let result = await code { _ = try await inference.tokenize(.with { $0.text = "hi" }, metadata: bearer(key)) }
+        let result = await statusCode { _ = try await inference.tokenize(.with { $0.text = "hi" }, metadata: bearer(key)) }
         #expect(result != .unauthenticated && result != .permissionDenied, "\(key): \(String(describing: result))")
       }
 

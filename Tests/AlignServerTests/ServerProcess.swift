@@ -179,14 +179,23 @@ final class ServerProcess: Sendable {
   }
 }
 
-/// Runs alignd to completion (for commands that should fail at once) and returns status and stderr.
+/// Runs alignd to completion (for commands that should fail at once) and returns status and output.
+/// The caller's ALIGND_* variables are left out so that only `environment` configures it.
 func runAlignd(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stderr: String) {
-  let process = Process()
-  process.executableURL = TestPaths.alignd
-  process.arguments = arguments
   var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ALIGND_") }
   env.merge(environment) { $1 }
-  process.environment = env
+  let result = try runTool(TestPaths.alignd, arguments, environment: env)
+  return (result.status, result.output)
+}
+
+/// Runs a command-line tool to completion and returns its status and combined stdout and stderr.
+func runTool(
+  _ tool: URL, _ arguments: [String], environment: [String: String]? = nil
+) throws -> (status: Int32, output: String) {
+  let process = Process()
+  process.executableURL = tool
+  process.arguments = arguments
+  if let environment { process.environment = environment }
   let pipe = Pipe()
   process.standardError = pipe
   process.standardOutput = pipe

@@ -283,17 +283,3 @@ struct TLSEndToEndTests {
     }
   }
 }
-
-/// Runs a command-line tool to completion and returns its status and combined output.
-func runTool(_ tool: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
-  let process = Process()
-  process.executableURL = tool
-  process.arguments = arguments
-  let pipe = Pipe()
-  process.standardError = pipe
-  process.standardOutput = pipe
-  try process.run()
-  let data = pipe.fileHandleForReading.readDataToEndOfFile()
-  process.waitUntilExit()
-  return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-}

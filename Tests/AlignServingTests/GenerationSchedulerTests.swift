@@ -107,12 +107,14 @@ struct GenerationSchedulerTests {
   }
 
   @Test func fullQueueIsRefusedAtOnceWithARetryHint() throws {
+    // queue_capacity bounds the requests that must wait; one the next step admits is not waiting.
     var scheduler = Scheduler(configuration: .init(maxRunningSequences: 1, queueCapacity: 2))
-    try scheduler.submit(request(1), now: 0)
-    try scheduler.submit(request(2), now: 0)
-    #expect(throws: Scheduler.AdmissionError.self) { try scheduler.submit(request(3), now: 0) }
+    try scheduler.submit(request(1), now: 0)  // starts at the next step
+    try scheduler.submit(request(2), now: 0)  // waits (1 of 2)
+    try scheduler.submit(request(3), now: 0)  // waits (2 of 2)
     do {
-      try scheduler.submit(request(3), now: 0)
+      try scheduler.submit(request(4), now: 0)
+      Issue.record("a third waiting request was queued")
     } catch {
       guard case .queueFull(let retry) = error else {
         Issue.record("expected queueFull, got \(error)")
@@ -120,9 +122,35 @@ struct GenerationSchedulerTests {
       }
       #expect(retry > 0)
     }
-    // Admission frees queue space.
-    _ = scheduler.schedule(now: 0)
+    // A finished sequence frees a place for a waiting request, even before the next step
+    // releases its slot.
+    let step = scheduler.schedule(now: 0)
+    let slot = try #require(step.admittedSlots[1]?.first)
+    scheduler.record(slot: slot, token: 7, finish: .stop)
+    try scheduler.submit(request(4), now: 0)
+  }
+
+  @Test func zeroQueueCapacityAdmitsOnlyWhatStartsAtTheNextStep() throws {
+    var scheduler = Scheduler(configuration: .init(maxRunningSequences: 2, queueCapacity: 0))
+    try scheduler.submit(request(1), now: 0)
+    try scheduler.submit(request(2), now: 0)
+    #expect(throws: Scheduler.AdmissionError.self) { try scheduler.submit(request(3), now: 0) }
+    let step = scheduler.schedule(now: 0)
+    #expect(step.admitted == [1, 2])
+    #expect(throws: Scheduler.AdmissionError.self) { try scheduler.submit(request(3), now: 0) }
+    // The successor of a finished sequence is taken before the next step releases its slot.
+    let slot = try #require(step.admittedSlots[1]?.first)
+    scheduler.record(slot: slot, token: 7, finish: .stop)
     try scheduler.submit(request(3), now: 0)
+    #expect(throws: Scheduler.AdmissionError.self) { try scheduler.submit(request(4), now: 0) }
+    #expect(scheduler.schedule(now: 0).admitted == [3])
+  }
+
+  @Test func kvSpaceLimitsWhatStartsAtTheNextStep() throws {
+    // Slots are free but the KV reservation of a second request does not fit: it would wait.
+    var scheduler = Scheduler(configuration: .init(maxRunningSequences: 4, queueCapacity: 0, kvCapacityTokens: 20))
+    try scheduler.submit(request(1, prompt: 4, maxTokens: 8), now: 0)
+    #expect(throws: Scheduler.AdmissionError.self) { try scheduler.submit(request(2, prompt: 4, maxTokens: 8), now: 0) }
   }
 
   @Test func requestsThatCanNeverFitAreRefused() {

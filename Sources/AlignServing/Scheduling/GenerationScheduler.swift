@@ -152,11 +152,12 @@ public struct GenerationScheduler {
   private var freeSlots: [SlotID]
   private var reservedTokens = 0
   /// Recent seconds per finished request, for the retry hint.
-  private var averageServiceSeconds: Double = 1
+  private var averageServiceSeconds: Double? = nil
 
   public init(configuration: Configuration) {
     self.configuration = configuration
-    self.queue = RequestQueue(capacity: configuration.queueCapacity, agingInterval: configuration.agingInterval)
+    // The bound is on requests that must wait, which only the scheduler can tell (see submit).
+    self.queue = RequestQueue(capacity: .max, agingInterval: configuration.agingInterval)
     // Each running sequence needs a slot; n > 1 requests take several.
     self.freeSlots = Array((0..<max(1, configuration.maxRunningSequences)).reversed())
   }
@@ -171,18 +172,37 @@ public struct GenerationScheduler {
 
   // MARK: Transitions
 
-  /// Queues a request, or refuses it at once.
+  /// Queues a request, or refuses it at once. `queueCapacity` bounds the requests that must
+  /// *wait*: a request the next step will admit (free slots and KV after the requests queued
+  /// before it, counting sequences that finished and are released at that step) is always taken.
+  /// So a capacity of 0 means "start at the next step or be refused", and the successors of a
+  /// burst of finished requests are never refused for slots that are about to free.
   public mutating func submit(_ request: Request, now: Double) throws(AdmissionError) {
-    let needed = request.reservation(blockSize: configuration.kvBlockSize)
+    let block = configuration.kvBlockSize
+    let needed = request.reservation(blockSize: block)
     guard needed <= configuration.kvCapacityTokens, request.samples <= configuration.maxRunningSequences else {
       throw .tooLarge(needed: needed, capacity: configuration.kvCapacityTokens)
     }
-    guard queue.enqueue(request, priority: request.priority, now: now) else {
+    var slots = freeSlots.count
+    var tokens = configuration.kvCapacityTokens - reservedTokens
+    for entry in running where entry.isDone || entry.cancelled || pendingCancels.contains(entry.request.id) {
+      slots += entry.slots.count
+      tokens += entry.request.reservation(blockSize: block)
+    }
+    var waiting = 0
+    for queued in queue.elements {
+      slots -= queued.samples
+      tokens -= queued.reservation(blockSize: block)
+      if slots < 0 || tokens < 0 { waiting += 1 }
+    }
+    let startsNextStep = slots >= request.samples && tokens >= needed
+    guard startsNextStep || waiting < configuration.queueCapacity else {
       // Rough wait: the queue drains about maxRunning requests per average service time.
       let perBatch = Double(max(1, configuration.maxRunningSequences))
-      let retry = max(0.05, averageServiceSeconds * Double(queue.count) / perBatch)
+      let retry = max(0.05, (averageServiceSeconds ?? 1) * Double(waiting + 1) / perBatch)
       throw .queueFull(retryAfter: retry)
     }
+    queue.enqueue(request, priority: request.priority, now: now)
   }
 
   /// Cancels a request: a queued one ends at the next step, a running one frees its slots then.
@@ -191,14 +211,19 @@ public struct GenerationScheduler {
   }
 
   /// Plans the next forward step.
-  public mutating func schedule(now: Double) -> Step {
+  ///
+  /// `lookahead` is how long the step about to run is expected to take (the loop passes the last
+  /// step's duration): a request whose deadline falls before the step would end ends now, so its
+  /// answer reaches the client before the client's own deadline fires, however slow steps are.
+  public mutating func schedule(now: Double, lookahead: Double = 0) -> Step {
     var step = Step()
+    let horizon = now + max(0, lookahead)
 
     // 1. Cancellations and deadlines of queued requests.
     let cancels = pendingCancels
     pendingCancels.removeAll()
     let dropped = queue.removeAll { request in
-      cancels.contains(request.id) || (request.deadline.map { now >= $0 } ?? false)
+      cancels.contains(request.id) || (request.deadline.map { horizon >= $0 } ?? false)
     }
     for request in dropped {
       step.ended.append((request.id, cancels.contains(request.id) ? .cancelled : .deadline))
@@ -210,7 +235,7 @@ public struct GenerationScheduler {
       if cancels.contains(entry.request.id) {
         entry.cancelled = true
         step.ended.append((entry.request.id, .cancelled))
-      } else if let deadline = entry.request.deadline, now >= deadline, !entry.isDone {
+      } else if let deadline = entry.request.deadline, horizon >= deadline, !entry.isDone {
         step.ended.append((entry.request.id, .deadline))
         entry.cancelled = true
       }
@@ -287,6 +312,6 @@ public struct GenerationScheduler {
 
   /// Feeds the service-time estimate behind the retry hint.
   public mutating func observeServiceTime(_ seconds: Double) {
-    averageServiceSeconds = 0.9 * averageServiceSeconds + 0.1 * max(0, seconds)
+    averageServiceSeconds = averageServiceSeconds.map { 0.9 * $0 + 0.1 * max(0, seconds) } ?? max(0, seconds)
   }
 }
