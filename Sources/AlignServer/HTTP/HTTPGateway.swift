@@ -26,9 +26,6 @@ struct HTTPGateway: Sendable {
 
   var models: ModelHost { inference.models }
 
-  /// The series counting HTTP requests by route pattern and status code.
-  static let requestsMetric = "alignd_http_requests_total"
-
   func makeRouter() -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
     router.middlewares.add(GatewayMiddleware(keys: keys))
@@ -154,7 +151,7 @@ struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
     }
     // Hummingbird names a path no route matched "NotFound" (or leaves it nil).
     let route = context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 } ?? "unmatched"
-    Counter(label: HTTPGateway.requestsMetric, dimensions: [("route", route), ("status", "\(response.status.code)")])
+    Counter(label: MetricNames.httpRequests, dimensions: [("route", route), ("status", "\(response.status.code)")])
       .increment()
     return response
   }
