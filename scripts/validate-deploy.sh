@@ -29,33 +29,6 @@ REQUIREMENTS=(
   protobuf==7.36.2
   dockerfile==3.4.0
 )
-STAMP="$VENV/.requirements"
-
-venv_ready() {
-  [[ -x "$VENV/bin/python" && -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "${REQUIREMENTS[*]}" ]]
-}
-
-if ! venv_ready; then
-  PYTHON="${ALIGND_PYTHON:-python3}"
-  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
-    || { echo "error: $PYTHON is older than 3.10" >&2; exit 1; }
-  if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
-    # Debian ships venv support separately.
-    echo "installing python3-venv" >&2
-    SUDO=""
-    if [[ "$(id -u)" != "0" ]]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >&2
-  fi
-  echo "creating $VENV ..." >&2
-  rm -rf "$VENV"
-  mkdir -p "$CACHE_DIR"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    "${REQUIREMENTS[@]}"
-  "$VENV/bin/python" -m pip check --disable-pip-version-check >&2 \
-    || { echo "error: the pinned packages in $0 do not fit together" >&2; exit 1; }
-  echo "${REQUIREMENTS[*]}" > "$STAMP"
-fi
-
+source "$ROOT/scripts/pinned-venv.sh"
+ensure_pinned_venv "$VENV" "${REQUIREMENTS[@]}"
 exec "$VENV/bin/python" "$ROOT/scripts/validate_deploy.py" --root "$ROOT" "$@"
