@@ -232,7 +232,7 @@ if E:
     p(f"alignd JSON extras: `{json.dumps(extra)}`.")
 p()
 p("Definitions: prefill = 128 prompt tokens in one forward, tokens/s; decode = batch-1 generation of 64 tokens "
-  "after an empty (llama-bench) or 128-token (alignd) context; aggregate decode = 32 sequences, each with its own "
+  "starting from an empty context on both sides (one token per forward call, the KV cache growing to 64); aggregate decode = 32 sequences, each with its own "
   "128-token prompt, advanced together one token per step for 64 steps, total generated tokens / decode time "
   "(llama-batched-bench S_TG, prompt time excluded).")
 p()

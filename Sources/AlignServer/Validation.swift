@@ -145,8 +145,9 @@ enum RequestValidation {
     default: return nil
     }
     // End a little before the client's deadline so the answer (a stream's final message with
-    // finish reason DEADLINE) still reaches it.
-    let margin = min(Duration.milliseconds(100), duration / 5)
+    // finish reason DEADLINE) still reaches it: a tenth of the budget, at least 50 ms and at most
+    // 250 ms (a busy host delays the last step and the write), never more than a fifth of it.
+    let margin = min(max(duration / 10, .milliseconds(50)), .milliseconds(250), duration / 5)
     return ContinuousClock.now + duration - margin
   }
 }

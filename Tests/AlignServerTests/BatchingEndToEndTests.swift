@@ -133,6 +133,9 @@ struct BatchingEndToEndTests {
     try await server.waitUntilServing()
     try await server.withClient { client in
       let inference = Alignd_V1_Inference.Client(wrapping: client)
+      // Open the connection first: the client's clock starts before the TCP and HTTP/2
+      // handshakes, the server's only when the call arrives, and this test is about the latter.
+      _ = try await inference.generate(Self.request("Hi", maxTokens: 1, seed: 0, ignoreEOS: true))
       var options = CallOptions.defaults
       options.timeout = .milliseconds(1500)
       let result = try await Self.stream(

@@ -29,7 +29,7 @@ extension Engine {
   /// Measures prefill, batch-1 decode and batched decode throughput on synthetic token ids.
   /// - Parameters:
   ///   - promptTokens: prompt length for the prefill measurement (llama-bench's pp).
-  ///   - decodeTokens: tokens generated at batch 1 (llama-bench's tg).
+  ///   - decodeTokens: tokens generated at batch 1 from an empty context (llama-bench's tg).
   ///   - batchSequences: sequences decoded together in the batched measurement.
   ///   - batchSteps: forward calls timed in the batched measurement.
   ///   - repetitions: each figure is the median of this many runs.
@@ -56,6 +56,9 @@ extension Engine {
       var out = try forward([BatchItem(sequence: 0, tokens: prompt)], cache: cache)
       prefill.append(Double(promptTokens) / (Double(now() - t0) / 1e9))
 
+      // Decode from an empty context, as llama-bench's tg test does (its peer figure).
+      cache.removeAll()
+      try cache.addSequence(0)
       var next = Int32(argmax(out[0].logits))
       t0 = now()
       for _ in 0..<decodeTokens {

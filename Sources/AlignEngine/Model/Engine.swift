@@ -301,9 +301,9 @@ public final class Engine: @unchecked Sendable {
 
     for (li, layer) in model.layers.enumerated() {
       rmsNorm(xp, layer.attnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
-      matmul(layer.wq, xnp, tokens: total, qp, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
-      matmul(layer.wk, xnp, tokens: total, kp, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
-      matmul(layer.wv, xnp, tokens: total, vp, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
+      matmul(
+        sharing: xnp, [(layer.wq, qp), (layer.wk, kp), (layer.wv, vp)], tokens: total, scratch: scratch,
+        policy: policy, rowwiseTokens: rowwise)
       if let bq = layer.bq, let bk = layer.bk, let bv = layer.bv {
         for t in 0..<total {
           for i in 0..<qDim { qp[t * qDim + i] += bq[i] }
@@ -335,8 +335,9 @@ public final class Engine: @unchecked Sendable {
       matmul(layer.wo, attp, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
 
       rmsNorm(xp, layer.ffnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
-      matmul(layer.wGate, xnp, tokens: total, gatep, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
-      matmul(layer.wUp, xnp, tokens: total, upp, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
+      matmul(
+        sharing: xnp, [(layer.wGate, gatep), (layer.wUp, upp)], tokens: total, scratch: scratch, policy: policy,
+        rowwiseTokens: rowwise)
       swiGLU(gatep, upp, total * ffn)
       matmul(layer.wDown, gatep, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
     }

@@ -121,10 +121,65 @@ func matmul(
   if tr > 0, let packed = w.packed {
     let a = scratch.q8
     a.quantize(x, tokens: tr, cols: cols)
-    parallelFor((rows + 7) / 8, grain: 4, pool: scratch.pool) { _, groups in
+    let groupCount = (rows + 7) / 8
+    parallelFor(groupCount, grain: rowwiseGrain(groupCount, scratch), pool: scratch.pool) { _, groups in
       packed.dotRowGroups(groups, a, tokens: tr, y, ldy: rows, accumulate: accumulate)
     }
   }
+  gemmRemainder(w, x, tokens: tokens, from: tr, y, accumulate: accumulate, scratch: scratch)
+}
+
+/// `y_i = x · W_iᵀ` for several weights that read the same input (a layer's q/k/v, gate/up), with
+/// the same results as one `matmul` each: when every weight is packed, the activations are quantized
+/// once and the row-wise products of all weights run as one parallel job, which halves the
+/// fork-joins of a decode step.
+func matmul(
+  sharing x: UnsafePointer<Float>, _ products: [(w: WeightMatrix, y: UnsafeMutablePointer<Float>)], tokens: Int,
+  scratch: MatmulScratch, policy: MatmulPolicy = MatmulPolicy(), rowwiseTokens: Int
+) {
+  let tr = policy.quantizedActivations ? max(0, min(rowwiseTokens, tokens)) : 0
+  guard tr > 0, let cols = products.first?.w.cols,
+    products.allSatisfy({ $0.w.packed != nil && $0.w.cols == cols })
+  else {
+    for p in products {
+      matmul(p.w, x, tokens: tokens, p.y, scratch: scratch, policy: policy, rowwiseTokens: rowwiseTokens)
+    }
+    return
+  }
+  let a = scratch.q8
+  a.quantize(x, tokens: tr, cols: cols)
+  var starts = [0]
+  for p in products { starts.append(starts[starts.count - 1] + (p.w.rows + 7) / 8) }
+  let groupCount = starts[starts.count - 1]
+  parallelFor(groupCount, grain: rowwiseGrain(groupCount, scratch), pool: scratch.pool) { _, groups in
+    for (i, p) in products.enumerated() {
+      let lo = max(groups.lowerBound, starts[i])
+      let hi = min(groups.upperBound, starts[i + 1])
+      if lo < hi {
+        p.w.packed!.dotRowGroups((lo - starts[i])..<(hi - starts[i]), a, tokens: tr, p.y, ldy: p.w.rows, accumulate: false)
+      }
+    }
+  }
+  for p in products {
+    gemmRemainder(p.w, x, tokens: tokens, from: tr, p.y, accumulate: false, scratch: scratch)
+  }
+}
+
+/// 8-row groups per chunk of a row-wise product: a few chunks per thread, so a thread the OS has
+/// not scheduled yet costs little, but not so many that claiming them (contended atomics shared by
+/// the cores) adds up: a decode step posts ~150 jobs.
+@inline(__always)
+private func rowwiseGrain(_ groups: Int, _ scratch: MatmulScratch) -> Int {
+  max(4, groups / (4 * scratch.threads))
+}
+
+/// The sgemm part of `matmul`: tokens `tr..<tokens`.
+private func gemmRemainder(
+  _ w: WeightMatrix, _ x: UnsafePointer<Float>, tokens: Int, from tr: Int, _ y: UnsafeMutablePointer<Float>,
+  accumulate: Bool, scratch: MatmulScratch
+) {
+  let rows = w.rows
+  let cols = w.cols
   let tg = tokens - tr
   if tg <= 0 { return }
   let xg = x + tr * cols

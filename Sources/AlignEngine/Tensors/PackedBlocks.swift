@@ -2,30 +2,34 @@
 import _Builtin_intrinsics.intel
 #endif
 
-/// A Q4_0 / Q4_1 / Q8_0 weight re-laid out for fast dot products: the packed quants of each row
-/// contiguous, and the block scales (and Q4_1 minimums) converted once from half to float.
+/// A Q4_0 / Q4_1 / Q8_0 weight re-laid out for fast dot products.
 ///
-/// Converting two halves per 32-weight block inside the dot-product loop cost about 30% of decode
-/// time without F16C; this layout reads 24 bytes per Q4_1 block instead of 20, which only matters
-/// once decoding is bandwidth-bound.
+/// Rows are taken in groups of 8 (the last group repeats the last row). For each group and each
+/// 32-weight block, one contiguous chunk holds the 8 rows' packed quants, then their 8 block scales
+/// as halves, then (Q4_1) their 8 minimums as halves:
+///
+///     chunk(g, b) = q[8g][b] q[8g+1][b] … q[8g+7][b] | d × 8 (f16) | m × 8 (f16, Q4_1 only)
+///
+/// so a batch-1 product of an 8-row group reads one sequential stream of exactly the file's bytes
+/// per weight (20 for Q4_1, 18 for Q4_0, 34 for Q8_0): decoding one token is bound by how fast the
+/// weights stream from memory. Row-major float copies of the scales (and minimums: Q4_1's m, Q4_0's
+/// −8·d) serve the kernels that reuse one weight block across many tokens.
 final class PackedBlocks: @unchecked Sendable {
   // Safety: immutable after init.
   let type: GGMLType
   let rows: Int
   /// Blocks per row.
   let blocks: Int
-  /// Bytes of quants per block: 16 (4-bit) or 32 (8-bit).
+  /// Bytes of quants per row and block: 16 (4-bit) or 32 (8-bit).
   let quantBytes: Int
-  /// (rows, blocks, quantBytes)
-  let quants: UnsafeMutableRawPointer
+  /// Bytes of one (group, block) chunk.
+  let chunkBytes: Int
+  /// (rows / 8 rounded up, blocks) chunks as described above, 64-byte aligned.
+  let chunks: UnsafeMutableRawPointer
   /// (rows, blocks) block scales.
   let scales: UnsafeMutablePointer<Float>
   /// (rows, blocks) block minimums: Q4_1's m, Q4_0's −8·d (its values are (q − 8)·d); nil for Q8_0.
   let mins: UnsafeMutablePointer<Float>?
-  /// (rows / 8 rounded up, blocks, 8) `scales` of each group of 8 rows side by side (8-row tiles).
-  let groupScales: UnsafeMutablePointer<Float>
-  /// (rows / 8 rounded up, blocks, 8) `mins` likewise, nil for Q8_0.
-  let groupMins: UnsafeMutablePointer<Float>?
 
   /// Packs `w`, or returns nil for other types.
   init?(_ w: WeightMatrix) {
@@ -39,48 +43,59 @@ final class PackedBlocks: @unchecked Sendable {
     type = w.type
     rows = w.rows
     blocks = w.cols / 32
+    chunkBytes = 8 * quantBytes + (w.type == .q4_1 ? 32 : 16)
     let n = rows * blocks
-    quants = UnsafeMutableRawPointer.allocate(byteCount: max(n * quantBytes, 64), alignment: 64)
+    let groups = (rows + 7) / 8
+    let chunkTotal = max(groups * blocks * chunkBytes, 64)
+    chunks = UnsafeMutableRawPointer.allocate(byteCount: chunkTotal, alignment: 64)
+    chunks.initializeMemory(as: UInt8.self, repeating: 0, count: chunkTotal)
     scales = .allocate(capacity: max(n, 1))
     mins = w.type == .q8_0 ? nil : .allocate(capacity: max(n, 1))
-    let grouped = (rows + 7) / 8 * 8 * blocks
-    groupScales = .allocate(capacity: max(grouped, 1))
-    groupScales.initialize(repeating: 0, count: max(grouped, 1))
-    groupMins = w.type == .q8_0 ? nil : .allocate(capacity: max(grouped, 1))
-    groupMins?.initialize(repeating: 0, count: max(grouped, 1))
     let bb = w.type.blockBytes
     for r in 0..<rows {
       let src = w.row(r)
       for b in 0..<blocks {
         let blk = src + b * bb
         let i = r * blocks + b
-        let d = halfToFloat(blk.loadUnaligned(as: UInt16.self))
+        let dBits = blk.loadUnaligned(as: UInt16.self)
+        let d = halfToFloat(dBits)
         scales[i] = d
-        let g = ((r / 8) * blocks + b) * 8 + r % 8
-        groupScales[g] = d
-        if let mins, let groupMins {
-          let m = w.type == .q4_1 ? halfToFloat(blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) : -8 * d
-          mins[i] = m
-          groupMins[g] = m
+        if let mins { mins[i] = w.type == .q4_1 ? halfToFloat(blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) : -8 * d }
+      }
+    }
+    for g in 0..<groups {
+      for j in 0..<8 {
+        let r = min(8 * g + j, rows - 1)
+        let src = w.row(r)
+        for b in 0..<blocks {
+          let blk = src + b * bb
+          let c = chunks + (g * blocks + b) * chunkBytes
+          (c + j * quantBytes).copyMemory(from: blk + qOffset, byteCount: quantBytes)
+          (c + 8 * quantBytes + 2 * j).copyMemory(from: blk, byteCount: 2)
+          if w.type == .q4_1 { (c + 8 * quantBytes + 16 + 2 * j).copyMemory(from: blk + 2, byteCount: 2) }
         }
-        (quants + i * quantBytes).copyMemory(from: blk + qOffset, byteCount: quantBytes)
       }
     }
   }
 
   deinit {
-    quants.deallocate()
+    chunks.deallocate()
     scales.deallocate()
     mins?.deallocate()
-    groupScales.deallocate()
-    groupMins?.deallocate()
+  }
+
+  /// The quants of row `r`, block 0; block b is `chunkBytes · b` further on.
+  @inline(__always)
+  func quantBase(row r: Int) -> UnsafeRawPointer {
+    UnsafeRawPointer(chunks + (r >> 3) * blocks * chunkBytes + (r & 7) * quantBytes)
   }
 
   /// Dequantizes row `r` into `y` (cols floats).
   @inline(__always)
   func dequantize(row r: Int, into y: UnsafeMutablePointer<Float>) {
     let nb = blocks
-    let q = quants + r * nb * quantBytes
+    let q = quantBase(row: r)
+    let cb = chunkBytes
     for b in 0..<nb {
       let i = r * nb + b
       let d = scales[i]
@@ -89,18 +104,18 @@ final class PackedBlocks: @unchecked Sendable {
       case .q4_1:
         let m = mins![i]
         for j in 0..<16 {
-          let v = q.load(fromByteOffset: b * 16 + j, as: UInt8.self)
+          let v = q.load(fromByteOffset: b * cb + j, as: UInt8.self)
           out[j] = Float(v & 0x0f) * d + m
           out[j + 16] = Float(v >> 4) * d + m
         }
       case .q4_0:
         for j in 0..<16 {
-          let v = q.load(fromByteOffset: b * 16 + j, as: UInt8.self)
+          let v = q.load(fromByteOffset: b * cb + j, as: UInt8.self)
           out[j] = Float(Int32(v & 0x0f) - 8) * d
           out[j + 16] = Float(Int32(v >> 4) - 8) * d
         }
       default:
-        for j in 0..<32 { out[j] = Float(q.load(fromByteOffset: b * 32 + j, as: Int8.self)) * d }
+        for j in 0..<32 { out[j] = Float(q.load(fromByteOffset: b * cb + j, as: Int8.self)) * d }
       }
     }
   }

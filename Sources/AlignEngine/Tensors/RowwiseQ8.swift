@@ -24,8 +24,9 @@ extension PackedBlocks {
   ) {
     #if arch(x86_64) && ALIGN_AVX2
     switch type {
-    case .q8_0: dotRowGroupsAVX2(groups, a, tokens: tokens, y, ldy: ldy, accumulate: accumulate, signed: true)
-    default: dotRowGroupsAVX2(groups, a, tokens: tokens, y, ldy: ldy, accumulate: accumulate, signed: false)
+    case .q8_0: dotRowGroupsAVX2(groups, a, tokens: tokens, y, ldy: ldy, accumulate: accumulate, kind: .q8_0)
+    case .q4_0: dotRowGroupsAVX2(groups, a, tokens: tokens, y, ldy: ldy, accumulate: accumulate, kind: .q4_0)
+    default: dotRowGroupsAVX2(groups, a, tokens: tokens, y, ldy: ldy, accumulate: accumulate, kind: .q4_1)
     }
     #else
     for g in groups {
@@ -45,8 +46,9 @@ extension PackedBlocks {
   @inline(__always)
   private func dotRowGroupsAVX2(
     _ groups: Range<Int>, _ a: QuantizedActivations, tokens: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int,
-    accumulate: Bool, signed: Bool
+    accumulate: Bool, kind: GGMLType
   ) {
+    let signed = kind == .q8_0
     let full = tokens / 8 * 8
     for g in groups {
       for r in (8 * g)..<min(8 * g + 8, rows) {
@@ -57,18 +59,18 @@ extension PackedBlocks {
         }
       }
       for t in full..<tokens {
-        rowTile(group: g, a, token: t, y, ldy: ldy, accumulate: accumulate, signed: signed)
+        rowTile(group: g, a, token: t, y, ldy: ldy, accumulate: accumulate, kind: kind)
       }
     }
   }
 
-  /// The 32 weights of one block as bytes for `maddubs`: unsigned 0...15 for Q4, signed for Q8_0.
+  /// The 32 weights of the block at `q` as bytes for `maddubs`: unsigned 0...15 for Q4, signed for Q8_0.
   @inline(__always)
-  private func weightBlock(_ q: UnsafeRawPointer, _ b: Int, signed: Bool) -> __m256i {
+  private func weightBlock(_ q: UnsafeRawPointer, signed: Bool) -> __m256i {
     if signed {
-      return _mm256_loadu_si256((q + 32 * b).assumingMemoryBound(to: __m256i.self))
+      return _mm256_loadu_si256(q.assumingMemoryBound(to: __m256i.self))
     }
-    let packed = _mm_loadu_si128((q + 16 * b).assumingMemoryBound(to: __m128i.self))
+    let packed = _mm_loadu_si128(q.assumingMemoryBound(to: __m128i.self))
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0f))
   }
 
@@ -109,7 +111,8 @@ extension PackedBlocks {
     accumulate: Bool, signed: Bool
   ) {
     let nb = blocks
-    let q = UnsafeRawPointer(quants + r * nb * quantBytes)
+    let q = quantBase(row: r)
+    let cb = chunkBytes
     let dw = scales + r * nb
     let mw = mins.map { $0 + r * nb }
     let ts = nb * 32
@@ -121,7 +124,7 @@ extension PackedBlocks {
       _mm256_loadu_si256((x + j * ts + 32 * b).assumingMemoryBound(to: __m256i.self))
     }
     for b in 0..<nb {
-      let w = weightBlock(q, b, signed: signed)
+      let w = weightBlock(q + cb * b, signed: signed)
       let v = reduce8(
         blockProducts(w, load(0, b), signed: signed), blockProducts(w, load(1, b), signed: signed),
         blockProducts(w, load(2, b), signed: signed), blockProducts(w, load(3, b), signed: signed),
@@ -139,43 +142,48 @@ extension PackedBlocks {
     }
   }
 
-  /// Rows 8g..<8g+8 against one token (lanes are rows); rows past the end repeat the last row and
-  /// are not stored.
+  /// Rows 8g..<8g+8 against one token (lanes are rows), reading the group's chunks in order; rows
+  /// past the end repeat the last row (so does the packing) and are not stored.
   @inline(__always)
   private func rowTile(
     group g: Int, _ a: QuantizedActivations, token t: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int,
-    accumulate: Bool, signed: Bool
+    accumulate: Bool, kind: GGMLType
   ) {
     let nb = blocks
     let r0 = 8 * g
-    let rowBytes = nb * quantBytes
-    let base = UnsafeRawPointer(quants)
-    let last = rows - 1
-    let q0 = base + min(r0, last) * rowBytes, q1 = base + min(r0 + 1, last) * rowBytes
-    let q2 = base + min(r0 + 2, last) * rowBytes, q3 = base + min(r0 + 3, last) * rowBytes
-    let q4 = base + min(r0 + 4, last) * rowBytes, q5 = base + min(r0 + 5, last) * rowBytes
-    let q6 = base + min(r0 + 6, last) * rowBytes, q7 = base + min(r0 + 7, last) * rowBytes
-    let dwT = groupScales + g * nb * 8
-    let mT = groupMins.map { $0 + g * nb * 8 }
+    let cb = chunkBytes
+    let qb = quantBytes
+    let signed = kind == .q8_0
+    let base = UnsafeRawPointer(chunks) + g * nb * cb
     let x = UnsafeRawPointer(a.bytes + t * nb * 32)
     let dx = a.scale + t * nb
     let s = a.scaledSum + t * nb
     var acc = _mm256_setzero_ps()
     for b in 0..<nb {
+      let c = base + b * cb
       let xv = _mm256_loadu_si256((x + 32 * b).assumingMemoryBound(to: __m256i.self))
       let v = reduce8(
-        blockProducts(weightBlock(q0, b, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(q1, b, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(q2, b, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(q3, b, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(q4, b, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(q5, b, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(q6, b, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(q7, b, signed: signed), xv, signed: signed))
+        blockProducts(weightBlock(c, signed: signed), xv, signed: signed),
+        blockProducts(weightBlock(c + qb, signed: signed), xv, signed: signed),
+        blockProducts(weightBlock(c + 2 * qb, signed: signed), xv, signed: signed),
+        blockProducts(weightBlock(c + 3 * qb, signed: signed), xv, signed: signed),
+        blockProducts(weightBlock(c + 4 * qb, signed: signed), xv, signed: signed),
+        blockProducts(weightBlock(c + 5 * qb, signed: signed), xv, signed: signed),
+        blockProducts(weightBlock(c + 6 * qb, signed: signed), xv, signed: signed),
+        blockProducts(weightBlock(c + 7 * qb, signed: signed), xv, signed: signed))
+      // The halves convert exactly, so these are the same floats as `scales` / `mins`.
+      let dw = _mm256_cvtph_ps(_mm_loadu_si128((c + 8 * qb).assumingMemoryBound(to: __m128i.self)))
       let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(dx[b]))
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(f, _mm256_loadu_ps(dwT + 8 * b)))
-      if let mT {
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(mT + 8 * b), _mm256_set1_ps(s[b])))
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(f, dw))
+      switch kind {
+      case .q4_1:
+        let m = _mm256_cvtph_ps(_mm_loadu_si128((c + 8 * qb + 16).assumingMemoryBound(to: __m128i.self)))
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(m, _mm256_set1_ps(s[b])))
+      case .q4_0:
+        // −8·d is exact in float: the value `mins` holds.
+        let m = _mm256_mul_ps(dw, _mm256_set1_ps(-8))
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(m, _mm256_set1_ps(s[b])))
+      default: break
       }
     }
     let out = y + t * ldy + r0
@@ -196,7 +204,8 @@ extension PackedBlocks {
     ldy: Int, accumulate: Bool
   ) {
     let nb = blocks
-    let q = UnsafeRawPointer(quants + r * nb * quantBytes)
+    let q = quantBase(row: r)
+    let cb = chunkBytes
     let dw = scales + r * nb
     let mw = mins.map { $0 + r * nb }
     let stride = nb * 32  // Int16 values per token
@@ -209,7 +218,7 @@ extension PackedBlocks {
     for b in 0..<nb {
       let w0: __m128i, w1: __m128i, w2: __m128i, w3: __m128i
       if nibbles {
-        let packed = _mm_loadu_si128((q + 16 * b).assumingMemoryBound(to: __m128i.self))
+        let packed = _mm_loadu_si128((q + cb * b).assumingMemoryBound(to: __m128i.self))
         let lo = _mm_and_si128(packed, mask)
         let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask)
         w0 = _mm_unpacklo_epi8(lo, zero)
@@ -217,7 +226,7 @@ extension PackedBlocks {
         w2 = _mm_unpacklo_epi8(hi, zero)
         w3 = _mm_unpackhi_epi8(hi, zero)
       } else {
-        let p = (q + 32 * b).assumingMemoryBound(to: __m128i.self)
+        let p = (q + cb * b).assumingMemoryBound(to: __m128i.self)
         let b0 = _mm_loadu_si128(p)
         let b1 = _mm_loadu_si128(p + 1)
         w0 = _mm_srai_epi16(_mm_unpacklo_epi8(b0, b0), 8)
@@ -258,7 +267,8 @@ extension PackedBlocks {
     ldy: Int, accumulate: Bool
   ) {
     let nb = blocks
-    let q = UnsafeRawPointer(quants + r * nb * quantBytes)
+    let q = quantBase(row: r)
+    let cb = chunkBytes
     let dw = scales + r * nb
     let mw = mins.map { $0 + r * nb }
     for t in t0..<(t0 + g) {
@@ -268,11 +278,11 @@ extension PackedBlocks {
         var s: Int32 = 0
         if quantBytes == 16 {
           for k in 0..<16 {
-            let v = q.load(fromByteOffset: 16 * b + k, as: UInt8.self)
+            let v = q.load(fromByteOffset: cb * b + k, as: UInt8.self)
             s += Int32(v & 0x0f) * Int32(x[32 * b + k]) + Int32(v >> 4) * Int32(x[32 * b + k + 16])
           }
         } else {
-          for k in 0..<32 { s += Int32(q.load(fromByteOffset: 32 * b + k, as: Int8.self)) * Int32(x[32 * b + k]) }
+          for k in 0..<32 { s += Int32(q.load(fromByteOffset: cb * b + k, as: Int8.self)) * Int32(x[32 * b + k]) }
         }
         let f = Float(s) * a.scale[t * nb + b]
         acc = acc + f * dw[b]
