@@ -43,13 +43,11 @@ final class ChildProcess: Sendable {
     process.standardError = errorPipe
     let (lines, continuation) = AsyncStream.makeStream(of: String.self)
     let buffer = Mutex("")
-    pipe.fileHandleForReading.readabilityHandler = { handle in
-      let data = handle.availableData
-      if data.isEmpty {
-        handle.readabilityHandler = nil
-        continuation.finish()
-        return
-      }
+    self.process = process
+    self.lines = lines
+    let errors = self.errors
+    try process.run()
+    Self.readToEnd(pipe.fileHandleForReading) { data in
       let complete = buffer.withLock { text -> [String] in
         text += String(decoding: data, as: UTF8.self)
         var parts = text.components(separatedBy: "\n")
@@ -57,19 +55,37 @@ final class ChildProcess: Sendable {
         return parts
       }
       for line in complete { continuation.yield(line) }
+    } onEnd: {
+      continuation.finish()
     }
-    self.process = process
-    self.lines = lines
-    let errors = self.errors
-    errorPipe.fileHandleForReading.readabilityHandler = { handle in
-      let data = handle.availableData
-      if data.isEmpty {
-        handle.readabilityHandler = nil
-        return
-      }
+    Self.readToEnd(errorPipe.fileHandleForReading) { data in
       errors.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
+    } onEnd: {}
+  }
+
+  /// Reads `handle` to its end with blocking reads on a thread of its own. Foundation's
+  /// `readabilityHandler` on Linux sometimes never reports the end of a pipe
+  /// (swift-corelibs-foundation#3275), which once left this test waiting for a dead child forever.
+  private static func readToEnd(
+    _ handle: FileHandle, onData: @escaping @Sendable (Data) -> Void, onEnd: @escaping @Sendable () -> Void
+  ) {
+    let thread = Thread {
+      let fd = handle.fileDescriptor
+      var chunk = [UInt8](repeating: 0, count: 1 << 16)
+      while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n > 0 {
+          onData(Data(chunk[0..<n]))
+        } else if n < 0 && errno == EINTR {
+          continue
+        } else {
+          break
+        }
+      }
+      onEnd()
     }
-    try process.run()
+    thread.name = "crash-child-reader"
+    thread.start()
   }
 
   func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }
