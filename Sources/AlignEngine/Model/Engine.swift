@@ -414,7 +414,7 @@ public final class Engine: @unchecked Sendable {
   /// Causal attention of every new token over its own sequence's cached keys and values.
   private func attention(layer li: Int, pieces: [Piece], blockLists: [[Int32]], total: Int, cache: KVCache) {
     let hp = model.hyperparameters
-    let heads = hp.headCount
+    let kvHeads = hp.kvHeadCount
     let headDim = hp.headDim
     let group = hp.headCount / hp.kvHeadCount
     let qDim = hp.qDim
@@ -429,43 +429,79 @@ public final class Engine: @unchecked Sendable {
     let scoreBase = scores.floats
     positions.withUnsafeBufferPointer { posb in
       tokenPiece.withUnsafeBufferPointer { tpb in
-        parallelFor(total * heads, grain: 1, pool: scratch.pool) { tid, range in
+        parallelFor(total * kvHeads, grain: 1, pool: scratch.pool) { tid, range in
           let sc = scoreBase + tid * ctx
+          // One unit = one token's query heads that share a key/value head, so one thread reads
+          // that head's keys and values from memory once and from cache for the others. Each head
+          // is computed exactly as on its own.
           for unit in range {
-            let t = unit / heads
-            let h = unit % heads
-            let kvh = h / group
-            let pos = posb[t]
-            let blocks = blockLists[tpb[t]]
-            let qv = qp + t * qDim + h * headDim
-            let n = pos + 1
-            var maxScore = -Float.infinity
-            blocks.withUnsafeBufferPointer { bl in
-              var j = 0
-              var bi = 0
-              while j < n {
-                let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim
-                let cnt = min(bs, n - j)
-                for o in 0..<cnt {
-                  let s = dotF32(qv, kc + base + o * kvDim, headDim) * scale
-                  sc[j + o] = s
-                  if s > maxScore { maxScore = s }
+            let t = unit / kvHeads
+            let kvh = unit % kvHeads
+            for h in (kvh * group)..<((kvh + 1) * group) {
+              let pos = posb[t]
+              let blocks = blockLists[tpb[t]]
+              let qv = qp + t * qDim + h * headDim
+              let n = pos + 1
+              var maxScore = -Float.infinity
+              blocks.withUnsafeBufferPointer { bl in
+                var j = 0
+                var bi = 0
+                while j < n {
+                  let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim
+                  let cnt = min(bs, n - j)
+                  for o in 0..<cnt {
+                    let s = dotF32(qv, kc + base + o * kvDim, headDim) * scale
+                    sc[j + o] = s
+                    if s > maxScore { maxScore = s }
+                  }
+                  j += cnt
+                  bi += 1
                 }
-                j += cnt
-                bi += 1
-              }
-              let sum = expShiftedInPlace(sc, n, shift: maxScore)
-              let inv = 1 / sum
-              let out = attp + t * qDim + h * headDim
-              out.update(repeating: 0, count: headDim)
-              j = 0
-              bi = 0
-              while j < n {
-                let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim
-                let cnt = min(bs, n - j)
-                for o in 0..<cnt { axpy(sc[j + o] * inv, vc + base + o * kvDim, out, headDim) }
-                j += cnt
-                bi += 1
+                let sum = expShiftedInPlace(sc, n, shift: maxScore)
+                let inv = 1 / sum
+                let out = attp + t * qDim + h * headDim
+                // out = Σ_j (p_j · inv) · v_j, in position order, 64 dimensions at a time held in
+                // registers (the same multiply-then-add per element as an axpy per position, without
+                // a load and store of `out` for each one); other head sizes use the axpy loop.
+                var d0 = 0
+                while d0 + 64 <= headDim {
+                  var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+                  j = 0
+                  bi = 0
+                  while j < n {
+                    let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim + d0
+                    let cnt = min(bs, n - j)
+                    for o in 0..<cnt {
+                      let w = SIMD16<Float>(repeating: sc[j + o] * inv)
+                      let v = UnsafeRawPointer(vc + base + o * kvDim)
+                      a0 = a0 + w * v.loadUnaligned(as: SIMD16<Float>.self)
+                      a1 = a1 + w * v.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+                      a2 = a2 + w * v.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
+                      a3 = a3 + w * v.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
+                    }
+                    j += cnt
+                    bi += 1
+                  }
+                  let o = UnsafeMutableRawPointer(out + d0)
+                  o.storeBytes(of: a0, as: SIMD16<Float>.self)
+                  o.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
+                  o.storeBytes(of: a2, toByteOffset: 128, as: SIMD16<Float>.self)
+                  o.storeBytes(of: a3, toByteOffset: 192, as: SIMD16<Float>.self)
+                  d0 += 64
+                }
+                if d0 < headDim {
+                  let rest = headDim - d0
+                  (out + d0).update(repeating: 0, count: rest)
+                  j = 0
+                  bi = 0
+                  while j < n {
+                    let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim + d0
+                    let cnt = min(bs, n - j)
+                    for o in 0..<cnt { axpy(sc[j + o] * inv, vc + base + o * kvDim, out + d0, rest) }
+                    j += cnt
+                    bi += 1
+                  }
+                }
               }
             }
           }
