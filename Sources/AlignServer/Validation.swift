@@ -146,8 +146,8 @@ enum RequestValidation {
     }
     // End a little before the client's deadline so the answer (a stream's final message with
     // finish reason DEADLINE) still reaches it: a tenth of the budget, at least 50 ms and at most
-    // 250 ms (a busy host delays the last step and the write), never more than a fifth of it.
-    let margin = min(max(duration / 10, .milliseconds(50)), .milliseconds(250), duration / 5)
+    // 1 s (a busy host delays the last step and the write), never more than a fifth of it.
+    let margin = min(max(duration / 10, .milliseconds(50)), .seconds(1), duration / 5)
     return ContinuousClock.now + duration - margin
   }
 }

@@ -155,12 +155,28 @@ public final class GenerationLoop: @unchecked Sendable {
     var configuration = configuration
     configuration.kvBlockSize = cache.blockSize
     self.shared = Mutex(Shared(scheduler: GenerationScheduler(configuration: configuration), stats: stats))
-    let thread = Thread { [self] in
-      self.run()
-      self.finishedThread.signal()
+    // The thread holds the loop only for one step at a time: a loop that nobody references any more
+    // (a snapshot dropped without `shutdown()`) is freed, with its KV cache, instead of running on.
+    let finished = finishedThread
+    let thread = Thread { [weak self] in
+      ServingThreads.nameCurrent("alignd-gen-loop")
+      var lastStepSeconds = 0.0
+      while let loop = self, loop.step(lastStepSeconds: &lastStepSeconds) {}
+      finished.signal()
     }
-    thread.name = "alignd-generation"
+    thread.name = "alignd-gen-loop"
     thread.start()
+  }
+
+  deinit {
+    // Only reached when no caller holds the loop, so nothing can be waiting on a job or stream
+    // that a reference keeps alive; end whatever is left rather than leave it hanging.
+    let jobs = shared.withLock { state -> [TeacherForcingJob] in
+      defer { state.jobs.removeAll() }
+      return state.jobs
+    }
+    for job in jobs { job.continuation.resume(throwing: InvalidRequest("the engine loop was released")) }
+    failAll("the engine loop was released")
   }
 
   /// Queues a request. Returns its id (for ``cancel(_:)``) and its event stream.
@@ -254,41 +270,41 @@ public final class GenerationLoop: @unchecked Sendable {
 
   // MARK: The loop (loop thread only)
 
-  private func run() {
-    // Duration of the last forward step: requests whose deadline falls within the next one end
-    // before it (see GenerationScheduler.schedule).
-    var lastStepSeconds = 0.0
-    while true {
-      let now = seconds(ContinuousClock.now)
-      let (step, stopped, admittedSpecs, jobs) = shared.withLock {
-        state -> (GenerationScheduler.Step, Bool, [RequestID: GenerationSpec], [TeacherForcingJob]) in
-        let jobs = state.jobs
-        state.jobs.removeAll()
-        if state.stopped { return (GenerationScheduler.Step(), true, [:], jobs) }
-        let step = state.scheduler.schedule(now: now, lookahead: lastStepSeconds)
-        var specs: [RequestID: GenerationSpec] = [:]
-        for id in step.admitted { specs[id] = state.requests[id]?.spec }
-        state.stats.queued = state.scheduler.queuedCount
-        state.stats.runningSequences = state.scheduler.runningSequenceCount
-        metrics.queueDepth.record(state.scheduler.queuedCount)
-        metrics.runningSequences.record(state.scheduler.runningSequenceCount)
-        return (step, false, specs, jobs)
-      }
-      if stopped {
-        for job in jobs { job.continuation.resume(throwing: InvalidRequest("the server is shutting down")) }
-        failAll("the server is shutting down")
-        return
-      }
-      runTeacherForcing(jobs)
-      apply(step, admittedSpecs: admittedSpecs)
-      if step.isIdle {
-        if jobs.isEmpty { _ = wake.wait(timeout: .now() + .milliseconds(50)) }
-        continue
-      }
-      let started = ContinuousClock.now
-      execute(step)
-      lastStepSeconds = Self.seconds(ContinuousClock.now - started)
+  /// One turn of the loop: teacher-forcing jobs, then one scheduled step (or a short wait when
+  /// idle). Returns false once the loop is stopped. `lastStepSeconds` is the duration of the last
+  /// forward step: requests whose deadline falls within the next one end before it (see
+  /// GenerationScheduler.schedule).
+  private func step(lastStepSeconds: inout Double) -> Bool {
+    let now = seconds(ContinuousClock.now)
+    let (step, stopped, admittedSpecs, jobs) = shared.withLock {
+      state -> (GenerationScheduler.Step, Bool, [RequestID: GenerationSpec], [TeacherForcingJob]) in
+      let jobs = state.jobs
+      state.jobs.removeAll()
+      if state.stopped { return (GenerationScheduler.Step(), true, [:], jobs) }
+      let step = state.scheduler.schedule(now: now, lookahead: lastStepSeconds)
+      var specs: [RequestID: GenerationSpec] = [:]
+      for id in step.admitted { specs[id] = state.requests[id]?.spec }
+      state.stats.queued = state.scheduler.queuedCount
+      state.stats.runningSequences = state.scheduler.runningSequenceCount
+      metrics.queueDepth.record(state.scheduler.queuedCount)
+      metrics.runningSequences.record(state.scheduler.runningSequenceCount)
+      return (step, false, specs, jobs)
     }
+    if stopped {
+      for job in jobs { job.continuation.resume(throwing: InvalidRequest("the server is shutting down")) }
+      failAll("the server is shutting down")
+      return false
+    }
+    runTeacherForcing(jobs)
+    apply(step, admittedSpecs: admittedSpecs)
+    if step.isIdle {
+      if jobs.isEmpty { _ = wake.wait(timeout: .now() + .milliseconds(50)) }
+      return true
+    }
+    let started = ContinuousClock.now
+    execute(step)
+    lastStepSeconds = Self.seconds(ContinuousClock.now - started)
+    return true
   }
 
   /// Runs pending teacher-forcing jobs in as few forward calls as the context budget allows.

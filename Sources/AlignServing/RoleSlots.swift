@@ -50,9 +50,62 @@ final class TrackedSnapshot<Snapshot: ServingSnapshot>: Sendable {
 
   /// `stop()` may wait for an engine thread; never make the releasing request wait for it.
   private static func stopInBackground(_ snapshot: Snapshot) {
-    let thread = Thread { snapshot.stop() }
+    let retired = RetiredSnapshot(snapshot)
+    let thread = Thread {
+      ServingThreads.nameCurrent("alignd-retire")
+      retired.stopAndFree()
+    }
     thread.name = "alignd-retire"
     thread.start()
+  }
+}
+
+/// A retired snapshot on its way out: stopped, freed, and its memory handed back to the system.
+///
+/// The heap allocator keeps freed memory for reuse instead of returning it, so without a trim
+/// every swap would leave the replaced snapshot's weights and buffers counted in the process's
+/// resident memory (hundreds of MB per policy, and more after swaps under load, when several
+/// snapshots were alive at once).
+final class RetiredSnapshot<Snapshot: ServingSnapshot>: @unchecked Sendable {
+  // Safety: `snapshot` is touched only by the one retire thread after init.
+  private var snapshot: Snapshot?
+
+  init(_ snapshot: Snapshot) { self.snapshot = snapshot }
+
+  /// Stops the snapshot, drops it once this is the last reference (the lease whose end triggered
+  /// the stop may still be finishing; anything else holding it longer frees it later itself), then
+  /// returns the freed memory to the system.
+  func stopAndFree() {
+    snapshot?.stop()
+    var waits = 0
+    while waits < 100, snapshot != nil, !isKnownUniquelyReferenced(&snapshot) {
+      Thread.sleep(forTimeInterval: 0.01)
+      waits += 1
+    }
+    snapshot = nil
+    ServingThreads.releaseFreedMemory()
+  }
+}
+
+/// Process-level helpers of the serving threads.
+enum ServingThreads {
+  /// Returns free heap memory to the system: glibc keeps freed memory in its arenas for reuse,
+  /// `malloc_trim` gives back the free pages. Looked up at run time (the Glibc module does not
+  /// declare it; other C libraries do not have it, and then this does nothing).
+  static func releaseFreedMemory() {
+    _ = mallocTrim?(0)
+  }
+
+  private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+    guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+  }()
+
+  /// Names the calling thread. `Thread.name` set before `start()` does not reach the kernel on
+  /// Linux, so threads would show under their creator's name in `top -H` and /proc; set from the
+  /// thread itself it does (the kernel keeps 15 bytes).
+  static func nameCurrent(_ name: String) {
+    Thread.current.name = name
   }
 }
 
@@ -97,8 +150,14 @@ public final class RoleSlots<Snapshot: ServingSnapshot>: Sendable {
     var canary: TrackedSnapshot<Snapshot>?
     var canaryPercent = 0
     var previousVersion: String?
-    /// Replaced snapshots that still serve requests admitted before the swap.
-    var draining: [TrackedSnapshot<Snapshot>] = []
+    /// Replaced snapshots that still serve requests admitted before the swap. Held weakly: the
+    /// requests' leases keep a replaced snapshot alive, and it must be freed when the last one
+    /// ends, not when a later swap happens to prune this list.
+    var draining: [Weak] = []
+  }
+
+  struct Weak {
+    weak var tracked: TrackedSnapshot<Snapshot>?
   }
 
   private let state = Mutex(State())
@@ -144,14 +203,15 @@ public final class RoleSlots<Snapshot: ServingSnapshot>: Sendable {
   /// Every loaded snapshot (active, canary, and replaced ones still finishing requests).
   public var loaded: [Snapshot] {
     state.withLock { state in
-      [state.active, state.canary].compactMap { $0?.snapshot } + state.draining.map(\.snapshot)
+      Self.prune(&state)
+      return [state.active, state.canary].compactMap { $0?.snapshot } + state.draining.compactMap { $0.tracked?.snapshot }
     }
   }
 
   /// Replaced snapshots still held by in-flight requests.
   public var drainingCount: Int {
     state.withLock { state in
-      state.draining.removeAll { $0.leases == 0 }
+      Self.prune(&state)
       return state.draining.count
     }
   }
@@ -218,9 +278,14 @@ public final class RoleSlots<Snapshot: ServingSnapshot>: Sendable {
 
   private static func retire(_ snapshots: [TrackedSnapshot<Snapshot>], into state: inout State) {
     for snapshot in snapshots {
-      state.draining.append(snapshot)
+      state.draining.append(Weak(tracked: snapshot))
       snapshot.retire()
     }
-    state.draining.removeAll { $0.leases == 0 }
+    prune(&state)
+  }
+
+  /// Forgets replaced snapshots that no request holds any more (freed, or stopping).
+  private static func prune(_ state: inout State) {
+    state.draining.removeAll { ($0.tracked?.leases ?? 0) == 0 }
   }
 }

@@ -136,8 +136,10 @@ struct BatchingEndToEndTests {
       // Open the connection first: the client's clock starts before the TCP and HTTP/2
       // handshakes, the server's only when the call arrives, and this test is about the latter.
       _ = try await inference.generate(Self.request("Hi", maxTokens: 1, seed: 0, ignoreEOS: true))
+      // 4 s: the server ends the call 400 ms early, room for a slow step on a loaded machine;
+      // 2000 tokens take far longer than 4 s here.
       var options = CallOptions.defaults
-      options.timeout = .milliseconds(1500)
+      options.timeout = .seconds(4)
       let result = try await Self.stream(
         inference, Self.request("Tell me everything about oceans.", maxTokens: 2000, seed: 1, ignoreEOS: true),
         options: options)

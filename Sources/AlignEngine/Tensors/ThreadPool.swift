@@ -33,8 +33,11 @@ final class ForkJoinPool: @unchecked Sendable {
     state = State()
     for participant in 1..<self.threads {
       let s = state
-      let t = Thread { ForkJoinPool.workerLoop(s, participant: participant) }
-      t.name = "alignd-engine-\(participant)"
+      let t = Thread {
+        // Named from the thread itself: on Linux a name set before start() never reaches the kernel.
+        Thread.current.name = "alignd-engine-\(participant)"
+        ForkJoinPool.workerLoop(s, participant: participant)
+      }
       t.start()
     }
   }

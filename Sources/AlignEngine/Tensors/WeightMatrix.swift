@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A 2-D weight in ggml layout: `rows` output features, each a contiguous row of `cols` input
 /// features encoded as `type`. Points into a memory mapping or an owned buffer that the model keeps alive.
 struct WeightMatrix: @unchecked Sendable {
@@ -55,21 +61,53 @@ struct WeightMatrix: @unchecked Sendable {
   }
 }
 
-/// A heap buffer with 64-byte alignment that lives as long as its owner.
+/// A zero-filled buffer with 64-byte alignment that lives as long as its owner.
+///
+/// Large buffers (KV caches, activation buffers, dense weight copies) are mapped from the kernel
+/// rather than taken from the heap: their zero pages cost memory only once written, so a KV cache
+/// sized for the worst case holds only what sequences used, and freeing one hands its memory back
+/// to the system at once (the heap allocator would keep it, so a replaced model's buffers stayed
+/// resident after a swap).
 final class AlignedBuffer: @unchecked Sendable {
   // Safety: written only while the owner is being built or by the single thread driving a forward pass.
   let raw: UnsafeMutableRawPointer
   let byteCount: Int
+  /// Bytes mapped for this buffer; 0 when it came from the heap.
+  private let mappedBytes: Int
+
+  /// Buffers of at least this many bytes are mapped (smaller ones share heap pages).
+  static let mappingThreshold = 1 << 20
 
   init(byteCount: Int) {
     self.byteCount = byteCount
-    raw = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
-    raw.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 64))
+    let size = max(byteCount, 64)
+    if size >= Self.mappingThreshold, let mapped = Self.map(size) {
+      raw = mapped
+      mappedBytes = size
+    } else {
+      raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+      raw.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+      mappedBytes = 0
+    }
   }
 
   convenience init(floats: Int) { self.init(byteCount: floats * 4) }
 
   var floats: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
 
-  deinit { raw.deallocate() }
+  deinit {
+    if mappedBytes > 0 {
+      munmap(raw, mappedBytes)
+    } else {
+      raw.deallocate()
+    }
+  }
+
+  /// Private anonymous pages (zero-filled, page-aligned), or nil when the kernel refuses.
+  private static func map(_ size: Int) -> UnsafeMutableRawPointer? {
+    guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+      p != UnsafeMutableRawPointer(bitPattern: -1)
+    else { return nil }
+    return p
+  }
 }
