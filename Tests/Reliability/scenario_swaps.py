@@ -25,7 +25,9 @@ every response's stamp names a version that was active at some time between its 
 admission (a stream's first token, a Score's answer; timeline of activation sent/answered times); every streamed text equals what its
 stamped policy generates alone (the server is batch-invariant: greedy text does not depend on the
 batch) and every Score equals what its stamped head gives alone (|diff| <= 1e-4): no call mixed
-two versions; every version served calls; the server exits 0 on SIGTERM.
+two versions; every version served calls; peak RSS at most two policy snapshots (weights file +
+KV cache each: the replaced one drains while the new one serves) + --rss-allowance-mb; the server
+exits 0 on SIGTERM.
 """
 from __future__ import annotations
 
@@ -298,7 +300,18 @@ def body(ctx: harness.Scenario) -> None:
 
     asyncio.run(run())
     rss.stop()
-    ctx.figures["memory"] = rss.figures()
+    # During a swap the old snapshot drains while the new one serves: at most two policy-sized
+    # snapshots (weights + KV cache each) at once, plus overload's allowance for the rest. Replaced
+    # snapshots kept alive longer (3.9 GB peak before session 4's fixes) cross it.
+    meta = harness.gguf_metadata(model)
+    ctx_len = min(int(meta["llama.context_length"]), 8192)  # the engine caps the context at 8192
+    kv_mb = (server.kv_cache_tokens + ctx_len) * harness.kv_bytes_per_token(model) / 2**20
+    weights_mb = os.path.getsize(model) / 2**20
+    bound = round(2 * (weights_mb + kv_mb) + a.rss_allowance_mb)
+    ctx.figures["memory"] = {**rss.figures(), "bound_mb": bound}
+    peak = max(rss.peak_kb, rss.hwm_kb) / 1024
+    ctx.checks.check("peak RSS below two snapshots (weights + KV cache) + allowance", peak <= bound, round(peak, 1),
+                     bound, f"2 x ({weights_mb:.0f} MB weights + {kv_mb:.0f} MB KV) + {a.rss_allowance_mb} MB")
     code = server.stop(timeout=60)
     ctx.checks.check("server exits 0 on SIGTERM afterwards", code == 0, code, 0)
     c = ctx.figures.get("calls", {})
@@ -313,6 +326,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=None, help="concurrent clients (default 32, quick 8)")
     p.add_argument("--tokens", type=int, default=16, help="tokens per stream (greedy, ignore_eos)")
     p.add_argument("--request-timeout", type=float, default=180.0)
+    p.add_argument("--rss-allowance-mb", type=int, default=320, help="peak RSS allowance beyond two snapshots")
     a = harness.parse(p)
     if a.swaps is not None and (a.swaps < 2 or a.swaps % 2):
         p.error("--swaps must be even and >= 2 (the swaps end on policy A and head A)")
