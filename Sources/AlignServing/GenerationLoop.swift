@@ -164,7 +164,6 @@ public final class GenerationLoop: @unchecked Sendable {
       while let loop = self, loop.step(lastStepSeconds: &lastStepSeconds) {}
       finished.signal()
     }
-    thread.name = "alignd-gen-loop"
     thread.start()
   }
 

@@ -55,7 +55,6 @@ final class TrackedSnapshot<Snapshot: ServingSnapshot>: Sendable {
       ServingThreads.nameCurrent("alignd-retire")
       retired.stopAndFree()
     }
-    thread.name = "alignd-retire"
     thread.start()
   }
 }

@@ -763,6 +763,14 @@ def kv_bytes_per_token(path: str) -> int:
     return layers * 2 * kv_heads * head_dim * 4
 
 
+def snapshot_memory_mb(path: str, kv_cache_tokens: int) -> tuple[float, float, int]:
+    """(weights file MB, KV cache MB, context length) of one policy snapshot serving the GGUF at
+    `path`: the engine reserves `kv_cache_tokens` + the model's context (capped at 8192) tokens."""
+    ctx_len = min(int(gguf_metadata(path)["llama.context_length"]), 8192)
+    kv_mb = (kv_cache_tokens + ctx_len) * kv_bytes_per_token(path) / 2**20
+    return os.path.getsize(path) / 2**20, kv_mb, ctx_len
+
+
 def gguf_tensors(path: str) -> dict[str, dict[str, Any]]:
     """Tensor infos of a GGUF file: {name: {"type": ggml type id, "dims": [...], "offset": absolute
     file offset of its data}} (type 0 = F32)."""

@@ -141,8 +141,8 @@ def body(ctx: harness.Scenario) -> None:
     for k in range(a.calls):
         generate(k)
     record("after calls")
-    def swap(role, version, key, call, what):
-        """Activates `version` for `role`, then checks a few calls are served by it."""
+    def swap(i, role, version, key, call, what):
+        """Activates `version` for `role` (swap number i), then checks a few calls are served by it."""
         activate(role, version, key)
         for k in range(a.calls):
             served = call(100 * i + k)
@@ -151,13 +151,13 @@ def body(ctx: harness.Scenario) -> None:
 
     for i in range(a.swaps):
         version = B if i % 2 == 0 else A
-        swap("policy", version, f"measure-policy-{i}", generate, f"swap {i}")
+        swap(i, "policy", version, f"measure-policy-{i}", generate, f"swap {i}")
         record(f"policy swap {i + 1} ({'B' if version == B else 'A'})")
     if a.swaps % 2:
         activate("policy", A, "measure-policy-back-to-a")  # heads need policy A (their base)
         record("policy back to A")
     for i in range(a.reward_swaps):
-        swap("reward", heads[i % 2], f"measure-reward-{i}", score, f"reward swap {i}")
+        swap(i, "reward", heads[i % 2], f"measure-reward-{i}", score, f"reward swap {i}")
         record(f"reward swap {i + 1}")
     time.sleep(a.settle)
     end = record(f"end (idle {a.settle:.0f} s)")

@@ -322,10 +322,7 @@ def body(ctx: harness.Scenario) -> None:
 
     rss.stop()
     model = os.path.join(harness.MODELS_DIR, harness.DEFAULT_POLICY)
-    meta = harness.gguf_metadata(model)
-    ctx_len = min(int(meta["llama.context_length"]), 8192)  # the engine caps the context at 8192
-    kv_mb = (a.kv_cache_tokens + ctx_len) * harness.kv_bytes_per_token(model) / 2**20
-    weights_mb = os.path.getsize(model) / 2**20
+    weights_mb, kv_mb, ctx_len = harness.snapshot_memory_mb(model, a.kv_cache_tokens)
     bound = round(weights_mb + kv_mb + a.rss_allowance_mb)
     peak = max(rss.peak_kb, rss.hwm_kb) / 1024
     ctx.figures["memory"] = {**rss.figures(), "idle_rss_after_load_mb": round(idle_rss_mb, 1),

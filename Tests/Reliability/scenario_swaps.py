@@ -303,10 +303,7 @@ def body(ctx: harness.Scenario) -> None:
     # During a swap the old snapshot drains while the new one serves: at most two policy-sized
     # snapshots (weights + KV cache each) at once, plus overload's allowance for the rest. Replaced
     # snapshots kept alive longer (3.9 GB peak before session 4's fixes) cross it.
-    meta = harness.gguf_metadata(model)
-    ctx_len = min(int(meta["llama.context_length"]), 8192)  # the engine caps the context at 8192
-    kv_mb = (server.kv_cache_tokens + ctx_len) * harness.kv_bytes_per_token(model) / 2**20
-    weights_mb = os.path.getsize(model) / 2**20
+    weights_mb, kv_mb, _ = harness.snapshot_memory_mb(model, server.kv_cache_tokens)
     bound = round(2 * (weights_mb + kv_mb) + a.rss_allowance_mb)
     ctx.figures["memory"] = {**rss.figures(), "bound_mb": bound}
     peak = max(rss.peak_kb, rss.hwm_kb) / 1024

@@ -437,25 +437,28 @@ public final class Engine: @unchecked Sendable {
           for unit in range {
             let t = unit / kvHeads
             let kvh = unit % kvHeads
-            for h in (kvh * group)..<((kvh + 1) * group) {
-              let pos = posb[t]
-              let blocks = blockLists[tpb[t]]
-              let qv = qp + t * qDim + h * headDim
-              let n = pos + 1
-              var maxScore = -Float.infinity
-              blocks.withUnsafeBufferPointer { bl in
+            let n = posb[t] + 1
+            blockLists[tpb[t]].withUnsafeBufferPointer { bl in
+              /// Calls `body(j, offset)` for positions j in 0..<n in order, `offset` being where
+              /// position j's slice of this key/value head starts in the cache.
+              @inline(__always) func eachPosition(_ body: (_ j: Int, _ offset: Int) -> Void) {
                 var j = 0
                 var bi = 0
                 while j < n {
                   let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim
                   let cnt = min(bs, n - j)
-                  for o in 0..<cnt {
-                    let s = dotF32(qv, kc + base + o * kvDim, headDim) * scale
-                    sc[j + o] = s
-                    if s > maxScore { maxScore = s }
-                  }
+                  for o in 0..<cnt { body(j + o, base + o * kvDim) }
                   j += cnt
                   bi += 1
+                }
+              }
+              for h in (kvh * group)..<((kvh + 1) * group) {
+                let qv = qp + t * qDim + h * headDim
+                var maxScore = -Float.infinity
+                eachPosition { j, offset in
+                  let s = dotF32(qv, kc + offset, headDim) * scale
+                  sc[j] = s
+                  if s > maxScore { maxScore = s }
                 }
                 let sum = expShiftedInPlace(sc, n, shift: maxScore)
                 let inv = 1 / sum
@@ -466,21 +469,13 @@ public final class Engine: @unchecked Sendable {
                 var d0 = 0
                 while d0 + 64 <= headDim {
                   var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-                  j = 0
-                  bi = 0
-                  while j < n {
-                    let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim + d0
-                    let cnt = min(bs, n - j)
-                    for o in 0..<cnt {
-                      let w = SIMD16<Float>(repeating: sc[j + o] * inv)
-                      let v = UnsafeRawPointer(vc + base + o * kvDim)
-                      a0 = a0 + w * v.loadUnaligned(as: SIMD16<Float>.self)
-                      a1 = a1 + w * v.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-                      a2 = a2 + w * v.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
-                      a3 = a3 + w * v.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
-                    }
-                    j += cnt
-                    bi += 1
+                  eachPosition { j, offset in
+                    let w = SIMD16<Float>(repeating: sc[j] * inv)
+                    let v = UnsafeRawPointer(vc + offset + d0)
+                    a0 = a0 + w * v.loadUnaligned(as: SIMD16<Float>.self)
+                    a1 = a1 + w * v.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+                    a2 = a2 + w * v.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
+                    a3 = a3 + w * v.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
                   }
                   let o = UnsafeMutableRawPointer(out + d0)
                   o.storeBytes(of: a0, as: SIMD16<Float>.self)
@@ -492,15 +487,7 @@ public final class Engine: @unchecked Sendable {
                 if d0 < headDim {
                   let rest = headDim - d0
                   (out + d0).update(repeating: 0, count: rest)
-                  j = 0
-                  bi = 0
-                  while j < n {
-                    let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim + d0
-                    let cnt = min(bs, n - j)
-                    for o in 0..<cnt { axpy(sc[j + o] * inv, vc + base + o * kvDim, out + d0, rest) }
-                    j += cnt
-                    bi += 1
-                  }
+                  eachPosition { j, offset in axpy(sc[j] * inv, vc + offset + d0, out + d0, rest) }
                 }
               }
             }

@@ -52,20 +52,9 @@ final class PackedBlocks: @unchecked Sendable {
     scales = .allocate(capacity: max(n, 1))
     mins = w.type == .q8_0 ? nil : .allocate(capacity: max(n, 1))
     let bb = w.type.blockBytes
-    for r in 0..<rows {
-      let src = w.row(r)
-      for b in 0..<blocks {
-        let blk = src + b * bb
-        let i = r * blocks + b
-        let dBits = blk.loadUnaligned(as: UInt16.self)
-        let d = halfToFloat(dBits)
-        scales[i] = d
-        if let mins { mins[i] = w.type == .q4_1 ? halfToFloat(blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) : -8 * d }
-      }
-    }
     for g in 0..<groups {
       for j in 0..<8 {
-        let r = min(8 * g + j, rows - 1)
+        let r = min(8 * g + j, rows - 1)  // the last group repeats the last row
         let src = w.row(r)
         for b in 0..<blocks {
           let blk = src + b * bb
@@ -73,6 +62,14 @@ final class PackedBlocks: @unchecked Sendable {
           (c + j * quantBytes).copyMemory(from: blk + qOffset, byteCount: quantBytes)
           (c + 8 * quantBytes + 2 * j).copyMemory(from: blk, byteCount: 2)
           if w.type == .q4_1 { (c + 8 * quantBytes + 16 + 2 * j).copyMemory(from: blk + 2, byteCount: 2) }
+          if r == 8 * g + j {
+            let d = halfToFloat(blk.loadUnaligned(as: UInt16.self))
+            scales[r * blocks + b] = d
+            if let mins {
+              mins[r * blocks + b] =
+                w.type == .q4_1 ? halfToFloat(blk.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) : -8 * d
+            }
+          }
         }
       }
     }
