@@ -83,6 +83,25 @@ struct HTTPGatewayTests {
     return HTTPResult(status: http.statusCode, headers: headers, body: data)
   }
 
+  /// One request with curl (for its protocol choice): `--http1.1` or `--http2-prior-knowledge`.
+  static func curl(_ server: ServerProcess, _ protocolFlag: String, _ path: String, body: String? = nil) throws -> (
+    status: Int, version: String, body: String
+  ) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+    var arguments = ["-s", "--max-time", "120", protocolFlag, "-w", "\n%{http_code} %{http_version}"]
+    if let body { arguments += ["-H", "Content-Type: application/json", "-d", body] }
+    process.arguments = arguments + ["http://127.0.0.1:\(server.httpPort)\(path)"]
+    let stdout = Pipe()
+    process.standardOutput = stdout
+    try process.run()
+    let output = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard let split = output.lastIndex(of: "\n") else { return (0, "", output) }
+    let trailer = output[output.index(after: split)...].split(separator: " ")
+    return (Int(trailer.first ?? "") ?? 0, trailer.count > 1 ? String(trailer[1]) : "", String(output[..<split]))
+  }
+
   static func greedy(prompt: String? = nil, chat: [(String, String)] = [], maxTokens: UInt32) -> Alignd_V1_GenerateRequest {
     .with {
       if let prompt {
@@ -206,7 +225,7 @@ struct HTTPGatewayTests {
   }
 
   @Test(
-    "probes, /v1/models, /v1/score equal to gRPC Score, 413 above max_request_bytes, 404 shape, /metrics",
+    "probes, /v1/models, /v1/score equal to gRPC Score, 413 above max_request_bytes, 404 shape, h2c, /metrics",
     .enabled(if: defaultPresent))
   func probesScoreAndLimits() async throws {
     let server = try await ServerProcess(arguments: ["--max-request-bytes", "4096"])
@@ -272,6 +291,25 @@ struct HTTPGatewayTests {
     let blockedChoice = (blocked.json?["choices"] as? [[String: Any]])?.first
     #expect(blockedChoice?["finish_reason"] as? String == "content_filter", "\(blocked.text)")
 
+    // The plaintext port speaks HTTP/2 with prior knowledge (h2c) too: the same greedy chat
+    // completion, and a stream that ends with [DONE], over HTTP/2.
+    let chatBody = #"{"messages": [{"role": "user", "content": "Name a color."}], "max_tokens": 6, "temperature": 0}"#
+    let overHTTP1 = try Self.curl(server, "--http1.1", "/v1/chat/completions", body: chatBody)
+    let overHTTP2 = try Self.curl(server, "--http2-prior-knowledge", "/v1/chat/completions", body: chatBody)
+    #expect(overHTTP1.version == "1.1" && overHTTP2.version == "2", "\(overHTTP1) \(overHTTP2)")
+    #expect(overHTTP1.status == 200 && overHTTP2.status == 200, "\(overHTTP2.body)")
+    func content(_ body: String) -> String? {
+      let json = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+      let choice = (json?["choices"] as? [[String: Any]])?.first
+      return (choice?["message"] as? [String: Any])?["content"] as? String
+    }
+    #expect(content(overHTTP2.body) != nil && content(overHTTP2.body) == content(overHTTP1.body), "\(overHTTP2.body)")
+    let streamedHTTP2 = try Self.curl(
+      server, "--http2-prior-knowledge", "/v1/chat/completions",
+      body: #"{"messages": [{"role": "user", "content": "Name a color."}], "max_tokens": 6, "stream": true}"#)
+    #expect(streamedHTTP2.version == "2" && streamedHTTP2.body.hasSuffix("data: [DONE]\n\n"), "\(streamedHTTP2)")
+    #expect(try Self.curl(server, "--http2-prior-knowledge", "/healthz").status == 200)
+
     // A client that disconnects cancels its generation (curl gives up after a second of 400
     // tokens): the engine counts it as ended early, the gateway as 499.
     let impatient = Process()
@@ -306,13 +344,19 @@ struct HTTPGatewayTests {
   }
 
   @Test(
-    "keys: 401 for a wrong key as AuthenticationError, probes stay open; a full queue is a RateLimitError with Retry-After",
+    """
+    keys: 401 for a wrong key as AuthenticationError, 403 for an infer key on an admin route as \
+    PermissionDeniedError, probes stay open; a deadline header gives 504; a full queue is a RateLimitError \
+    with Retry-After
+    """,
     .enabled(if: defaultPresent && pythonPresent))
   func authAndRateLimit() async throws {
     let folder = try TestPaths.temporaryFolder()
     let key = "test-infer-key-\(UUID().uuidString)"
+    let adminKey = "test-admin-key-\(UUID().uuidString)"
     let keysFile = folder.appendingPathComponent("keys.txt")
-    try (APIKeyStore.line(for: key, role: .infer, name: "web") + "\n").write(to: keysFile, atomically: true, encoding: .utf8)
+    try (APIKeyStore.line(for: key, role: .infer, name: "web") + "\n" + APIKeyStore.line(for: adminKey, role: .admin, name: "ops")
+      + "\n").write(to: keysFile, atomically: true, encoding: .utf8)
     let server = try await ServerProcess(arguments: [
       "--keys-file", keysFile.path, "--max-running-sequences", "1", "--queue-capacity", "1",
     ])
@@ -328,6 +372,31 @@ struct HTTPGatewayTests {
     let denied = try #require(wrong["auth"] as? [String: Any])
     #expect(denied["exception"] as? String == "AuthenticationError", "\(denied)")
     #expect(denied["status"] as? Int == 401)
+
+    // /v1/admin/status is Admin.GetStatus: the admin key reads it, the infer key is forbidden.
+    let forbidden = try #require(try Self.openAI(server, ["admin_status"], apiKey: key)["admin_status"] as? [String: Any])
+    #expect(forbidden["exception"] as? String == "PermissionDeniedError", "\(forbidden)")
+    #expect(forbidden["status"] as? Int == 403)
+    #expect(((forbidden["body"] as? [String: Any])?["type"] as? String) == "permission_error", "\(forbidden)")
+    let status = try #require(try Self.openAI(server, ["admin_status"], apiKey: adminKey)["admin_status"] as? [String: Any])
+    #expect(status["state"] as? String == "SERVING_STATE_SERVING", "\(status)")
+    #expect(status["roles"] as? Int == 3, "\(status)")
+
+    // X-Request-Timeout becomes the request's deadline: 504 in OpenAI's shape, well before the
+    // 400 tokens could be decoded; a malformed value is a 400.
+    let started = ContinuousClock.now
+    let late = try #require(try Self.openAI(server, ["deadline"], apiKey: key)["deadline"] as? [String: Any])
+    #expect(late["exception"] as? String == "InternalServerError", "\(late)")
+    #expect(late["status"] as? Int == 504, "\(late)")
+    #expect(((late["body"] as? [String: Any])?["code"] as? String) == "timeout", "\(late)")
+    #expect(ContinuousClock.now - started < .seconds(30))
+    var malformed = URLRequest(url: URL(string: "http://127.0.0.1:\(server.httpPort)/v1/completions")!)
+    malformed.httpMethod = "POST"
+    malformed.httpBody = Data(#"{"prompt": "Hi", "max_tokens": 2}"#.utf8)
+    malformed.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+    malformed.setValue("soon", forHTTPHeaderField: "X-Request-Timeout")
+    let (_, malformedResponse) = try await URLSession.shared.data(for: malformed)
+    #expect((malformedResponse as? HTTPURLResponse)?.statusCode == 400)
 
     let right = try Self.openAI(server, ["auth", "rate_limit"], apiKey: key)
     #expect((right["auth"] as? [String: Any])?["exception"] is NSNull, "\(right)")

@@ -13,7 +13,8 @@ status, error body and retry headers instead of failing the script, so typed err
 
 Usage: openai_check.py --base-url http://127.0.0.1:PORT/v1 [--api-key KEY] [--model NAME] SCENARIO...
 Scenarios: completion, chat, chat_stream, completion_stream, chat_logprobs, completion_n,
-           moderation, models, bad_temperature, unknown_model, unknown_route, auth, rate_limit
+           moderation, models, bad_temperature, unknown_model, unknown_route, auth, rate_limit,
+           admin_status, deadline
 """
 from __future__ import annotations
 
@@ -172,6 +173,20 @@ def auth(client: OpenAI, model: str) -> dict:
     return {"exception": None}
 
 
+def admin_status(client: OpenAI, model: str) -> dict:
+    # alignd's GET /v1/admin/status (Admin.GetStatus as JSON) through the client's generic get.
+    status = client.get("/admin/status", cast_to=object)
+    return {"exception": None, "state": status.get("state"), "roles": len(status.get("roles", []))}
+
+
+def deadline(client: OpenAI, model: str) -> dict:
+    # X-Request-Timeout is alignd's deadline header: 400 tokens cannot be decoded in 0.5 s.
+    client.completions.create(
+        model=model, prompt="Write a long story about a dragon.", max_tokens=400, temperature=0,
+        extra_body={"ignore_eos": True}, extra_headers={"X-Request-Timeout": "0.5"})
+    return {"exception": None}
+
+
 def rate_limit(client: OpenAI, model: str) -> dict:
     """With --max-running-sequences 1 --queue-capacity 1: one streamed request decodes, a second
     waits in the queue, so a third is refused with 429 while both are in flight."""
@@ -208,6 +223,7 @@ SCENARIOS = {
     if callable(function) and name in {
         "completion", "completion_stream", "chat", "chat_stream", "chat_logprobs", "completion_n",
         "moderation", "models", "bad_temperature", "unknown_model", "unknown_route", "auth", "rate_limit",
+        "admin_status", "deadline",
     }
 }
 

@@ -10,7 +10,8 @@ Against the real alignd binary on loopback (every part; --quick runs the same, i
                (UNAUTHENTICATED / PERMISSION_DENIED otherwise), every other service needs infer,
                health and reflection are open. With an HTTP gateway in the binary (it listens on
                --http-port), every route its router declares (read from Sources/AlignServer/HTTP)
-               gets the same treatment: /v1/* 401 without a valid key, probes open. With
+               gets the same treatment: /v1/* 401 without a valid key, /v1/admin/* 403 with the
+               infer key, probes open. With
                admin_port, Admin is checked on its own listener and refused on the main one.
                A non-loopback bind without keys must refuse to start (exit 78).
   limits       --max-request-bytes 65536: one message of exactly the limit and one byte above it
@@ -177,7 +178,11 @@ def http_auth(ctx, port: int, keys: dict) -> dict:
         for variant, headers in variants:
             status, _ = http_call(port, method, path, headers, body)
             row[variant] = status
-            if path.startswith("/v1/"):
+            if path.startswith("/v1/admin/") and variant == "infer key":
+                # Admin routes need the admin role, as the gRPC Admin service does.
+                want = "403"
+                good = status == 403
+            elif path.startswith("/v1/"):
                 want = "401" if variant not in ("infer key", "admin key") else "not 401/403"
                 good = status == 401 if want == "401" else status not in (401, 403, -1)
             else:
@@ -238,6 +243,13 @@ def part_auth(ctx, keys: dict, keys_path: str, cfg_keys: set) -> None:
         fig["admin_port"]["main_port_admin_codes"] = main_codes
         expect(ctx, "auth: with admin_port, the main port does not serve Admin (admin key)", "UNIMPLEMENTED for all",
                main_codes, all(c == "UNIMPLEMENTED" for c in main_codes.values()))
+        if fc.tcp_open(srv.http_port):
+            # The HTTP gateway's admin routes must not bypass the admin listener either.
+            status, _ = http_call(srv.http_port, "GET", "/v1/admin/status",
+                                  {"Authorization": f"Bearer {keys['admin']}"})
+            fig["admin_port"]["http_admin_status"] = status
+            expect(ctx, "auth: with admin_port, the HTTP gateway does not serve /v1/admin/* (admin key)", 404,
+                   status, status == 404)
         srv.stop()
     else:
         fig["admin_port"] = {"skipped": "this binary has no admin_port key"}

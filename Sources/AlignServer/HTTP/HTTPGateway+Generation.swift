@@ -1,6 +1,7 @@
 import AlignAPI
 import Foundation
 import GRPCCore
+import HTTPTypes
 import Hummingbird
 
 /// `POST /v1/completions` and `POST /v1/chat/completions`, transcoded to Inference.Generate (or
@@ -22,9 +23,11 @@ extension HTTPGateway {
   /// reuse it. With TLS (HTTP/2 possible, where that header is forbidden) the connection is not
   /// watched; a stream still stops at its first failed write.
   private func generation(_ request: Request, endpoint: GenerationParameters.Endpoint) async throws -> Response {
-    try await withServerContextRPCCancellationHandle { handle in
-      guard watchesDisconnects else {
-        return try await generate(try await body(of: request), endpoint: endpoint, handle: handle)
+    let metadata = try Self.deadlineMetadata(request)
+    return try await withServerContextRPCCancellationHandle { handle in
+      // HTTP/2 (h2c) requests share their connection with other streams: not watched.
+      guard watchesDisconnects, !Self.requestIsHTTP2 else {
+        return try await generate(try await body(of: request), endpoint: endpoint, handle: handle, metadata: metadata)
       }
       var response: Response
       do {
@@ -32,7 +35,7 @@ extension HTTPGateway {
           { body in
             let bytes = try await body.collect(upTo: maxRequestBytes)
             let json = try JSONObject(body: Array(bytes.readableBytesView))
-            return try await generate(json, endpoint: endpoint, handle: handle)
+            return try await generate(json, endpoint: endpoint, handle: handle, metadata: metadata)
           },
           onInboundClosed: { handle.cancel() })
       } catch {
@@ -45,7 +48,8 @@ extension HTTPGateway {
   }
 
   private func generate(
-    _ body: JSONObject, endpoint: GenerationParameters.Endpoint, handle: ServerContext.RPCCancellationHandle
+    _ body: JSONObject, endpoint: GenerationParameters.Endpoint, handle: ServerContext.RPCCancellationHandle,
+    metadata: Metadata
   ) async throws -> Response {
     let parameters = try GenerationParameters(body, endpoint: endpoint)
     try checkModel(parameters.model)
@@ -63,7 +67,7 @@ extension HTTPGateway {
       guard requests.count == 1 else {
         throw GatewayError.invalid("stream: true takes one prompt", param: "prompt")
       }
-      return try await stream(requests[0], endpoint: endpoint, parameters: parameters)
+      return try await stream(requests[0], endpoint: endpoint, parameters: parameters, metadata: metadata)
     }
     let context = ServerContext(
       descriptor: Alignd_V1_Inference.Method.Generate.descriptor, remotePeer: "http", localPeer: "http",
@@ -72,7 +76,11 @@ extension HTTPGateway {
     let responses = try await withThrowingTaskGroup(of: (Int, Alignd_V1_GenerateResponse).self) { group in
       for (index, message) in requests.enumerated() {
         group.addTask {
-          (index, try await inference.generate(request: ServerRequest(metadata: [:], message: message), context: context).message)
+          (
+            index,
+            try await inference.generate(request: ServerRequest(metadata: metadata, message: message), context: context)
+              .message
+          )
         }
       }
       var responses = [Alignd_V1_GenerateResponse?](repeating: nil, count: requests.count)
@@ -145,17 +153,32 @@ extension HTTPGateway {
     return .object(fields)
   }
 
+  /// The request's `X-Request-Timeout` (seconds, e.g. `2.5`) as the gRPC deadline header the
+  /// Inference service reads, so a generation over HTTP ends by its deadline as a gRPC call does:
+  /// 504 when nothing is sent yet, a last event with finish reason `deadline` in a stream.
+  static func deadlineMetadata(_ request: Request) throws(GatewayError) -> Metadata {
+    guard let raw = request.headers[Self.requestTimeoutHeader] else { return [:] }
+    guard let seconds = Double(raw.trimmingCharacters(in: .whitespaces)), seconds > 0, seconds <= 86_400 else {
+      throw GatewayError.invalid(
+        "X-Request-Timeout must be a number of seconds greater than 0 and at most 86400, e.g. 2.5", param: nil)
+    }
+    return ["grpc-timeout": "\(max(1, Int64((seconds * 1000).rounded())))m"]
+  }
+
+  static let requestTimeoutHeader = HTTPField.Name("X-Request-Timeout")!
+
   /// `stream: true`: validation, admission and queueing happen before the response starts, so
   /// their errors get their HTTP status; the tokens then flow as server-sent events, ending with
   /// `data: [DONE]` (or an `{"error": ...}` event if generation fails midway).
   private func stream(
-    _ message: Alignd_V1_GenerateRequest, endpoint: GenerationParameters.Endpoint, parameters: GenerationParameters
+    _ message: Alignd_V1_GenerateRequest, endpoint: GenerationParameters.Endpoint, parameters: GenerationParameters,
+    metadata: Metadata
   ) async throws -> Response {
     let preparation = ServerContext(
       descriptor: Alignd_V1_Inference.Method.GenerateStream.descriptor, remotePeer: "http", localPeer: "http",
       cancellation: .init())
     let response = try await inference.generateStream(
-      request: ServerRequest(metadata: [:], message: message), context: preparation)
+      request: ServerRequest(metadata: metadata, message: message), context: preparation)
     let producer: @Sendable (RPCWriter<Alignd_V1_GenerateStreamResponse>) async throws -> Metadata
     switch response.accepted {
     case .success(let contents): producer = contents.producer

@@ -5,6 +5,7 @@ import GRPCCore
 import Hummingbird
 import Metrics
 import Prometheus
+import SwiftProtobuf
 
 /// The HTTP/JSON gateway: OpenAI-compatible routes and alignd's own, transcoded in-process to the
 /// gRPC Inference service so that validation, queues, limits, safety screening and version
@@ -18,9 +19,14 @@ struct HTTPGateway: Sendable {
   let maxRequestBytes: Int
   /// The registry behind `GET /metrics`; nil serves 404 there.
   let metrics: PrometheusCollectorRegistry?
+  /// Admin.GetStatus behind `GET /v1/admin/status`; nil when Admin has its own listener
+  /// (`admin_port`, possibly with client certificates), which HTTP must not bypass.
+  let admin: AdminService?
   /// Watch the connection during a generation and cancel it when the client disconnects
   /// (plaintext HTTP/1.1 only; see `generation`).
   let watchesDisconnects: Bool
+  /// Set while a request that came over HTTP/2 is handled (PlaintextHTTPChannel sets it for h2c).
+  @TaskLocal static var requestIsHTTP2 = false
   /// Reported as `created` of the models in `GET /v1/models`.
   let started = Int64(Date().timeIntervalSince1970)
 
@@ -37,6 +43,7 @@ struct HTTPGateway: Sendable {
     router.post("/v1/chat/completions") { request, _ in try await chatCompletions(request) }
     router.post("/v1/moderations") { request, _ in try await moderations(request) }
     router.post("/v1/score") { request, _ in try await score(request) }
+    router.get("/v1/admin/status") { _, _ in try await adminStatus() }
     return router
   }
 
@@ -67,6 +74,24 @@ struct HTTPGateway: Sendable {
     var bytes: [UInt8] = []
     metrics.emit(into: &bytes)
     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+  }
+
+  /// `GET /v1/admin/status` (admin key): Admin.GetStatus in protobuf's JSON mapping with the
+  /// proto field names, for operators with curl and dashboards that read JSON.
+  func adminStatus() async throws -> Response {
+    guard let admin else {
+      throw GatewayError.notFound("the admin surface is served on the admin listener (admin_port) only")
+    }
+    let status = try await withServerContextRPCCancellationHandle { handle in
+      try await admin.getStatus(
+        request: .init(), context: Self.context(Alignd_V1_Admin.Method.GetStatus.descriptor, handle))
+    }
+    var options = JSONEncodingOptions()
+    options.preserveProtoFieldNames = true
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    let body = try status.jsonUTF8Bytes(options: options) as [UInt8]
+    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
   }
 
   // MARK: Models
@@ -131,7 +156,8 @@ struct HTTPGateway: Sendable {
 
 /// Authentication, OpenAI-shaped errors and the request counter, around every route.
 ///
-/// `/v1/*` routes need a key with the role the gRPC Inference service needs (AccessPolicy);
+/// `/v1/*` routes need a key with the role the gRPC Inference service needs (AccessPolicy),
+/// `/v1/admin/*` the Admin service's;
 /// `/healthz`, `/readyz` and `/metrics` are open, like gRPC health. Every error a route throws
 /// (or a 404 for an unknown route) becomes `{"error": {...}}` with its status here.
 struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
@@ -142,8 +168,9 @@ struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
   {
     var response: Response
     do {
-      if let keys, context.endpointPath?.hasPrefix("/v1/") == true {
-        try Self.authorize(request, keys: keys)
+      if let keys, let path = context.endpointPath, path.hasPrefix("/v1/") {
+        let service = path.hasPrefix("/v1/admin/") ? Alignd_V1_Admin.descriptor : Alignd_V1_Inference.descriptor
+        try Self.authorize(request, keys: keys, service: service.fullyQualifiedService)
       }
       response = try await next(request, context)
     } catch {
@@ -156,10 +183,10 @@ struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
     return response
   }
 
-  /// The same checks, messages and roles as the gRPC AuthInterceptor.
-  static func authorize(_ request: Request, keys: APIKeyStore) throws(GatewayError) {
-    guard let required = AccessPolicy.requiredRole(service: Alignd_V1_Inference.descriptor.fullyQualifiedService)
-    else { return }
+  /// The same checks, messages and roles as the gRPC AuthInterceptor: `/v1/admin/*` needs what
+  /// the Admin service needs, other `/v1/*` routes what Inference needs.
+  static func authorize(_ request: Request, keys: APIKeyStore, service: String) throws(GatewayError) {
+    guard let required = AccessPolicy.requiredRole(service: service) else { return }
     guard let header = request.headers[.authorization] else {
       throw GatewayError(
         .unauthorized, "missing API key: send 'Authorization: Bearer <key>'", type: "invalid_request_error",

@@ -8,9 +8,9 @@ import ServiceLifecycle
 
 /// Runs the HTTP gateway in the server's ServiceGroup.
 ///
-/// Plaintext, the port serves HTTP/1.1 (Hummingbird's h2c needs prior knowledge and cannot share
-/// a port with HTTP/1.1, and OpenAI's clients speak HTTP/1.1). With TLS it serves HTTP/2 and
-/// HTTP/1.1 chosen by ALPN. On graceful shutdown the server turns `draining` at once (readiness
+/// Plaintext, the port serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
+/// connection's first bytes (PlaintextHTTPChannel). With TLS it serves HTTP/2 and HTTP/1.1 chosen
+/// by ALPN. On graceful shutdown the server turns `draining` at once (readiness
 /// 503, new inference requests 503 on both surfaces), the listener closes, and requests and
 /// streams in flight finish within the group's drain timeout.
 struct HTTPGatewayService: Service {
@@ -18,7 +18,7 @@ struct HTTPGatewayService: Service {
   let host: String
   let port: Int
   let idleTimeoutSeconds: Double
-  /// TLS for the port (nil: plaintext HTTP/1.1).
+  /// TLS for the port (nil: plaintext HTTP/1.1 and h2c).
   let tls: TLSConfiguration?
   let logger: Logger
 
@@ -31,7 +31,7 @@ struct HTTPGatewayService: Service {
         configuration: .init(
           idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), streamConfiguration: .init(idleTimeout: idle)))
     } else {
-      server = .http1(configuration: .init(idleTimeout: idle))
+      server = PlaintextHTTPChannel.builder(idleTimeout: idle)
     }
     let logger = self.logger
     let secure = tls != nil

@@ -1,0 +1,203 @@
+import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
+import Logging
+import NIOCore
+
+/// The plaintext gateway port's connections: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on
+/// one port, told apart by the first bytes a client sends.
+///
+/// An HTTP/2 client without TLS opens with the fixed connection preface (RFC 9113 §3.4); no
+/// HTTP/1.1 request line can begin with it. Hummingbird offers h2c or HTTP/1.1 per port, not
+/// both, so this channel reads just enough of the first bytes to decide, then sets up
+/// Hummingbird's own HTTP/1.1 or HTTP/2 pipeline and hands those bytes to it. The `Upgrade: h2c`
+/// dance of RFC 7540 (removed from RFC 9113) is not offered: such a request is answered in HTTP/1.1.
+struct PlaintextHTTPChannel: ServerChildChannel {
+  enum Connection: Sendable {
+    case http1(HTTP1Channel.Value)
+    case http2(HTTP2Channel.Value)
+  }
+
+  struct Value: ServerChildChannelValue {
+    let connection: EventLoopFuture<Connection>
+    let channel: any Channel
+  }
+
+  private let http1: HTTP1Channel
+  private let http2: HTTP2Channel
+  /// Also how long a new connection may stay silent before its protocol is known.
+  private let idleTimeout: TimeAmount
+
+  /// `responder` is Hummingbird's; requests that arrive over HTTP/2 run with
+  /// `HTTPGateway.requestIsHTTP2` set, so routes can tell the two protocols apart.
+  init(responder: @escaping HTTPChannelHandler.Responder, idleTimeout: TimeAmount) {
+    self.idleTimeout = idleTimeout
+    http1 = HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout))
+    let streamResponder: HTTPChannelHandler.Responder = { request, writer, channel in
+      // The writer is non-copyable: it reaches the responder inside the task-local scope
+      // through a box, since a closure cannot consume what it captures.
+      let box = WriterBox(writer)
+      try await HTTPGateway.$requestIsHTTP2.withValue(true) {
+        try await responder(request, box.take(), channel)
+      }
+    }
+    let idle = Duration.nanoseconds(idleTimeout.nanoseconds)
+    http2 = HTTP2Channel(
+      responder: streamResponder,
+      configuration: .init(idleTimeout: idle, streamConfiguration: .init(idleTimeout: idleTimeout)))
+  }
+
+  /// A server builder for `Application(server:)`.
+  static func builder(idleTimeout: TimeAmount) -> HTTPServerBuilder {
+    HTTPServerBuilder { responder in PlaintextHTTPChannel(responder: responder, idleTimeout: idleTimeout) }
+  }
+
+  func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+    let (http1, http2, idleTimeout) = (self.http1, self.http2, self.idleTimeout)
+    return channel.eventLoop.makeCompletedFuture {
+      let sniffer = ProtocolSniffer<Connection>(timeout: idleTimeout) { isHTTP2, channel in
+        isHTTP2
+          ? http2.setup(channel: channel, logger: logger).map { .http2($0) }
+          : http1.setup(channel: channel, logger: logger).map { .http1($0) }
+      }
+      try channel.pipeline.syncOperations.addHandler(sniffer)
+      guard let connection = sniffer.connection else { throw ChannelError.inappropriateOperationForState }
+      return Value(connection: connection, channel: channel)
+    }
+  }
+
+  func handle(value: Value, logger: Logger) async {
+    do {
+      switch try await value.connection.get() {
+      case .http1(let connection): await http1.handle(value: connection, logger: logger)
+      case .http2(let connection): await http2.handle(value: connection, logger: logger)
+      }
+    } catch {
+      // The peer left (or sent nothing) before its protocol could be told.
+      logger.debug("HTTP connection closed before its protocol was known: \(error)")
+    }
+  }
+}
+
+/// Carries a response writer (non-copyable) into a closure that hands it on exactly once.
+private final class WriterBox: @unchecked Sendable {
+  private var writer: ResponseWriter?
+
+  init(_ writer: consuming ResponseWriter) {
+    self.writer = Optional(writer)
+  }
+
+  func take() -> ResponseWriter {
+    guard let writer = writer.take() else { preconditionFailure("the response writer was already handed on") }
+    return writer
+  }
+}
+
+/// First in a new connection's pipeline: buffers the first bytes until they either are the
+/// HTTP/2 connection preface or cannot be, asks `configure` to build the rest of the pipeline for
+/// that protocol, then passes the buffered bytes on and removes itself. A connection that sends
+/// nothing for `timeout` is closed (the protocols' own idle timers start only once it is known).
+final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = ByteBuffer
+  typealias InboundOut = ByteBuffer
+
+  /// The HTTP/2 client connection preface.
+  static var preface: [UInt8] { Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) }
+
+  private enum State {
+    case sniffing
+    case configuring
+    case done
+  }
+
+  private let configure: (_ isHTTP2: Bool, _ channel: any Channel) -> EventLoopFuture<Negotiated>
+  private let timeout: TimeAmount
+  private var silenceTimer: Scheduled<Void>?
+  private var state = State.sniffing
+  private var buffered: ByteBuffer?
+  private var promise: EventLoopPromise<Negotiated>?
+
+  init(
+    timeout: TimeAmount, configure: @escaping (_ isHTTP2: Bool, _ channel: any Channel) -> EventLoopFuture<Negotiated>
+  ) {
+    self.timeout = timeout
+    self.configure = configure
+  }
+
+  /// The configured connection (set once the handler is in a pipeline); fails if the peer
+  /// leaves before its protocol is known.
+  private(set) var connection: EventLoopFuture<Negotiated>?
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    let promise = context.eventLoop.makePromise(of: Negotiated.self)
+    self.promise = promise
+    connection = promise.futureResult
+    let channel = context.channel
+    silenceTimer = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    silenceTimer?.cancel()
+    settle(.failure(ChannelError.inappropriateOperationForState))
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    var bytes = unwrapInboundIn(data)
+    if buffered == nil {
+      buffered = bytes
+    } else {
+      buffered!.writeBuffer(&bytes)
+    }
+    guard state == .sniffing, let decision = Self.decide(buffered!) else { return }
+    state = .configuring
+    silenceTimer?.cancel()
+    let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+    configure(decision, context.channel).hop(to: context.eventLoop).whenComplete { result in
+      let (sniffer, context) = loopBound.value
+      sniffer.configured(context: context, result: result)
+    }
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    // Held back with the bytes; sent after them once the pipeline is built.
+    if state == .done { context.fireChannelReadComplete() }
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    silenceTimer?.cancel()
+    settle(.failure(ChannelError.eof))
+    context.fireChannelInactive()
+  }
+
+  /// `true` for the HTTP/2 preface, `false` as soon as the bytes differ from it, `nil` while they
+  /// are a proper prefix of it.
+  static func decide(_ bytes: ByteBuffer) -> Bool? {
+    let preface = Self.preface
+    let count = min(bytes.readableBytes, preface.count)
+    guard let head = bytes.getBytes(at: bytes.readerIndex, length: count) else { return nil }
+    if head != Array(preface[..<count]) { return false }
+    return count == preface.count ? true : nil
+  }
+
+  private func configured(context: ChannelHandlerContext, result: Result<Negotiated, any Error>) {
+    state = .done
+    switch result {
+    case .success:
+      settle(result)
+      if let bytes = buffered.take() {
+        context.fireChannelRead(wrapInboundOut(bytes))
+      }
+      context.fireChannelReadComplete()
+      context.pipeline.syncOperations.removeHandler(self, promise: nil)
+    case .failure:
+      settle(result)
+      context.close(promise: nil)
+    }
+  }
+
+  /// Completes the connection's future once; later outcomes are dropped.
+  private func settle(_ result: Result<Negotiated, any Error>) {
+    promise?.completeWith(result)
+    promise = nil
+  }
+}
