@@ -143,6 +143,12 @@ let package = Package(
       path: "Tests/AlignStoreCrashChild",
       swiftSettings: swiftSettings
     ),
+    // Helpers shared by the test targets (reading child processes' pipes).
+    .target(
+      name: "AlignTestSupport",
+      path: "Tests/TestSupport",
+      swiftSettings: swiftSettings
+    ),
     .testTarget(
       name: "AlignEngineTests",
       dependencies: ["AlignEngine"],
@@ -161,6 +167,7 @@ let package = Package(
       name: "AlignStoreTests",
       dependencies: [
         "AlignStore",
+        "AlignTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "Logging", package: "swift-log"),
@@ -175,6 +182,7 @@ let package = Package(
         "AlignEngine",
         "AlignServing",
         "AlignStore",
+        "AlignTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -1,5 +1,6 @@
 import AlignAPI
 import AlignServer
+import AlignTestSupport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -427,11 +428,10 @@ struct HTTPGatewayTests {
     let output = LockedText()
     let pipe = Pipe()
     curl.standardOutput = pipe
-    pipe.fileHandleForReading.readabilityHandler = { handle in
-      let data = handle.availableData
-      if data.isEmpty { handle.readabilityHandler = nil } else { output.append(String(decoding: data, as: UTF8.self)) }
-    }
     try curl.run()
+    PipeReader.readToEnd(pipe.fileHandleForReading, name: "curl-reader") { data in
+      output.append(String(decoding: data, as: UTF8.self))
+    }
     // Wait for the first token event, then ask the server to stop.
     let deadline = ContinuousClock.now + .seconds(60)
     while !output.text.contains("\"text\"") && ContinuousClock.now < deadline {

@@ -1,4 +1,5 @@
 import AlignAPI
+import AlignTestSupport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -71,18 +72,14 @@ final class ServerProcess: Sendable {
     process.standardOutput = FileHandle.nullDevice
     let output = LockedText()
     let (lines, continuation) = AsyncStream.makeStream(of: String.self)
-    pipe.fileHandleForReading.readabilityHandler = { handle in
-      let data = handle.availableData
-      if data.isEmpty {
-        handle.readabilityHandler = nil
-        continuation.finish()
-        return
-      }
+    try process.run()
+    PipeReader.readToEnd(pipe.fileHandleForReading, name: "alignd-log-reader") { data in
       let text = String(decoding: data, as: UTF8.self)
       output.append(text)
       continuation.yield(text)
+    } onEnd: {
+      continuation.finish()
     }
-    try process.run()
     self.process = process
     self.output = output
 

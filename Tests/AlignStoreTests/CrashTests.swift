@@ -1,4 +1,5 @@
 import AlignStore
+import AlignTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -47,7 +48,7 @@ final class ChildProcess: Sendable {
     self.lines = lines
     let errors = self.errors
     try process.run()
-    Self.readToEnd(pipe.fileHandleForReading) { data in
+    PipeReader.readToEnd(pipe.fileHandleForReading) { data in
       let complete = buffer.withLock { text -> [String] in
         text += String(decoding: data, as: UTF8.self)
         var parts = text.components(separatedBy: "\n")
@@ -58,34 +59,9 @@ final class ChildProcess: Sendable {
     } onEnd: {
       continuation.finish()
     }
-    Self.readToEnd(errorPipe.fileHandleForReading) { data in
+    PipeReader.readToEnd(errorPipe.fileHandleForReading) { data in
       errors.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
     } onEnd: {}
-  }
-
-  /// Reads `handle` to its end with blocking reads on a thread of its own. Foundation's
-  /// `readabilityHandler` on Linux sometimes never reports the end of a pipe
-  /// (swift-corelibs-foundation#3275), which once left this test waiting for a dead child forever.
-  private static func readToEnd(
-    _ handle: FileHandle, onData: @escaping @Sendable (Data) -> Void, onEnd: @escaping @Sendable () -> Void
-  ) {
-    let thread = Thread {
-      let fd = handle.fileDescriptor
-      var chunk = [UInt8](repeating: 0, count: 1 << 16)
-      while true {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n > 0 {
-          onData(Data(chunk[0..<n]))
-        } else if n < 0 && errno == EINTR {
-          continue
-        } else {
-          break
-        }
-      }
-      onEnd()
-    }
-    thread.name = "crash-child-reader"
-    thread.start()
   }
 
   func kill() { Foundation.kill(process.processIdentifier, SIGKILL) }
