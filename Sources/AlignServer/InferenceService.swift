@@ -143,46 +143,13 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     if let judging { versions.reward = judging.versions.reward }
 
     let (id, events) = try submit(validated.spec, on: policy)
-    var tally = GenerationTally(samples: validated.spec.samples)
-    var screens = screening.flatMap { screening in
-      safety.map { OutputScreens(count: validated.spec.samples, checker: $0.snapshot.checker, profile: screening.profile, prompt: screening.promptText) }
-    }
-    func place(_ sample: Int, text: String, ids: [Int32], logprobs: [ScoredToken]) {
+    let tally = try await collect(
+      events, id: id, on: policy, samples: validated.spec.samples, screens: outputScreens(screening, safety, validated)
+    ) { tally, sample, text, ids, logprobs in
       tally.completions[sample].text += text
       if validated.returnTokenIDs { tally.completions[sample].tokenIds += ids }
       if validated.logprobs > 0 { tally.completions[sample].logprobs += Self.tokenLogprobs(logprobs, tokenizer: tokenizer) }
     }
-    try await withRPCCancellationHandler {
-      for await event in events {
-        switch event {
-        case .token(let sample, let text, let tokens):
-          guard var active = screens else {
-            place(sample, text: text, ids: tokens.map(\.token), logprobs: tokens.map(ScoredToken.init))
-            continue
-          }
-          let release = try await active.feed(sample, text: text, tokens: tokens)
-          screens = active
-          place(sample, text: release.text, ids: release.ids, logprobs: release.logprobs)
-          if let verdict = release.blocked {
-            tally.block(sample, verdict)
-            if active.allBlocked { policy.loop.cancel(id) }
-          }
-        case .finished(let sample, _, _):
-          tally.absorb(event)
-          if var active = screens {
-            let release = try await active.finish(sample)
-            screens = active
-            place(sample, text: release.text, ids: release.ids, logprobs: release.logprobs)
-            if let verdict = release.blocked { tally.block(sample, verdict) }
-          }
-        case .failed:
-          tally.absorb(event)
-        }
-      }
-    } onCancelRPC: {
-      cancelUnlessDraining(id, on: policy)
-    }
-    if let failure = tally.failure { throw RPCError(code: .internalError, message: failure) }
     if tally.completions.contains(where: { $0.finishReason == .deadline }) {
       throw RPCError(code: .deadlineExceeded, message: "the deadline expired before the completion finished")
     }
@@ -256,11 +223,10 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
     return StreamingServerResponse { writer in
       // The lease lives until the stream ends: a swap meanwhile leaves this stream on its weights.
       defer { withExtendedLifetime((lease, safety)) {} }
-      var tally = GenerationTally(samples: validated.spec.samples)
-      var screens = screening.flatMap { screening in
-        safety.map { OutputScreens(count: validated.spec.samples, checker: $0.snapshot.checker, profile: screening.profile, prompt: screening.promptText) }
-      }
-      func send(_ sample: Int, text: String, ids: [Int32], logprobs: [ScoredToken]) async throws {
+      let tally = try await collect(
+        events, id: id, on: policy, samples: validated.spec.samples,
+        screens: outputScreens(screening, safety, validated)
+      ) { _, sample, text, ids, logprobs in
         guard !text.isEmpty || !ids.isEmpty else { return }
         try await Self.write(cancelling: id, on: policy, to: writer,
           .with {
@@ -273,37 +239,6 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
             }
           })
       }
-      try await withRPCCancellationHandler {
-        for await event in events {
-          switch event {
-          case .token(let sample, let text, let tokens):
-            guard var active = screens else {
-              try await send(sample, text: text, ids: tokens.map(\.token), logprobs: tokens.map(ScoredToken.init))
-              continue
-            }
-            let release = try await active.feed(sample, text: text, tokens: tokens)
-            screens = active
-            try await send(sample, text: release.text, ids: release.ids, logprobs: release.logprobs)
-            if let verdict = release.blocked {
-              tally.block(sample, verdict)
-              if active.allBlocked { policy.loop.cancel(id) }
-            }
-          case .finished(let sample, _, _):
-            tally.absorb(event)
-            if var active = screens {
-              let release = try await active.finish(sample)
-              screens = active
-              try await send(sample, text: release.text, ids: release.ids, logprobs: release.logprobs)
-              if let verdict = release.blocked { tally.block(sample, verdict) }
-            }
-          case .failed:
-            tally.absorb(event)
-          }
-        }
-      } onCancelRPC: {
-        cancelUnlessDraining(id, on: policy)
-      }
-      if let failure = tally.failure { throw RPCError(code: .internalError, message: failure) }
       try await writer.write(
         .with {
           $0.responseID = responseID
@@ -315,6 +250,65 @@ struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
         })
       return [:]
     }
+  }
+
+  /// The output screens of a request that screens its output (nil otherwise).
+  func outputScreens(
+    _ screening: Screening?, _ safety: SnapshotLease<SafetySnapshot>?, _ validated: ValidatedGenerate
+  ) -> OutputScreens? {
+    guard let screening, screening.output, let safety else { return nil }
+    return OutputScreens(
+      count: validated.spec.samples, checker: safety.snapshot.checker, profile: screening.profile,
+      prompt: screening.promptText)
+  }
+
+  /// Runs a request's generation events to their end, for Generate and GenerateStream alike.
+  ///
+  /// With output screening, text is held back until it is checked: `deliver` receives only what
+  /// may be released (with the tally, to place it), a blocked sample is recorded as such, and the
+  /// request stops once every sample is blocked. Cancelling the RPC cancels the request, unless
+  /// the server is draining. An engine failure is an INTERNAL error.
+  func collect(
+    _ events: AsyncStream<GenerationEvent>, id: RequestID, on policy: PolicySnapshot, samples: Int,
+    screens: OutputScreens?,
+    deliver: (
+      _ tally: inout GenerationTally, _ sample: Int, _ text: String, _ ids: [Int32], _ logprobs: [ScoredToken]
+    ) async throws -> Void
+  ) async throws -> GenerationTally {
+    var tally = GenerationTally(samples: samples)
+    var screens = screens
+    try await withRPCCancellationHandler {
+      for await event in events {
+        switch event {
+        case .token(let sample, let text, let tokens):
+          guard var active = screens else {
+            try await deliver(&tally, sample, text, tokens.map(\.token), tokens.map(ScoredToken.init))
+            continue
+          }
+          let release = try await active.feed(sample, text: text, tokens: tokens)
+          screens = active
+          try await deliver(&tally, sample, release.text, release.ids, release.logprobs)
+          if let verdict = release.blocked {
+            tally.block(sample, verdict)
+            if active.allBlocked { policy.loop.cancel(id) }
+          }
+        case .finished(let sample, _, _):
+          tally.absorb(event)
+          if var active = screens {
+            let release = try await active.finish(sample)
+            screens = active
+            try await deliver(&tally, sample, release.text, release.ids, release.logprobs)
+            if let verdict = release.blocked { tally.block(sample, verdict) }
+          }
+        case .failed:
+          tally.absorb(event)
+        }
+      }
+    } onCancelRPC: {
+      cancelUnlessDraining(id, on: policy)
+    }
+    if let failure = tally.failure { throw RPCError(code: .internalError, message: failure) }
+    return tally
   }
 
   /// Writes one stream message; if the client is gone, frees the request's KV slots at once.

@@ -228,6 +228,14 @@ struct JudgingEndToEndTests {
       #expect(blocked.completions[0].text.isEmpty)
       #expect(blocked.usage.promptTokens == 0 && blocked.usage.completionTokens == 0)
 
+      // Prompt-only screening passes a clean prompt and leaves the output alone: the blocked
+      // word comes back, since only `output` modes screen what the model says.
+      var promptOnly = greedy
+      promptOnly.safety = .with { $0.mode = .prompt }
+      let unscreened = try await inference.generate(promptOnly)
+      #expect(unscreened.completions[0].text == plainText)
+      #expect(unscreened.completions[0].finishReason != .safety)
+
       // Output screening on a stream: it stops with SAFETY and the blocked word is never sent.
       var request = greedy
       request.safety = .with { $0.mode = .output }
