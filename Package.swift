@@ -56,7 +56,8 @@ let package = Package(
       dependencies: ["CBLAS"],
       swiftSettings: swiftSettings + [
         // AVX2 integer row kernels (Tensors/RowwiseQ8.swift): the binary then needs an AVX2 CPU
-        // (x86-64 Haswell or later). Without these two lines the SSE2 kernels give the same bits.
+        // (x86-64 Haswell or later). Without these two lines the SSE2 kernels give the same bits
+        // (scripts/test-kernel-fallbacks.sh builds and checks them, and the portable ones).
         .define("ALIGN_AVX2", .when(platforms: [.linux])),
         .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux])),
       ]

@@ -8,8 +8,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(libopenblas-dev libsqlite3-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  # protoc: the generated-code drift check.
-  packages+=(protobuf-compiler)
+  # protoc: the generated-code drift check; curl (built with nghttp2): the HTTP gateway tests,
+  # HTTP/2 with prior knowledge included.
+  packages+=(protobuf-compiler curl)
 fi
 
 missing=()

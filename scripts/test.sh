@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what is missing, builds once (release, tests included) and runs every test:
 # the generated-code drift check, the deployment files check, the Swift test suites (unit and
-# end-to-end against the real alignd binary), then the quick reliability and security scenarios.
+# end-to-end against the real alignd binary), the engine's SSE2 and portable kernels, then the
+# quick reliability and security scenarios.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${ALIGND_BUILD_DIR:-$ROOT/.build}"
@@ -29,6 +30,11 @@ eval "$("$ROOT/scripts/start-test-postgres.sh")"
 echo "== tests" >&2
 cd "$ROOT"
 swift test -c release --skip-build --package-path "$ROOT" --scratch-path "$BUILD_DIR" "$@"
+
+echo "== engine kernels without AVX2 (SSE2 and portable: suites, and the same bits as AVX2)" >&2
+# The main build compiles only the AVX2 kernels; this builds the engine twice more in
+# ${ALIGND_CACHE_DIR}/build-fallback (incremental after the first run).
+"$ROOT/scripts/test-kernel-fallbacks.sh" --quick
 
 echo "== reliability and security scenarios (quick variants)" >&2
 # Overload, drain, swaps under load, SIGKILL/PostgreSQL faults and the security matrix against the

@@ -2,7 +2,9 @@
 // llama.cpp's vec_dot_q4_1_q8_1): activations are quantized once per matrix product to blocks of 32
 // int8 with a float scale, then each weight block contributes d_w·d_x·Σ q_w·q_x (+ m_w·s_x for Q4).
 // RowwiseQ8.swift has the kernels: AVX2 (when the target is built with ALIGN_AVX2 and an AVX2 CPU
-// target), SSE2 (the x86-64 baseline, on values widened to Int16) or portable Swift.
+// target), SSE2 (the x86-64 baseline, on values widened to Int16) or portable Swift (other CPUs, or
+// any CPU when built with ALIGN_PORTABLE_KERNELS); all three give the same bits
+// (scripts/test-kernel-fallbacks.sh checks).
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 #endif
@@ -78,7 +80,7 @@ final class QuantizedActivations: @unchecked Sendable {
   }
 }
 
-#if arch(x86_64)
+#if arch(x86_64) && !ALIGN_PORTABLE_KERNELS
 /// Quantizes 32 floats to values in -127...127 (round to nearest even), as Int8 and (SSE2 kernels
 /// only) Int16; returns the scale and the sum of the quantized values. Non-finite input gives
 /// garbage values, never a trap.

@@ -22,7 +22,7 @@ extension PackedBlocks {
     _ groups: Range<Int>, _ a: QuantizedActivations, tokens: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int,
     accumulate: Bool
   ) {
-    #if arch(x86_64) && ALIGN_AVX2
+    #if arch(x86_64) && ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
     switch type {
     case .q8_0: dotRowGroupsAVX2(groups, a, tokens: tokens, y, ldy: ldy, accumulate: accumulate, kind: .q8_0)
     case .q4_0: dotRowGroupsAVX2(groups, a, tokens: tokens, y, ldy: ldy, accumulate: accumulate, kind: .q4_0)
@@ -42,7 +42,7 @@ extension PackedBlocks {
     #endif
   }
 
-  #if arch(x86_64) && ALIGN_AVX2
+  #if arch(x86_64) && ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
   @inline(__always)
   private func dotRowGroupsAVX2(
     _ groups: Range<Int>, _ a: QuantizedActivations, tokens: Int, _ y: UnsafeMutablePointer<Float>, ldy: Int,
@@ -195,7 +195,7 @@ extension PackedBlocks {
   }
   #endif
 
-  #if arch(x86_64) && !ALIGN_AVX2
+  #if arch(x86_64) && !ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
   /// Row r against tokens t0..<t0+count (count 1...4) with SSE2 (the x86-64 baseline): weights
   /// widened to Int16 once per block, pmaddwd per token, then the per-element recipe above.
   @inline(__always)
@@ -259,8 +259,9 @@ extension PackedBlocks {
       y[o] = accumulate ? y[o] + acc[j] : acc[j]
     }
   }
-  #elseif !arch(x86_64)
-  /// Row r against tokens t0..<t0+count in portable Swift, with the per-element recipe above.
+  #elseif !arch(x86_64) || ALIGN_PORTABLE_KERNELS
+  /// Row r against tokens t0..<t0+count in portable Swift, with the per-element recipe above (CPUs
+  /// other than x86-64, or any when built with ALIGN_PORTABLE_KERNELS).
   @inline(__always)
   func dotGroupPortable(
     row r: Int, _ a: QuantizedActivations, firstToken t0: Int, count g: Int, _ y: UnsafeMutablePointer<Float>,
