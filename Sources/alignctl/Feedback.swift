@@ -1,4 +1,5 @@
 import AlignAPI
+import AlignServer
 import ArgumentParser
 import Crypto
 import Foundation
@@ -336,48 +337,6 @@ struct Feedback: AsyncParsableCommand {
 
 // MARK: - rows in
 
-/// A JSON value as read from a feedback row (numbers keep whether they were integers).
-enum JSONValue: Decodable, Sendable {
-  case null
-  case bool(Bool)
-  case int(Int64)
-  case double(Double)
-  case string(String)
-  case array([JSONValue])
-  case object([String: JSONValue])
-
-  init(from decoder: any Decoder) throws {
-    let container = try decoder.singleValueContainer()
-    if container.decodeNil() {
-      self = .null
-    } else if let value = try? container.decode(Bool.self) {
-      self = .bool(value)
-    } else if let value = try? container.decode(Int64.self) {
-      self = .int(value)
-    } else if let value = try? container.decode(Double.self) {
-      self = .double(value)
-    } else if let value = try? container.decode(String.self) {
-      self = .string(value)
-    } else if let value = try? container.decode([JSONValue].self) {
-      self = .array(value)
-    } else {
-      self = .object(try container.decode([String: JSONValue].self))
-    }
-  }
-
-  /// A short name of the value's type for error messages.
-  var typeName: String {
-    switch self {
-    case .null: "null"
-    case .bool: "a boolean"
-    case .int, .double: "a number"
-    case .string: "a string"
-    case .array: "a list"
-    case .object: "an object"
-    }
-  }
-}
-
 /// Why a row cannot be uploaded.
 struct RowError: Error {
   var reason: String
@@ -422,7 +381,7 @@ struct FeedbackRowParser: Sendable {
     } catch {
       return .failure(RowError(reason: "not valid JSON"))
     }
-    guard case .object(let fields) = value else {
+    guard let fields = value.objectFields else {
       return .failure(RowError(reason: "expected a JSON object, got \(value.typeName)"))
     }
     do {

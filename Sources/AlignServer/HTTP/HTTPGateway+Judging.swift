@@ -23,8 +23,8 @@ extension HTTPGateway {
       for value in values {
         switch value {
         case .string(let text): texts.append(text)
-        case .object(let pairs):
-          let part = JSONObject(Dictionary(pairs, uniquingKeysWith: { _, last in last }))
+        case .object:
+          let part = JSONObject(value.objectFields ?? [:])
           guard try part.string("type") == "text", let text = try part.string("text") else {
             throw GatewayError.invalid("input: only text is supported", param: "input")
           }

@@ -1,9 +1,9 @@
 import Foundation
 
-/// A JSON value for the HTTP gateway: decoded strictly from request bodies (a number is never
-/// taken for a boolean) and written with object keys in the order given, so responses read like
-/// OpenAI's and `null` fields are written out rather than dropped.
-enum JSONValue: Sendable {
+/// A JSON value, for the HTTP gateway and alignctl's JSONL readers: decoded strictly (a number is
+/// never taken for a boolean; integers stay integers) and written with object keys in the order
+/// given, so responses read like OpenAI's and `null` fields are written out rather than dropped.
+public enum JSONValue: Sendable {
   case null
   case bool(Bool)
   case int(Int64)
@@ -21,6 +21,24 @@ enum JSONValue: Sendable {
   }
 
   static func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+
+  /// A short name of the value's type, for error messages ("expected a string, got a list").
+  public var typeName: String {
+    switch self {
+    case .null: "null"
+    case .bool: "a boolean"
+    case .int, .double: "a number"
+    case .string: "a string"
+    case .array: "a list"
+    case .object: "an object"
+    }
+  }
+
+  /// An object's fields by key (the last of repeated keys wins); nil for any other value.
+  public var objectFields: [String: JSONValue]? {
+    guard case .object(let pairs) = self else { return nil }
+    return Dictionary(pairs, uniquingKeysWith: { _, last in last })
+  }
 
   /// The serialized bytes (UTF-8, no insignificant whitespace, `/` not escaped).
   var serialized: [UInt8] {
@@ -91,7 +109,7 @@ extension JSONValue: Decodable {
     init?(intValue: Int) { nil }
   }
 
-  init(from decoder: any Decoder) throws {
+  public init(from decoder: any Decoder) throws {
     if var array = try? decoder.unkeyedContainer() {
       var values: [JSONValue] = []
       while !array.isAtEnd { values.append(try array.decode(JSONValue.self)) }
@@ -133,8 +151,8 @@ struct JSONObject: Sendable {
     } catch {
       throw .invalid("the request body is not valid JSON")
     }
-    guard case .object(let pairs) = value else { throw .invalid("the request body must be a JSON object") }
-    self.init(Dictionary(pairs, uniquingKeysWith: { _, last in last }))
+    guard let fields = value.objectFields else { throw .invalid("the request body must be a JSON object") }
+    self.init(fields)
   }
 
   /// The field, with JSON null read as absent.
@@ -184,8 +202,8 @@ struct JSONObject: Sendable {
 
   func object(_ key: String) throws(GatewayError) -> JSONObject? {
     guard let value = self[key] else { return nil }
-    guard case .object(let pairs) = value else { throw .invalid("\(key) must be an object", param: key) }
-    return JSONObject(Dictionary(pairs, uniquingKeysWith: { _, last in last }))
+    guard let fields = value.objectFields else { throw .invalid("\(key) must be an object", param: key) }
+    return JSONObject(fields)
   }
 
   func array(_ key: String) throws(GatewayError) -> [JSONValue]? {
@@ -217,8 +235,8 @@ struct JSONObject: Sendable {
     guard let values = try array(key) else { return nil }
     var objects: [JSONObject] = []
     for (i, value) in values.enumerated() {
-      guard case .object(let pairs) = value else { throw .invalid("\(key)[\(i)] must be an object", param: key) }
-      objects.append(JSONObject(Dictionary(pairs, uniquingKeysWith: { _, last in last })))
+      guard let fields = value.objectFields else { throw .invalid("\(key)[\(i)] must be an object", param: key) }
+      objects.append(JSONObject(fields))
     }
     return objects
   }
