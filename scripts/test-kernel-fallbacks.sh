@@ -23,13 +23,13 @@
 # x86-64 with AVX2 only (like the main build): the reference digests come from the AVX2 kernels.
 #
 # Scratch folders (outside the clone, so later runs are incremental): sse2/, portable/ and avx2/
-# under ${ALIGND_FALLBACK_BUILD_DIR:-${ALIGND_CACHE_DIR:-/var/cache/alignd}/build-fallback}; one
+# under ${ALIGND_FALLBACK_BUILD_DIR:-${ALIGND_CACHE_DIR:-<repo>/.build-cache}/build-fallback}; one
 # per kernel set because the defines differ (sharing one folder would rebuild the engine each time).
 # Exits 1 if a build, a suite or a digest comparison fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKG="$ROOT/Tests/KernelFallbacks"
-BASE="${ALIGND_FALLBACK_BUILD_DIR:-${ALIGND_CACHE_DIR:-/var/cache/alignd}/build-fallback}"
+BASE="${ALIGND_FALLBACK_BUILD_DIR:-${ALIGND_CACHE_DIR:-$ROOT/.build-cache}/build-fallback}"
 MODEL="$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 SUITES='QuantTests|ModelLogitsTests|BatchingTests|SmolLM2SmokeTests|LlamaCppAgreementTests'
 case "${1:-}" in

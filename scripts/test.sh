@@ -33,7 +33,7 @@ swift test -c release --skip-build --package-path "$ROOT" --scratch-path "$BUILD
 
 echo "== engine kernels without AVX2 (SSE2 and portable: suites, and the same bits as AVX2)" >&2
 # The main build compiles only the AVX2 kernels; this builds the engine twice more in
-# ${ALIGND_CACHE_DIR}/build-fallback (incremental after the first run).
+# ${ALIGND_CACHE_DIR:-.build-cache}/build-fallback (incremental after the first run).
 "$ROOT/scripts/test-kernel-fallbacks.sh" --quick
 
 echo "== reliability and security scenarios (quick variants)" >&2
