@@ -12,7 +12,9 @@ import NIOHTTP2
 /// no open stream and read no connection-level frame for `limit` (the idle timeout plus a grace
 /// period); a polite idle peer is closed earlier by the transport itself, and connections with open
 /// streams are left alone. Install it with `install(on:limit:)` and `track(stream:)` from the
-/// transport's `channelDebuggingCallbacks`.
+/// transport's `channelDebuggingCallbacks` (gRPC), or through `PlaintextHTTPChannel` and a
+/// `StreamTracker` in every stream's pipeline (the HTTP gateway's h2c connections, whose
+/// Hummingbird connection manager waits for the PING just the same).
 final class UnresponsivePeerHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = HTTP2Frame
   typealias InboundOut = HTTP2Frame
@@ -95,5 +97,21 @@ final class UnresponsivePeerHandler: ChannelInboundHandler, RemovableChannelHand
     guard openStreams == 0, NIODeadline.now() - lastActivity >= limit else { return }
     stop()
     context.close(promise: nil)
+  }
+}
+
+/// Counts its HTTP/2 stream with the connection's `UnresponsivePeerHandler` while the stream is
+/// open (`UnresponsivePeerHandler.track(stream:)`), for servers that add handlers to each stream's
+/// pipeline rather than calling back on new streams. Passes everything through.
+final class StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = Any
+  typealias InboundOut = Any
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    UnresponsivePeerHandler.track(stream: context.channel)
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    context.fireChannelRead(data)
   }
 }

@@ -622,7 +622,9 @@ def part_connections(ctx) -> None:
     http_socks = {}
     if fc.tcp_open(srv.http_port):
         http_socks = {"HTTP gateway: silent TCP connection": fc.idle_socket(host, srv.http_port),
-                      "HTTP gateway: half a request head": fc.idle_socket(host, srv.http_port, b"POST /v1/score HTTP/1.1\r\nHost: x\r\n")}
+                      "HTTP gateway: half a request head": fc.idle_socket(host, srv.http_port, b"POST /v1/score HTTP/1.1\r\nHost: x\r\n"),
+                      "HTTP gateway: h2c preface + SETTINGS, then silent (PINGs unanswered)": fc.idle_socket(
+                          host, srv.http_port, fc.H2_PREFACE + fc.h2_frame(fc.H2_SETTINGS, 0, 0))}
     time.sleep(0.5)
     health_meanwhile = srv.health(st)
     results = {}

@@ -27,6 +27,9 @@ struct PlaintextHTTPChannel: ServerChildChannel {
   private let http2: HTTP2Channel
   /// Also how long a new connection may stay silent before its protocol is known.
   private let idleTimeout: TimeAmount
+  /// An HTTP/2 connection silent this long with no stream open is closed (UnresponsivePeerHandler):
+  /// Hummingbird's idle timeout sends GOAWAY and a PING and then waits for the PING's answer.
+  private let unresponsiveLimit: TimeAmount
 
   /// `responder` is Hummingbird's; requests that arrive over HTTP/2 run with
   /// `HTTPGateway.requestIsHTTP2` set, so routes can tell the two protocols apart.
@@ -44,7 +47,11 @@ struct PlaintextHTTPChannel: ServerChildChannel {
     let idle = Duration.nanoseconds(idleTimeout.nanoseconds)
     http2 = HTTP2Channel(
       responder: streamResponder,
-      configuration: .init(idleTimeout: idle, streamConfiguration: .init(idleTimeout: idleTimeout)))
+      configuration: .init(
+        idleTimeout: idle,
+        streamConfiguration: .init(additionalChannelHandlers: [StreamTracker()], idleTimeout: idleTimeout)))
+    unresponsiveLimit = UnresponsivePeerHandler.limit(
+      idleTimeoutSeconds: Double(idleTimeout.nanoseconds) / 1_000_000_000)
   }
 
   /// A server builder for `Application(server:)`.
@@ -53,12 +60,14 @@ struct PlaintextHTTPChannel: ServerChildChannel {
   }
 
   func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-    let (http1, http2, idleTimeout) = (self.http1, self.http2, self.idleTimeout)
+    let (http1, http2, idleTimeout, limit) = (self.http1, self.http2, self.idleTimeout, self.unresponsiveLimit)
     return channel.eventLoop.makeCompletedFuture {
       let sniffer = ProtocolSniffer<Connection>(timeout: idleTimeout) { isHTTP2, channel in
-        isHTTP2
-          ? http2.setup(channel: channel, logger: logger).map { .http2($0) }
-          : http1.setup(channel: channel, logger: logger).map { .http1($0) }
+        guard isHTTP2 else { return http1.setup(channel: channel, logger: logger).map { .http1($0) } }
+        return http2.setup(channel: channel, logger: logger).flatMapThrowing { connection in
+          try UnresponsivePeerHandler.install(on: channel, limit: limit)
+          return .http2(connection)
+        }
       }
       try channel.pipeline.syncOperations.addHandler(sniffer)
       guard let connection = sniffer.connection else { throw ChannelError.inappropriateOperationForState }
