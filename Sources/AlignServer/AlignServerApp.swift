@@ -197,7 +197,7 @@ public struct AlignServerApp: Sendable {
     let httpService = HTTPGatewayService(
       gateway: HTTPGateway(
         inference: inference, status: status, keys: gatewayKeys, maxRequestBytes: config.maxRequestBytes,
-        metrics: metricsRegistry, admin: config.adminPort == nil ? admin : nil, watchesDisconnects: security == nil),
+        metrics: metricsRegistry, admin: config.adminPort == nil ? admin : nil),
       host: bindHost, port: config.httpPort, idleTimeoutSeconds: config.idleTimeoutSeconds, tls: security?.http,
       logger: logger)
 

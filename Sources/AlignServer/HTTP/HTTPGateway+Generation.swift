@@ -20,13 +20,13 @@ extension HTTPGateway {
   ///
   /// Watching consumes the HTTP/1.1 connection's inbound stream, so the connection cannot carry
   /// another request afterwards: the response says `Connection: close` so that clients do not
-  /// reuse it. With TLS (HTTP/2 possible, where that header is forbidden) the connection is not
-  /// watched; a stream still stops at its first failed write.
+  /// reuse it. HTTP/2 requests (h2c or TLS; that header is forbidden there, and the connection
+  /// carries other streams) are not watched; a stream still stops at its first failed write.
   private func generation(_ request: Request, endpoint: GenerationParameters.Endpoint) async throws -> Response {
     let metadata = try Self.deadlineMetadata(request)
     return try await withServerContextRPCCancellationHandle { handle in
-      // HTTP/2 (h2c) requests share their connection with other streams: not watched.
-      guard watchesDisconnects, !Self.requestIsHTTP2 else {
+      // HTTP/2 requests share their connection with other streams: not watched.
+      guard !Self.requestIsHTTP2 else {
         return try await generate(try await body(of: request), endpoint: endpoint, handle: handle, metadata: metadata)
       }
       var response: Response

@@ -22,9 +22,6 @@ struct HTTPGateway: Sendable {
   /// Admin.GetStatus behind `GET /v1/admin/status`; nil when Admin has its own listener
   /// (`admin_port`, possibly with client certificates), which HTTP must not bypass.
   let admin: AdminService?
-  /// Watch the connection during a generation and cancel it when the client disconnects
-  /// (plaintext HTTP/1.1 only; see `generation`).
-  let watchesDisconnects: Bool
   /// Set while a request that came over HTTP/2 is handled (PlaintextHTTPChannel sets it for h2c).
   @TaskLocal static var requestIsHTTP2 = false
   /// Reported as `created` of the models in `GET /v1/models`.

@@ -1,6 +1,5 @@
 import Hummingbird
 import HummingbirdCore
-import HummingbirdHTTP2
 import Logging
 import NIOCore
 import NIOSSL
@@ -9,30 +8,22 @@ import ServiceLifecycle
 /// Runs the HTTP gateway in the server's ServiceGroup.
 ///
 /// Plaintext, the port serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
-/// connection's first bytes (PlaintextHTTPChannel). With TLS it serves HTTP/2 and HTTP/1.1 chosen
-/// by ALPN. On graceful shutdown the server turns `draining` at once (readiness
-/// 503, new inference requests 503 on both surfaces), the listener closes, and requests and
-/// streams in flight finish within the group's drain timeout.
+/// connection's first bytes; with TLS, HTTP/2 and HTTP/1.1 chosen by ALPN (GatewayHTTPChannel).
+/// On graceful shutdown the server turns `draining` at once (readiness 503, new inference requests
+/// 503 on both surfaces), the listener closes, and requests and streams in flight finish within
+/// the group's drain timeout.
 struct HTTPGatewayService: Service {
   let gateway: HTTPGateway
   let host: String
   let port: Int
   let idleTimeoutSeconds: Double
-  /// TLS for the port (nil: plaintext HTTP/1.1 and h2c).
+  /// TLS for the port (nil: plaintext, HTTP/1.1 and h2c).
   let tls: TLSConfiguration?
   let logger: Logger
 
   func run() async throws {
-    let server: HTTPServerBuilder
     let idle = TimeAmount.milliseconds(Int64(idleTimeoutSeconds * 1000))
-    if let tls {
-      server = try .http2Upgrade(
-        tlsConfiguration: tls,
-        configuration: .init(
-          idleTimeout: .milliseconds(Int64(idleTimeoutSeconds * 1000)), streamConfiguration: .init(idleTimeout: idle)))
-    } else {
-      server = PlaintextHTTPChannel.builder(idleTimeout: idle)
-    }
+    let server = GatewayHTTPChannel.builder(idleTimeout: idle, tls: tls)
     let logger = self.logger
     let secure = tls != nil
     let app = Application(

@@ -3,16 +3,25 @@ import HummingbirdCore
 import HummingbirdHTTP2
 import Logging
 import NIOCore
+import NIOSSL
+import NIOTLS
 
-/// The plaintext gateway port's connections: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on
-/// one port, told apart by the first bytes a client sends.
+/// The gateway port's connections: HTTP/1.1 and HTTP/2 on one port, in plaintext (h2c with prior
+/// knowledge) or over TLS (chosen by ALPN).
 ///
-/// An HTTP/2 client without TLS opens with the fixed connection preface (RFC 9113 §3.4); no
-/// HTTP/1.1 request line can begin with it. Hummingbird offers h2c or HTTP/1.1 per port, not
-/// both, so this channel reads just enough of the first bytes to decide, then sets up
-/// Hummingbird's own HTTP/1.1 or HTTP/2 pipeline and hands those bytes to it. The `Upgrade: h2c`
-/// dance of RFC 7540 (removed from RFC 9113) is not offered: such a request is answered in HTTP/1.1.
-struct PlaintextHTTPChannel: ServerChildChannel {
+/// Plaintext, an HTTP/2 client opens with the fixed connection preface (RFC 9113 §3.4), with which
+/// no HTTP/1.1 request line can begin. Hummingbird offers h2c or HTTP/1.1 per port, not both, so
+/// this channel reads just enough of the first bytes to decide, then sets up Hummingbird's own
+/// HTTP/1.1 or HTTP/2 pipeline and hands those bytes to it. The `Upgrade: h2c` dance of RFC 7540
+/// (removed from RFC 9113) is not offered: such a request is answered in HTTP/1.1. With TLS the
+/// ALPN result decides instead (Hummingbird's `http2Upgrade` does the same, without the limits
+/// below).
+///
+/// Either way a connection that has not chosen its protocol within the idle timeout (silent, half
+/// a preface, no TLS handshake) is closed, HTTP/2 connections whose peer stops answering get the
+/// gRPC listener's `UnresponsivePeerHandler`, and requests that arrive over HTTP/2 run with
+/// `HTTPGateway.requestIsHTTP2` set, so routes can tell the two protocols apart.
+struct GatewayHTTPChannel: ServerChildChannel {
   enum Connection: Sendable {
     case http1(HTTP1Channel.Value)
     case http2(HTTP2Channel.Value)
@@ -25,15 +34,16 @@ struct PlaintextHTTPChannel: ServerChildChannel {
 
   private let http1: HTTP1Channel
   private let http2: HTTP2Channel
-  /// Also how long a new connection may stay silent before its protocol is known.
+  /// Also how long a new connection may take to choose its protocol.
   private let idleTimeout: TimeAmount
   /// An HTTP/2 connection silent this long with no stream open is closed (UnresponsivePeerHandler):
   /// Hummingbird's idle timeout sends GOAWAY and a PING and then waits for the PING's answer.
   private let unresponsiveLimit: TimeAmount
+  /// TLS, with ALPN offering h2 and http/1.1; nil for plaintext.
+  private let tls: NIOSSLContext?
 
-  /// `responder` is Hummingbird's; requests that arrive over HTTP/2 run with
-  /// `HTTPGateway.requestIsHTTP2` set, so routes can tell the two protocols apart.
-  init(responder: @escaping HTTPChannelHandler.Responder, idleTimeout: TimeAmount) {
+  /// `responder` is Hummingbird's.
+  init(responder: @escaping HTTPChannelHandler.Responder, idleTimeout: TimeAmount, tls: TLSConfiguration?) throws {
     self.idleTimeout = idleTimeout
     http1 = HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout))
     let streamResponder: HTTPChannelHandler.Responder = { request, writer, channel in
@@ -52,17 +62,26 @@ struct PlaintextHTTPChannel: ServerChildChannel {
         streamConfiguration: .init(additionalChannelHandlers: [StreamTracker()], idleTimeout: idleTimeout)))
     unresponsiveLimit = UnresponsivePeerHandler.limit(
       idleTimeoutSeconds: Double(idleTimeout.nanoseconds) / 1_000_000_000)
+    if var tls {
+      tls.applicationProtocols = ["h2", "http/1.1"]
+      self.tls = try NIOSSLContext(configuration: tls)
+    } else {
+      self.tls = nil
+    }
   }
 
-  /// A server builder for `Application(server:)`.
-  static func builder(idleTimeout: TimeAmount) -> HTTPServerBuilder {
-    HTTPServerBuilder { responder in PlaintextHTTPChannel(responder: responder, idleTimeout: idleTimeout) }
+  /// A server builder for `Application(server:)`; `tls` nil serves plaintext.
+  static func builder(idleTimeout: TimeAmount, tls: TLSConfiguration?) -> HTTPServerBuilder {
+    HTTPServerBuilder { responder in try GatewayHTTPChannel(responder: responder, idleTimeout: idleTimeout, tls: tls) }
   }
 
   func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-    let (http1, http2, idleTimeout, limit) = (self.http1, self.http2, self.idleTimeout, self.unresponsiveLimit)
+    let (http1, http2, idleTimeout, limit, tls) = (
+      self.http1, self.http2, self.idleTimeout, self.unresponsiveLimit, self.tls
+    )
     return channel.eventLoop.makeCompletedFuture {
-      let sniffer = ProtocolSniffer<Connection>(timeout: idleTimeout) { isHTTP2, channel in
+      if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+      let sniffer = ProtocolSniffer<Connection>(timeout: idleTimeout, alpn: tls != nil) { isHTTP2, channel in
         guard isHTTP2 else { return http1.setup(channel: channel, logger: logger).map { .http1($0) } }
         return http2.setup(channel: channel, logger: logger).flatMapThrowing { connection in
           try UnresponsivePeerHandler.install(on: channel, limit: limit)
@@ -102,10 +121,12 @@ private final class WriterBox: @unchecked Sendable {
   }
 }
 
-/// First in a new connection's pipeline: buffers the first bytes until they either are the
-/// HTTP/2 connection preface or cannot be, asks `configure` to build the rest of the pipeline for
-/// that protocol, then passes the buffered bytes on and removes itself. A connection that sends
-/// nothing for `timeout` is closed (the protocols' own idle timers start only once it is known).
+/// Decides a new connection's protocol, then gets out of the way. Plaintext (first in the
+/// pipeline) it buffers the first bytes until they either are the HTTP/2 connection preface or
+/// cannot be; with `alpn` (after the TLS handler) it waits for the handshake's ALPN result. Then it
+/// asks `configure` to build the rest of the pipeline for that protocol, passes the buffered bytes
+/// on and removes itself. A connection that has not decided within `timeout` is closed (the
+/// protocols' own idle timers start only once it is known).
 final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = ByteBuffer
@@ -121,15 +142,18 @@ final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, Remova
 
   private let configure: (_ isHTTP2: Bool, _ channel: any Channel) -> EventLoopFuture<Negotiated>
   private let timeout: TimeAmount
+  private let alpn: Bool
   private var silenceTimer: Scheduled<Void>?
   private var state = State.sniffing
   private var buffered: ByteBuffer?
   private var promise: EventLoopPromise<Negotiated>?
 
   init(
-    timeout: TimeAmount, configure: @escaping (_ isHTTP2: Bool, _ channel: any Channel) -> EventLoopFuture<Negotiated>
+    timeout: TimeAmount, alpn: Bool,
+    configure: @escaping (_ isHTTP2: Bool, _ channel: any Channel) -> EventLoopFuture<Negotiated>
   ) {
     self.timeout = timeout
+    self.alpn = alpn
     self.configure = configure
   }
 
@@ -157,11 +181,23 @@ final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, Remova
     } else {
       buffered!.writeBuffer(&bytes)
     }
-    guard state == .sniffing, let decision = Self.decide(buffered!) else { return }
+    guard !alpn, state == .sniffing, let decision = Self.decide(buffered!) else { return }
+    begin(context: context, isHTTP2: decision)
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    guard alpn, state == .sniffing, case TLSUserEvent.handshakeCompleted(let negotiated) = event else {
+      context.fireUserInboundEventTriggered(event)
+      return
+    }
+    begin(context: context, isHTTP2: negotiated == "h2")
+  }
+
+  private func begin(context: ChannelHandlerContext, isHTTP2: Bool) {
     state = .configuring
     silenceTimer?.cancel()
     let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-    configure(decision, context.channel).hop(to: context.eventLoop).whenComplete { result in
+    configure(isHTTP2, context.channel).hop(to: context.eventLoop).whenComplete { result in
       let (sniffer, context) = loopBound.value
       sniffer.configured(context: context, result: result)
     }
