@@ -26,11 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import statistics
 import sys
 import time
+
+from bench_common import load_stubs, optional_json, wait_quiet, write_section
 
 # --- workload ---------------------------------------------------------------------------------------
 
@@ -220,36 +220,9 @@ def safety_texts(n: int) -> list[str]:
     return texts[:n]
 
 
-# --- machine state ------------------------------------------------------------------------------------
-
-def cpu_busy(seconds: float = 3.0) -> float:
-    """Machine CPU use (all cores) over `seconds`."""
-    def stat():
-        with open("/proc/stat") as f:
-            return list(map(int, f.readline().split()[1:9]))
-    a = stat(); time.sleep(seconds); b = stat()
-    d = [y - x for x, y in zip(a, b)]
-    return round(1 - (d[3] + d[4]) / max(sum(d), 1), 2)
-
-
-def wait_quiet(quiet_max: float, timeout: float) -> dict:
-    """Waits until CPU use < quiet_max (at most `timeout` s); returns the state measured last."""
-    start = time.monotonic()
-    while True:
-        busy = cpu_busy()
-        waited = time.monotonic() - start
-        if busy < quiet_max or waited >= timeout:
-            return {"cpu_busy": busy, "loadavg": [round(x, 2) for x in os.getloadavg()],
-                    "waited_s": round(waited), "quiet": busy < quiet_max}
-        time.sleep(2)
-
-
 # --- gRPC -----------------------------------------------------------------------------------------------
 
-def load_stubs(path: str):
-    sys.path.insert(0, path)
-    from alignd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc  # noqa: E402
-    return admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+STUB_MODULES = ("admin_pb2", "admin_pb2_grpc", "inference_pb2", "inference_pb2_grpc")
 
 
 async def queue_stats(admin, admin_pb2, prefix: str) -> dict:
@@ -277,6 +250,21 @@ def rotated(modes: tuple, k: int) -> tuple:
     """The modes in run k's order: rotated by k, so no mode always runs first after the quiet wait."""
     k %= len(modes)
     return modes[k:] + modes[:k]
+
+
+async def quiet_runs(a, workload: str, run, progress, save) -> None:
+    """a.runs runs of a workload, each started after waiting for a quiet machine: run(k) measures
+    run k, progress(result) is its log line, save(runs) writes the JSON so far (after every run, so
+    a time bound still leaves the completed runs)."""
+    runs = []
+    for k in range(a.runs):
+        env = wait_quiet(a.quiet_max, a.quiet_timeout)
+        print(f"[judging-bench] {workload} run {k + 1}/{a.runs}: machine {env}", file=sys.stderr)
+        res = await run(k)
+        res["env"] = env
+        print("[judging-bench]   " + progress(res), file=sys.stderr)
+        runs.append(res)
+        await save(runs)
 
 
 async def score_run(stub, admin, pb, admin_pb2, pairs, per_rpc: int, timeout: float, k: int) -> dict:
@@ -344,7 +332,7 @@ def score_summary(a, pairs, runs, status, tokens) -> dict:
 
 async def score_main(a) -> None:
     import grpc
-    admin_pb2, admin_pb2_grpc, pb, pb_grpc = load_stubs(a.stubs)
+    admin_pb2, admin_pb2_grpc, pb, pb_grpc = load_stubs(a.stubs, *STUB_MODULES)
     pairs = score_pairs(a.pairs)
     async with grpc.aio.insecure_channel(a.target) as ch:
         stub, admin = pb_grpc.InferenceStub(ch), admin_pb2_grpc.AdminStub(ch)
@@ -352,18 +340,14 @@ async def score_main(a) -> None:
         # Warm-up: creates the judge (built on first use) and touches the weights.
         await stub.Score(pb.ScoreRequest(pairs=[pb.ScorePair(prompt=p, chosen=c, rejected=r) for p, c, r in pairs[:2]]),
                          timeout=a.timeout)
-        runs = []
-        for k in range(a.runs):
-            env = wait_quiet(a.quiet_max, a.quiet_timeout)
-            print(f"[judging-bench] score run {k + 1}/{a.runs}: machine {env}", file=sys.stderr)
-            res = await score_run(stub, admin, pb, admin_pb2, pairs, a.per_rpc, a.timeout, k)
-            res["env"] = env
-            print("[judging-bench]   " + ", ".join(f"{m} {res[m]['pairs_per_s']:.2f} pairs/s" for m in
-                                                 ("sequential", "concurrent", "per_rpc")), file=sys.stderr)
-            runs.append(res)
-            # Written after every run, so a time bound still leaves the completed runs.
+
+        async def save(runs):
             status = await admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=30)
             json.dump(score_summary(a, pairs, runs, status, tokens), open(a.out, "w"), indent=1)
+
+        await quiet_runs(a, "score", lambda k: score_run(stub, admin, pb, admin_pb2, pairs, a.per_rpc, a.timeout, k),
+                         lambda res: ", ".join(f"{m} {res[m]['pairs_per_s']:.2f} pairs/s" for m in
+                                               ("sequential", "concurrent", "per_rpc")), save)
 
 
 async def safety_run(stub, admin, pb, admin_pb2, texts, min_seconds: float, timeout: float, k: int) -> dict:
@@ -404,20 +388,13 @@ async def safety_run(stub, admin, pb, admin_pb2, texts, min_seconds: float, time
 
 async def safety_main(a) -> None:
     import grpc
-    admin_pb2, admin_pb2_grpc, pb, pb_grpc = load_stubs(a.stubs)
+    admin_pb2, admin_pb2_grpc, pb, pb_grpc = load_stubs(a.stubs, *STUB_MODULES)
     texts = safety_texts(a.texts)
     async with grpc.aio.insecure_channel(a.target) as ch:
         stub, admin = pb_grpc.InferenceStub(ch), admin_pb2_grpc.AdminStub(ch)
         await stub.CheckSafety(pb.CheckSafetyRequest(texts=texts), timeout=a.timeout)  # warm-up
-        runs = []
-        for k in range(a.runs):
-            env = wait_quiet(a.quiet_max, a.quiet_timeout)
-            print(f"[judging-bench] safety run {k + 1}/{a.runs}: machine {env}", file=sys.stderr)
-            res = await safety_run(stub, admin, pb, admin_pb2, texts, a.min_seconds, a.timeout, k)
-            res["env"] = env
-            print("[judging-bench]   " + ", ".join(f"{m} {res[m]['texts_per_s']:.0f} texts/s" for m in
-                                                 ("sequential", "concurrent", "one_rpc")), file=sys.stderr)
-            runs.append(res)
+
+        async def save(runs):
             actions = runs[0]["one_rpc"]["actions"]
             consistent = all(run[m]["actions"] == actions for run in runs for m in ("sequential", "concurrent", "one_rpc"))
             json.dump({"texts": len(texts), "runs_asked": a.runs, "runs": runs,
@@ -425,6 +402,10 @@ async def safety_main(a) -> None:
                        "action_counts": {str(x): actions.count(x) for x in sorted(set(actions))},
                        "mean_chars": round(statistics.mean(len(t) for t in texts), 1)},
                       open(a.out, "w"), indent=1)
+
+        await quiet_runs(a, "safety", lambda k: safety_run(stub, admin, pb, admin_pb2, texts, a.min_seconds, a.timeout, k),
+                         lambda res: ", ".join(f"{m} {res[m]['texts_per_s']:.0f} texts/s" for m in
+                                               ("sequential", "concurrent", "one_rpc")), save)
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -446,8 +427,8 @@ def env_str(e: dict) -> str:
 
 def report_main(a) -> None:
     meta = json.load(open(a.meta))
-    sc = json.load(open(a.score)) if a.score and os.path.exists(a.score) else None
-    sf = json.load(open(a.safety)) if a.safety and os.path.exists(a.safety) else None
+    sc = optional_json(a.score)
+    sf = optional_json(a.safety)
     L = [START, "## Judging benchmark (Score and CheckSafety over gRPC)", ""]
     L.append(f"Generated by `Benchmarks/run-judging-bench.sh` on {meta['date']}. Raw outputs: `{meta['out']}` (not committed).")
     L += ["", "### What was run", ""]
@@ -534,20 +515,7 @@ def report_main(a) -> None:
         L += ["", "### Notes", "", meta["notes"]]
     L.append(END)
     section = "\n".join(L) + "\n"
-
-    path = a.results
-    text = open(path).read() if os.path.exists(path) else ""
-    if START in text and END in text:
-        pre, rest = text.split(START, 1)
-        _, post = rest.split(END, 1)
-        text = pre + section.rstrip("\n") + post
-    elif AFTER in text:
-        pre, post = text.split(AFTER, 1)
-        text = pre + AFTER + "\n\n" + section.rstrip("\n") + post
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    with open(path, "w") as f:
-        f.write(text)
+    write_section(a.results, section, START, END, after=AFTER)
     print(section)
 
 

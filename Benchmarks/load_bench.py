@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from bench_common import cpu_busy, load_stubs, optional_json, write_section
 
 GEN_TOKENS = 128
 TEMPERATURE = 0.8
@@ -86,13 +86,7 @@ def pct(xs: list[float], p: float) -> float | None:
 
 def cpu_busy_and_load() -> dict:
     """Machine CPU use over 1 s (all cores) and the load averages."""
-    def stat():
-        with open("/proc/stat") as f:
-            return list(map(int, f.readline().split()[1:9]))
-    a = stat(); time.sleep(1.0); b = stat()
-    d = [y - x for x, y in zip(a, b)]
-    idle = d[3] + d[4]
-    return {"cpu_busy": round(1 - idle / max(sum(d), 1), 2), "loadavg": os.getloadavg()}
+    return {"cpu_busy": cpu_busy(1.0), "loadavg": os.getloadavg()}
 
 
 class Result:
@@ -183,12 +177,30 @@ def summarize(m: dict) -> dict:
     }
 
 
+async def warm_up(side: str, one) -> None:
+    """One short request (not measured)."""
+    w = Result(99_999)
+    await one(w, 8)
+    print(f"[load-bench] {side} warm-up: {w.status} {w.tokens} tokens {w.detail}", file=sys.stderr)
+
+
+async def measure(side: str, n: int, env: dict, a, k_offset: int, one) -> dict:
+    """The rounds at concurrency n (a.rounds, a.max_seconds), summarized; env is the machine state
+    sampled before them."""
+    print(f"[load-bench] {side} N={n} (cpu busy {env['cpu_busy']}, load {env['loadavg']})", file=sys.stderr)
+    m = await run_rounds(n, a.rounds, a.max_seconds, k_offset, one)
+    m["env"] = env
+    s = summarize(m)
+    print(f"[load-bench] {side} N={n}: {s['tok_s']} tok/s rounds={s['tok_s_rounds']} ok={s['ok']} "
+          f"cut={s['cut']} errors={s['errors']}", file=sys.stderr)
+    return {"summary": s, "raw": m}
+
+
 # --- alignd (gRPC) --------------------------------------------------------------------------------
 
 async def grpc_main(a) -> None:
-    sys.path.insert(0, a.stubs)
-    import grpc  # noqa: E402
-    from alignd.v1 import inference_pb2, inference_pb2_grpc  # noqa: E402
+    import grpc
+    inference_pb2, inference_pb2_grpc = load_stubs(a.stubs, "inference_pb2", "inference_pb2_grpc")
 
     opts = [("grpc.max_concurrent_streams", 1024)]
     channel = grpc.aio.insecure_channel(a.target, options=opts)
@@ -226,22 +238,11 @@ async def grpc_main(a) -> None:
         finally:
             res.end = time.perf_counter()
 
-    # Warm-up (not measured): one short request.
-    w = Result(99_999)
-    await one(w, 8)
-    print(f"[load-bench] alignd warm-up: {w.status} {w.tokens} tokens {w.detail}", file=sys.stderr)
-
+    await warm_up("alignd", one)
     out = {"side": "alignd", "target": a.target, "measurements": []}
     k_offset = 0
     for n in [int(x) for x in a.ns.split(",")]:
-        env = cpu_busy_and_load()
-        print(f"[load-bench] alignd N={n} (cpu busy {env['cpu_busy']}, load {env['loadavg']})", file=sys.stderr)
-        m = await run_rounds(n, a.rounds, a.max_seconds, k_offset, one)
-        m["env"] = env
-        s = summarize(m)
-        print(f"[load-bench] alignd N={n}: {s['tok_s']} tok/s rounds={s['tok_s_rounds']} ok={s['ok']} "
-              f"cut={s['cut']} errors={s['errors']}", file=sys.stderr)
-        out["measurements"].append({"summary": s, "raw": m})
+        out["measurements"].append(await measure("alignd", n, cpu_busy_and_load(), a, k_offset, one))
         k_offset += 10_000  # prompts/seeds per N are independent of the other Ns but equal across sides
     await channel.close()
     with open(a.out, "w") as f:
@@ -302,18 +303,11 @@ async def http_main(a) -> None:
             res.end = time.perf_counter()
 
     env = cpu_busy_and_load()  # before the warm-up: llama.cpp's OpenMP threads spin for a while after a request
-    w = Result(99_999)
-    await one(w, 8)
-    print(f"[load-bench] llama-server warm-up: {w.status} {w.tokens} tokens {w.detail}", file=sys.stderr)
-    print(f"[load-bench] llama-server N={n} (cpu busy {env['cpu_busy']}, load {env['loadavg']})", file=sys.stderr)
-    m = await run_rounds(n, a.rounds, a.max_seconds, k_offset, one)
-    m["env"] = env
-    s = summarize(m)
-    print(f"[load-bench] llama-server N={n}: {s['tok_s']} tok/s rounds={s['tok_s_rounds']} ok={s['ok']} "
-          f"cut={s['cut']} errors={s['errors']}", file=sys.stderr)
+    await warm_up("llama-server", one)
+    measurement = await measure("llama-server", n, env, a, k_offset, one)
     await session.close()
     with open(a.out, "w") as f:
-        json.dump({"side": "llama-server", "url": a.url, "measurements": [{"summary": s, "raw": m}]}, f, indent=1)
+        json.dump({"side": "llama-server", "url": a.url, "measurements": [measurement]}, f, indent=1)
 
 
 # --- in-process engine (alignctl generate --model) ------------------------------------------------
@@ -398,14 +392,14 @@ def fmt(x, spec=".1f", scale=1.0):
 
 def report_main(a) -> None:
     meta = json.load(open(a.meta))
-    ours = json.load(open(a.alignd)) if a.alignd and os.path.exists(a.alignd) else None
+    ours = optional_json(a.alignd)
     peers = {}
     for path in a.llama:
-        if os.path.exists(path):
-            js = json.load(open(path))
+        js = optional_json(path)
+        if js is not None:
             s = js["measurements"][0]["summary"]
             peers[s["n"]] = s
-    inproc = json.load(open(a.inprocess)) if a.inprocess and os.path.exists(a.inprocess) else None
+    inproc = optional_json(a.inprocess)
     ours_by_n = {m["summary"]["n"]: m["summary"] for m in ours["measurements"]} if ours else {}
     ns = [int(x) for x in meta["ns"].split(",")]
 
@@ -537,17 +531,7 @@ def report_main(a) -> None:
         L.append("Notes: " + meta["notes"])
     L.append(END)
     section = "\n".join(L) + "\n"
-
-    path = a.results
-    text = open(path).read() if os.path.exists(path) else ""
-    if START in text and END in text:
-        pre, rest = text.split(START, 1)
-        _, post = rest.split(END, 1)
-        text = pre + section.rstrip("\n") + post
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    with open(path, "w") as f:
-        f.write(text)
+    write_section(a.results, section, START, END)
     print(section)
 
 

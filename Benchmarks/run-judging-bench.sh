@@ -8,7 +8,8 @@
 # first time; the rest of the file is kept) and keeps raw JSON and the server log in $BENCH_OUT
 # (default /var/cache/alignd/bench/judging-<UTC timestamp>).
 #
-# Steps (the driver is Benchmarks/judging_bench.py; its docstring defines workloads and metrics):
+# Steps (the driver is Benchmarks/judging_bench.py; its docstring defines workloads and metrics;
+# shell helpers shared by the run-*-bench.sh scripts are in Benchmarks/lib.sh):
 #   1. venv $VENV (grpcio, grpcio-tools, grpcio-health-checking), created idempotently; Python stubs
 #      generated from Schemas/alignd/v1/*.proto into a temp folder.
 #   2. alignd serve --port 0 with the default models (policy SmolLM2, reward = generative judge on
@@ -41,6 +42,9 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
+BENCH_TAG=judging-bench
+# shellcheck source=Benchmarks/lib.sh
+source "$HERE/lib.sh"
 CACHE="${ALIGND_CACHE_DIR:-/var/cache/alignd}"
 BUILD="${ALIGND_BUILD_DIR:-$CACHE/build}"
 ALIGND="$BUILD/release/alignd"
@@ -60,43 +64,21 @@ RESULTS_FILE="${RESULTS_FILE:-$HERE/RESULTS.md}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 BENCH_OUT="${BENCH_OUT:-$CACHE/bench/judging-$STAMP}"
 
-log() { printf '[judging-bench] %s\n' "$*" >&2; }
 [[ -x "$ALIGND" ]] || { log "alignd not built: $ALIGND (swift build -c release, or set ALIGND_BUILD_DIR)"; exit 1; }
 [[ -d "$MODELS_DIR" ]] || { log "models folder not found: $MODELS_DIR (run scripts/fetch-models.sh)"; exit 1; }
 mkdir -p "$BENCH_OUT"
 TMP="$(mktemp -d /tmp/judging-bench.XXXXXX)"
+bench_traps "$TMP"   # kill only what this script started, remove the scratch folder
 log "raw outputs in $BENCH_OUT, scratch in $TMP"
 
-# --- cleanup: kill only what this script started --------------------------------------------------
-SERVER_PID=""
-stop_server() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-}
-trap 'stop_server; rm -rf "$TMP"' EXIT
-trap 'exit 130' INT TERM
-
 # --- 1. venv and stubs ----------------------------------------------------------------------------
-PY="$VENV/bin/python"
-if ! "$PY" -c 'import grpc, grpc_tools, grpc_health.v1' 2>/dev/null; then
-    log "creating venv $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet grpcio grpcio-tools grpcio-health-checking
-fi
-STUBS="$TMP/pystubs"   # not named "grpc": a local grpc package would shadow grpcio
-mkdir -p "$STUBS"
-"$PY" -m grpc_tools.protoc -I "$REPO/Schemas" --python_out="$STUBS" --grpc_python_out="$STUBS" \
-    "$REPO"/Schemas/alignd/v1/*.proto
+bench_venv "$VENV" 'grpc, grpc_tools, grpc_health.v1' grpcio grpcio-tools grpcio-health-checking
+STUBS="$TMP/pystubs"
+bench_stubs "$STUBS"
 DRIVER=("$PY" "$HERE/judging_bench.py")
 COMMON_ARGS=(--stubs "$STUBS" --runs "$RUNS" --quiet-max "$QUIET_MAX" --quiet-timeout "$QUIET_TIMEOUT")
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-rel() { local p="$1"; echo "${p#"$REPO"/}"; }
 ALIGND_CMD="$(rel "$ALIGND") serve --port 0 --models-dir $(rel "$MODELS_DIR") --data-dir TMP/data${ALIGND_ARGS:+ $ALIGND_ARGS}"
 
 # --- 2. alignd ------------------------------------------------------------------------------------
@@ -106,23 +88,14 @@ log "starting alignd (port 0)"
 "$ALIGND" serve --port 0 --models-dir "$MODELS_DIR" --data-dir "$TMP/data" ${ALIGND_ARGS:-} \
     >"$BENCH_OUT/alignd.log" 2>&1 &
 SERVER_PID=$!
-PORT=""
-ready=0
-for _ in $(seq 1 $(( START_TIMEOUT * 2 ))); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
+alignd_serving() {  # PORT from alignd's "alignd listening" log line once it is there, then a health check
     if [[ -z "$PORT" ]]; then
         PORT="$(sed -n 's/.*address=\[ipv4\]127\.0\.0\.1:\([0-9]*\).*alignd listening.*/\1/p' "$BENCH_OUT/alignd.log" | head -1 || true)"
     fi
-    if [[ -n "$PORT" ]] && "$PY" - "$PORT" <<'PY' 2>/dev/null; then ready=1; break; fi
-import sys, grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-ch = grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}")
-r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-sys.exit(0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1)
-PY
-    sleep 0.5
-done
-if (( ! ready )); then
+    [[ -n "$PORT" ]] && grpc_serving "$PORT"
+}
+PORT=""
+if ! wait_until "$SERVER_PID" "$START_TIMEOUT" alignd_serving; then
     log "alignd did not reach SERVING within ${START_TIMEOUT}s (see $BENCH_OUT/alignd.log)"
     tail -20 "$BENCH_OUT/alignd.log" >&2 || true
     exit 1
@@ -152,11 +125,8 @@ kill -0 "$SERVER_PID" 2>/dev/null || ALIGND_STATE="$ALIGND_STATE; alignd exited 
 stop_server
 
 # --- 5. report ------------------------------------------------------------------------------------
-CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
-MEM_GIB="$(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo)"
-MACHINE="$CPU_MODEL, $(nproc) cores visible, RAM $MEM_GIB GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), Linux $(uname -r)"
 VENV_REL="$(rel "$VENV")"
-export J_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" J_OUT="$BENCH_OUT" J_MACHINE="$MACHINE" J_LOAD="$LOAD_BEFORE" \
+export J_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" J_OUT="$BENCH_OUT" J_MACHINE="$(machine_description)" J_LOAD="$LOAD_BEFORE" \
     J_STATE="$ALIGND_STATE" J_CMD="$ALIGND_CMD" J_REWARD="$REWARD_VERSION" J_SAFETY="$SAFETY_VERSION" \
     J_RUNS="$RUNS" J_MIN_SECONDS="$MIN_SECONDS" J_QMAX="$QUIET_MAX" J_QTIMEOUT="$QUIET_TIMEOUT" J_NOTES="${NOTES:-}" \
     J_DRIVERS="$VENV_REL/bin/python Benchmarks/judging_bench.py score --target 127.0.0.1:PORT --stubs STUBS --runs $RUNS --pairs $PAIRS --per-rpc $PER_RPC --out score.json
@@ -172,5 +142,4 @@ json.dump({"date": e["J_DATE"], "out": e["J_OUT"], "machine": e["J_MACHINE"], "l
 PY
 "${DRIVER[@]}" report --meta "$BENCH_OUT/meta.json" --score "$BENCH_OUT/score.json" \
     --safety "$BENCH_OUT/safety.json" --results "$RESULTS_FILE" >/dev/null
-log "wrote the judging-bench section of $RESULTS_FILE"
-sed -n '/<!-- judging-bench:start -->/,/<!-- judging-bench:end -->/p' "$RESULTS_FILE"
+show_section "$RESULTS_FILE"

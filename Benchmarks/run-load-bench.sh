@@ -7,7 +7,8 @@
 # <!-- load-bench:start --> and <!-- load-bench:end -->; the rest of the file is kept) and keeps
 # raw JSON and server logs in $BENCH_OUT (default /var/cache/alignd/bench/load-<UTC timestamp>).
 #
-# Steps (the driver is Benchmarks/load_bench.py; see its docstring for the workload and metrics):
+# Steps (the driver is Benchmarks/load_bench.py; see its docstring for the workload and metrics;
+# shell helpers shared by the run-*-bench.sh scripts are in Benchmarks/lib.sh):
 #   1. venv $VENV (grpcio, grpcio-tools, grpcio-health-checking, aiohttp), created idempotently;
 #      Python stubs generated from Schemas/alignd/v1/*.proto into a temp folder.
 #   2. alignd serve on a free loopback port -> wait for grpc.health.v1 SERVING -> N = $NS, each
@@ -38,6 +39,9 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
+BENCH_TAG=load-bench
+# shellcheck source=Benchmarks/lib.sh
+source "$HERE/lib.sh"
 BUILD="${ALIGND_BUILD_DIR:-/var/cache/alignd/build}"
 ALIGND="$BUILD/release/alignd"
 ALIGNCTL="$BUILD/release/alignctl"
@@ -52,8 +56,6 @@ MAX_SECONDS="${MAX_SECONDS:-60}"
 INPROC_RUNS="${INPROC_RUNS:-5}"
 SLOT_CTX="${SLOT_CTX:-384}"
 START_TIMEOUT="${START_TIMEOUT:-180}"
-QUIET_MAX="${QUIET_MAX:-0.25}"
-QUIET_TIMEOUT="${QUIET_TIMEOUT:-120}"
 RESULTS_FILE="${RESULTS_FILE:-$HERE/RESULTS.md}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 BENCH_OUT="${BENCH_OUT:-/var/cache/alignd/bench/load-$STAMP}"
@@ -63,60 +65,17 @@ MAX_RUNNING="${MAX_RUNNING:-$(( MAXN > 32 ? MAXN : 32 ))}"
 # Driver time bound per call: rounds are bounded by MAX_SECONDS per N, plus warm-up and slack.
 DRIVER_TIMEOUT=$(( (MAX_SECONDS + 60) * ${#NLIST[@]} + 120 ))
 
-log() { printf '[load-bench] %s\n' "$*" >&2; }
 [[ -f "$MODEL" ]] || { log "model not found: $MODEL (run scripts/fetch-models.sh)"; exit 1; }
 mkdir -p "$BENCH_OUT"
 TMP="$(mktemp -d /tmp/load-bench.XXXXXX)"
+bench_traps "$TMP"   # kill only what this script started, remove the scratch folder
 log "raw outputs in $BENCH_OUT, scratch in $TMP"
 
-# --- cleanup: kill only what this script started --------------------------------------------------
-SERVER_PID=""
-stop_server() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-}
-trap 'stop_server; rm -rf "$TMP"' EXIT
-trap 'exit 130' INT TERM
-
 # --- 1. venv and stubs ----------------------------------------------------------------------------
-PY="$VENV/bin/python"
-if ! "$PY" -c 'import grpc, grpc_tools, grpc_health.v1, aiohttp' 2>/dev/null; then
-    log "creating venv $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet grpcio grpcio-tools grpcio-health-checking aiohttp
-fi
-STUBS="$TMP/pystubs"   # not named "grpc": a local grpc package would shadow grpcio
-mkdir -p "$STUBS"
-"$PY" -m grpc_tools.protoc -I "$REPO/Schemas" --python_out="$STUBS" --grpc_python_out="$STUBS" \
-    "$REPO"/Schemas/alignd/v1/*.proto
+bench_venv "$VENV" 'grpc, grpc_tools, grpc_health.v1, aiohttp' grpcio grpcio-tools grpcio-health-checking aiohttp
+STUBS="$TMP/pystubs"
+bench_stubs "$STUBS"
 DRIVER=("$PY" "$HERE/load_bench.py")
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-cpu_busy() {  # fraction of all CPUs busy over 3 s
-    local a b
-    a=($(head -n1 /proc/stat)); sleep 3; b=($(head -n1 /proc/stat))
-    python3 -c 'import sys
-a=list(map(int,sys.argv[1].split())); b=list(map(int,sys.argv[2].split()))
-d=[y-x for x,y in zip(a,b)]; print(f"{1-(d[3]+d[4])/max(sum(d),1):.2f}")' "${a[*]:1:8}" "${b[*]:1:8}"
-}
-wait_quiet() {
-    local start=$SECONDS busy
-    while :; do
-        busy="$(cpu_busy)"
-        if python3 -c "import sys; sys.exit(0 if $busy < $QUIET_MAX else 1)"; then
-            log "$1: machine CPU use $busy"; return 0
-        fi
-        if (( SECONDS - start >= QUIET_TIMEOUT )); then
-            log "$1: machine still busy ($busy) after ${QUIET_TIMEOUT}s, measuring anyway"; return 0
-        fi
-        sleep 5
-    done
-}
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 ALIGND_STATE="ran"
@@ -136,19 +95,7 @@ else
         --policy-model "$(basename "$MODEL")" --data-dir "$TMP/data" \
         --max-running-sequences "$MAX_RUNNING" ${ALIGND_ARGS:-} >"$BENCH_OUT/alignd.log" 2>&1 &
     SERVER_PID=$!
-    ready=0
-    for _ in $(seq 1 $(( START_TIMEOUT * 2 ))); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        if "$PY" - "$PORT" <<'PY' 2>/dev/null; then ready=1; break; fi
-import sys, grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-ch = grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}")
-r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-sys.exit(0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1)
-PY
-        sleep 0.5
-    done
-    if (( ready )); then
+    if wait_grpc_serving "$PORT" "$SERVER_PID" "$START_TIMEOUT"; then
         log "alignd SERVING; driving N=$NS"
         if ! timeout "$DRIVER_TIMEOUT" "${DRIVER[@]}" grpc --target "127.0.0.1:$PORT" --stubs "$STUBS" \
                 --ns "$NS" --rounds "$ROUNDS" --max-seconds "$MAX_SECONDS" --out "$BENCH_OUT/alignd.json"; then
@@ -190,13 +137,7 @@ if [[ "${SKIP_LLAMA:-0}" != "1" && -x "$LLAMA_SERVER" ]]; then
         "$LLAMA_SERVER" -m "$MODEL" -t 2 -tb 2 --parallel "$n" -c "$ctx" --host 127.0.0.1 --port "$PORT" \
             --no-webui >"$BENCH_OUT/llama-server-$n.log" 2>&1 &
         SERVER_PID=$!
-        ready=0
-        for _ in $(seq 1 $(( START_TIMEOUT * 2 ))); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            if curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then ready=1; break; fi
-            sleep 0.5
-        done
-        if (( ready )); then
+        if wait_http_ok "http://127.0.0.1:$PORT/health" "$SERVER_PID" "$START_TIMEOUT"; then
             timeout $(( MAX_SECONDS + 180 )) "${DRIVER[@]}" http --url "http://127.0.0.1:$PORT" --n "$n" \
                 --k-offset $(( idx * 10000 )) --rounds "$ROUNDS" --max-seconds "$MAX_SECONDS" \
                 --out "$BENCH_OUT/llama-$n.json" || log "llama-server N=$n: driver failed or timed out"
@@ -211,10 +152,7 @@ if [[ "${SKIP_LLAMA:-0}" != "1" && -x "$LLAMA_SERVER" ]]; then
 fi
 
 # --- 5. report ------------------------------------------------------------------------------------
-rel() { local p="$1"; echo "${p#"$REPO"/}"; }
-CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
-MEM_GIB="$(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo)"
-MACHINE="$CPU_MODEL, $(nproc) cores visible, RAM $MEM_GIB GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), Linux $(uname -r)"
+MACHINE="$(machine_description)"
 "$PY" - "$BENCH_OUT/meta.json" <<PY
 import json, sys
 json.dump({
@@ -233,5 +171,4 @@ json.dump({
 PY
 "${DRIVER[@]}" report --meta "$BENCH_OUT/meta.json" --alignd "$BENCH_OUT/alignd.json" \
     --llama "${LLAMA_FILES[@]}" --inprocess "$BENCH_OUT/inprocess.json" --results "$RESULTS_FILE" >/dev/null
-log "wrote the load-bench section of $RESULTS_FILE"
-sed -n '/<!-- load-bench:start -->/,/<!-- load-bench:end -->/p' "$RESULTS_FILE"
+show_section "$RESULTS_FILE"
