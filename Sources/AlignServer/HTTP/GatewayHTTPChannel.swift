@@ -109,6 +109,8 @@ struct GatewayHTTPChannel: ServerChildChannel {
 
 /// Carries a response writer (non-copyable) into a closure that hands it on exactly once.
 private final class WriterBox: @unchecked Sendable {
+  // Safety: made and emptied within one request's task, before and inside `withValue`, never
+  // shared with another task.
   private var writer: ResponseWriter?
 
   init(_ writer: consuming ResponseWriter) {
