@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import statistics
 import struct
 import subprocess
@@ -152,12 +153,18 @@ def run_main(a) -> None:
     for t in plan:
         subprocess.run(["h2load", "-n", str(2 * conc[t["workload"]]), *t["args"]], capture_output=True, timeout=600)
     for run in range(a.runs):
-        # Interleaved: each run measures every protocol once, so drift hits all of them alike.
-        for t in plan:
+        # Interleaved: each run measures every protocol once, so drift hits all of them alike, and
+        # the protocols' order within a workload rotates from run to run (no protocol always first).
+        ordered = []
+        for workload in ("moderation", "generation"):
+            group = [t for t in plan if t["workload"] == workload]
+            shift = run % len(group)
+            ordered += group[shift:] + group[:shift]
+        for t in ordered:
             command = ["h2load", "-n", str(counts[t["workload"]]), *t["args"]]
             result = subprocess.run(command, capture_output=True, text=True, timeout=a.timeout)
             entry = {"run": run, "workload": t["workload"], "protocol": t["protocol"], "key": t["key"],
-                     "command": " ".join(command).replace(folder + "/", "")}
+                     "command": shlex.join(command).replace(folder + "/", "")}
             entry.update(parse_h2load(result.stdout))
             raw["runs"].append(entry)
             print(f"run {run} {t['workload']:10} {t['protocol']:18} {entry['rps']:9.1f} req/s "
@@ -187,7 +194,8 @@ def report_main(a) -> None:
              f"requests per run, C = {raw['concurrency']['generation']}): `Inference/Generate` vs "
              "`POST /v1/completions` (HTTP/1.1 generation responses close their connection: the gateway watches "
              "it for a disconnect, Docs/HTTP.md).",
-             f"- {meta['runs']} interleaved runs after a warm-up; medians below, every run in the raw JSON "
+             f"- {meta['runs']} interleaved runs after a warm-up (the protocols' order rotates from run to run); "
+             "medians below, every run in the raw JSON "
              f"({meta['out']}).", "",
              "### Results (medians)", "",
              "| workload | protocol | requests/s | mean time per request | vs gRPC (requests/s) | failed |",
