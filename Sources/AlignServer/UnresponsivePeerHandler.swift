@@ -12,8 +12,8 @@ import NIOHTTP2
 /// no open stream and read no connection-level frame for `limit` (the idle timeout plus a grace
 /// period); a polite idle peer is closed earlier by the transport itself, and connections with open
 /// streams are left alone. Install it with `install(on:limit:)` and `track(stream:)` from the
-/// transport's `channelDebuggingCallbacks` (gRPC), or through `PlaintextHTTPChannel` and a
-/// `StreamTracker` in every stream's pipeline (the HTTP gateway's h2c connections, whose
+/// transport's `channelDebuggingCallbacks` (gRPC), or through `GatewayHTTPChannel` and a
+/// `StreamTracker` in every stream's pipeline (the HTTP gateway's HTTP/2 connections, whose
 /// Hummingbird connection manager waits for the PING just the same).
 final class UnresponsivePeerHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = HTTP2Frame

@@ -22,7 +22,7 @@ struct HTTPGateway: Sendable {
   /// Admin.GetStatus behind `GET /v1/admin/status`; nil when Admin has its own listener
   /// (`admin_port`, possibly with client certificates), which HTTP must not bypass.
   let admin: AdminService?
-  /// Set while a request that came over HTTP/2 is handled (PlaintextHTTPChannel sets it for h2c).
+  /// Set while a request that came over HTTP/2 (h2c or TLS) is handled; GatewayHTTPChannel sets it.
   @TaskLocal static var requestIsHTTP2 = false
   /// Reported as `created` of the models in `GET /v1/models`.
   let started = Int64(Date().timeIntervalSince1970)
