@@ -214,6 +214,29 @@ struct TLSEndToEndTests {
     #expect(server.process.isRunning)
   }
 
+  /// The gateway's TLS port closes peers that never finish the TLS handshake, and HTTP/2 peers that
+  /// go silent after SETTINGS (never answering the idle timeout's PING), as the plaintext ports do.
+  @Test(.enabled(if: HTTPGatewayTests.pythonPresent)) func tlsGatewayClosesSilentPeers() async throws {
+    let pki = try TestPKI()
+    let server = try await ServerProcess(arguments: [
+      "--tls-cert-file", pki.serverCertificate, "--tls-key-file", pki.serverKey, "--idle-timeout-seconds", "2",
+    ])
+    try await Self.waitUntilServing(server, port: server.port, security: pki.client())
+    let script = TestPaths.repositoryRoot.appendingPathComponent("Tests/Clients/silent_peers.py").path
+    let run = try runTool(URL(fileURLWithPath: HTTPGatewayTests.python), [script, "127.0.0.1", "\(server.httpPort)"])
+    let json = try #require(
+      try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any], "\(run.output)")
+    #expect(json["alpn"] as? String == "h2", "\(json)")
+    // Idle 2 s: closed at the idle timeout (no handshake), or after it plus the PING grace (2 s).
+    let noHandshake = try #require(json["silent TCP, no TLS handshake"] as? Double, "still open: \(json)")
+    #expect(noHandshake >= 1.5 && noHandshake <= 5, "\(json)")
+    let silentHTTP2 = try #require(json["TLS h2, preface + SETTINGS, then silent"] as? Double, "still open: \(json)")
+    #expect(silentHTTP2 >= 1.5 && silentHTTP2 <= 7, "\(json)")
+    #expect(server.process.isRunning)
+    server.signal(SIGTERM)
+    _ = try await server.waitForExit()
+  }
+
   @Test func adminListenerRequiresAClientCertificateFromTheCA() async throws {
     let pki = try TestPKI()
     let server = try await ServerProcess(arguments: [
