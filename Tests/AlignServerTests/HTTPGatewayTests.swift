@@ -88,16 +88,11 @@ struct HTTPGatewayTests {
   static func curl(_ server: ServerProcess, _ protocolFlag: String, _ path: String, body: String? = nil) throws -> (
     status: Int, version: String, body: String
   ) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
     var arguments = ["-s", "--max-time", "120", protocolFlag, "-w", "\n%{http_code} %{http_version}"]
     if let body { arguments += ["-H", "Content-Type: application/json", "-d", body] }
-    process.arguments = arguments + ["http://127.0.0.1:\(server.httpPort)\(path)"]
-    let stdout = Pipe()
-    process.standardOutput = stdout
-    try process.run()
-    let output = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
+    let output = try runTool(
+      URL(fileURLWithPath: "/usr/bin/curl"), arguments + ["http://127.0.0.1:\(server.httpPort)\(path)"]
+    ).output
     guard let split = output.lastIndex(of: "\n") else { return (0, "", output) }
     let trailer = output[output.index(after: split)...].split(separator: " ")
     return (Int(trailer.first ?? "") ?? 0, trailer.count > 1 ? String(trailer[1]) : "", String(output[..<split]))

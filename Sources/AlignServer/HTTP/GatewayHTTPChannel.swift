@@ -123,6 +123,9 @@ private final class WriterBox: @unchecked Sendable {
   }
 }
 
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+private let http2Preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
 /// Decides a new connection's protocol, then gets out of the way. Plaintext (first in the
 /// pipeline) it buffers the first bytes until they either are the HTTP/2 connection preface or
 /// cannot be; with `alpn` (after the TLS handler) it waits for the handshake's ALPN result. Then it
@@ -133,20 +136,13 @@ final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, Remova
   typealias InboundIn = ByteBuffer
   typealias InboundOut = ByteBuffer
 
-  /// The HTTP/2 client connection preface.
-  static var preface: [UInt8] { Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) }
-
-  private enum State {
-    case sniffing
-    case configuring
-    case done
-  }
 
   private let configure: (_ isHTTP2: Bool, _ channel: any Channel) -> EventLoopFuture<Negotiated>
   private let timeout: TimeAmount
   private let alpn: Bool
   private var silenceTimer: Scheduled<Void>?
-  private var state = State.sniffing
+  /// Set once the protocol is known (the pipeline is then being built for it).
+  private var decided = false
   private var buffered: ByteBuffer?
   private var promise: EventLoopPromise<Negotiated>?
 
@@ -178,17 +174,13 @@ final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, Remova
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     var bytes = unwrapInboundIn(data)
-    if buffered == nil {
-      buffered = bytes
-    } else {
-      buffered!.writeBuffer(&bytes)
-    }
-    guard !alpn, state == .sniffing, let decision = Self.decide(buffered!) else { return }
+    buffered.setOrWriteBuffer(&bytes)
+    guard !alpn, !decided, let buffered, let decision = Self.decide(buffered) else { return }
     begin(context: context, isHTTP2: decision)
   }
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-    guard alpn, state == .sniffing, case TLSUserEvent.handshakeCompleted(let negotiated) = event else {
+    guard alpn, !decided, case TLSUserEvent.handshakeCompleted(let negotiated) = event else {
       context.fireUserInboundEventTriggered(event)
       return
     }
@@ -196,7 +188,7 @@ final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, Remova
   }
 
   private func begin(context: ChannelHandlerContext, isHTTP2: Bool) {
-    state = .configuring
+    decided = true
     silenceTimer?.cancel()
     let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
     configure(isHTTP2, context.channel).hop(to: context.eventLoop).whenComplete { result in
@@ -206,8 +198,7 @@ final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, Remova
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    // Held back with the bytes; sent after them once the pipeline is built.
-    if state == .done { context.fireChannelReadComplete() }
+    // Held back with the bytes: `configured` sends one after them once the pipeline is built.
   }
 
   func channelInactive(context: ChannelHandlerContext) {
@@ -219,25 +210,22 @@ final class ProtocolSniffer<Negotiated: Sendable>: ChannelInboundHandler, Remova
   /// `true` for the HTTP/2 preface, `false` as soon as the bytes differ from it, `nil` while they
   /// are a proper prefix of it.
   static func decide(_ bytes: ByteBuffer) -> Bool? {
-    let preface = Self.preface
-    let count = min(bytes.readableBytes, preface.count)
+    let count = min(bytes.readableBytes, http2Preface.count)
     guard let head = bytes.getBytes(at: bytes.readerIndex, length: count) else { return nil }
-    if head != Array(preface[..<count]) { return false }
-    return count == preface.count ? true : nil
+    if head[...] != http2Preface[..<count] { return false }
+    return count == http2Preface.count ? true : nil
   }
 
   private func configured(context: ChannelHandlerContext, result: Result<Negotiated, any Error>) {
-    state = .done
+    settle(result)
     switch result {
     case .success:
-      settle(result)
       if let bytes = buffered.take() {
         context.fireChannelRead(wrapInboundOut(bytes))
       }
       context.fireChannelReadComplete()
       context.pipeline.syncOperations.removeHandler(self, promise: nil)
     case .failure:
-      settle(result)
       context.close(promise: nil)
     }
   }

@@ -150,10 +150,9 @@ struct GenerationParameters: Sendable {
       case .string(let content): text = content
       case .array(let parts):
         for part in parts {
-          guard let partFields = part.objectFields else {
+          guard let fields = JSONObject(part) else {
             throw .invalid("messages[\(i)].content parts must be objects", param: "messages")
           }
-          let fields = JSONObject(partFields)
           guard try fields.string("type") == "text", let partText = try fields.string("text") else {
             throw .invalid("messages[\(i)].content: only text parts are supported", param: "messages")
           }

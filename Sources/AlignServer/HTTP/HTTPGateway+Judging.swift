@@ -24,8 +24,8 @@ extension HTTPGateway {
         switch value {
         case .string(let text): texts.append(text)
         case .object:
-          let part = JSONObject(value.objectFields ?? [:])
-          guard try part.string("type") == "text", let text = try part.string("text") else {
+          guard let part = JSONObject(value), try part.string("type") == "text", let text = try part.string("text")
+          else {
             throw GatewayError.invalid("input: only text is supported", param: "input")
           }
           texts.append(text)

@@ -85,10 +85,7 @@ struct HTTPGateway: Sendable {
     }
     var options = JSONEncodingOptions()
     options.preserveProtoFieldNames = true
-    var headers = HTTPFields()
-    headers[.contentType] = "application/json"
-    let body = try status.jsonUTF8Bytes(options: options) as [UInt8]
-    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    return Self.json(bytes: try status.jsonUTF8Bytes(options: options))
   }
 
   // MARK: Models
@@ -134,9 +131,14 @@ struct HTTPGateway: Sendable {
   // MARK: Helpers
 
   static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+    json(bytes: value.serialized, status: status)
+  }
+
+  /// A response whose body is already serialized JSON.
+  static func json(bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
-    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.serialized)))
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
   }
 
   /// A request body as a JSON object, refused with 413 above `max_request_bytes`.

@@ -142,6 +142,12 @@ struct JSONObject: Sendable {
 
   init(_ fields: [String: JSONValue]) { self.fields = fields }
 
+  /// An object value's fields; nil for any other value.
+  init?(_ value: JSONValue) {
+    guard let fields = value.objectFields else { return nil }
+    self.init(fields)
+  }
+
   /// Parses a request body; anything but a JSON object is a 400.
   init(body: [UInt8]) throws(GatewayError) {
     guard !body.isEmpty else { throw .invalid("the request body is empty; send a JSON object") }
@@ -151,8 +157,8 @@ struct JSONObject: Sendable {
     } catch {
       throw .invalid("the request body is not valid JSON")
     }
-    guard let fields = value.objectFields else { throw .invalid("the request body must be a JSON object") }
-    self.init(fields)
+    guard let object = JSONObject(value) else { throw .invalid("the request body must be a JSON object") }
+    self = object
   }
 
   /// The field, with JSON null read as absent.
@@ -202,8 +208,8 @@ struct JSONObject: Sendable {
 
   func object(_ key: String) throws(GatewayError) -> JSONObject? {
     guard let value = self[key] else { return nil }
-    guard let fields = value.objectFields else { throw .invalid("\(key) must be an object", param: key) }
-    return JSONObject(fields)
+    guard let object = JSONObject(value) else { throw .invalid("\(key) must be an object", param: key) }
+    return object
   }
 
   func array(_ key: String) throws(GatewayError) -> [JSONValue]? {
@@ -235,8 +241,8 @@ struct JSONObject: Sendable {
     guard let values = try array(key) else { return nil }
     var objects: [JSONObject] = []
     for (i, value) in values.enumerated() {
-      guard let fields = value.objectFields else { throw .invalid("\(key)[\(i)] must be an object", param: key) }
-      objects.append(JSONObject(fields))
+      guard let object = JSONObject(value) else { throw .invalid("\(key)[\(i)] must be an object", param: key) }
+      objects.append(object)
     }
     return objects
   }

@@ -11,16 +11,8 @@
 @testable import AlignEngine
 import Foundation
 
-/// Deterministic generator (SplitMix64), so every build sees the same inputs.
-struct SplitMix64 {
-  var state: UInt64
-  mutating func next() -> UInt64 {
-    state &+= 0x9e37_79b9_7f4a_7c15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-    z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-    return z ^ (z >> 31)
-  }
+/// The engine's seeded generator, so every build sees the same inputs.
+extension Xoshiro256 {
   /// Uniform in [0, 1).
   mutating func unit() -> Float { Float(next() >> 40) / Float(1 << 24) }
   mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
@@ -53,7 +45,7 @@ func half(_ x: Float) -> [UInt8] {
 
 /// `rows × cols` weights in the file layout of `type`: random quants (Q8_0 includes −128), scales of
 /// both signs (llama.cpp's Q4_0 and Q8_0 scales can be negative), Q4_1 minimums of both signs.
-func randomWeights(_ type: GGMLType, rows: Int, cols: Int, _ rng: inout SplitMix64) -> [UInt8] {
+func randomWeights(_ type: GGMLType, rows: Int, cols: Int, _ rng: inout Xoshiro256) -> [UInt8] {
   var out: [UInt8] = []
   for _ in 0..<(rows * cols / 32) {
     let d = (0.5 + rng.unit()) * Float(1 << rng.below(7)) / 1024 * (rng.below(4) == 0 ? -1 : 1)
@@ -72,7 +64,7 @@ func randomWeights(_ type: GGMLType, rows: Int, cols: Int, _ rng: inout SplitMix
 }
 
 /// Activations with a different magnitude per token, some all-zero blocks and some single outliers.
-func randomActivations(tokens: Int, cols: Int, _ rng: inout SplitMix64) -> [Float] {
+func randomActivations(tokens: Int, cols: Int, _ rng: inout Xoshiro256) -> [Float] {
   var x = [Float](repeating: 0, count: tokens * cols)
   for t in 0..<tokens {
     let scale = Float(pow(10, Double(rng.below(6)) - 3))
@@ -99,7 +91,7 @@ func rowwise(
 let tokenCounts = [1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 21]
 let maxTokens = tokenCounts.max()!
 let shapes = [(rows: 3, cols: 64), (rows: 8, cols: 32), (rows: 37, cols: 96), (rows: 67, cols: 576)]
-var rng = SplitMix64(state: 2026)
+var rng = Xoshiro256(seed: 2026)
 
 for type in [GGMLType.q4_0, .q4_1, .q8_0] {
   for shape in shapes {
