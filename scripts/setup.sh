@@ -29,3 +29,5 @@ command -v swift >/dev/null || { echo "error: swift is not on PATH (Swift 6.3.1 
 "$ROOT/scripts/fetch-models.sh"
 # The offensive-language classifier (alt-profanity-check's linear model, converted once).
 "$ROOT/scripts/fetch-safety-model.sh"
+# The ported classifiers (tox-block's Jigsaw BiLSTM, hatesonar's TF-IDF model), converted once.
+"$ROOT/scripts/fetch-safety-ports.sh"
