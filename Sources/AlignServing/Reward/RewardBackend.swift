@@ -63,6 +63,8 @@ public enum RewardBackendKind: String, Sendable, Equatable {
   case rewardHead = "reward-head"
   /// The policy asked to rate the response (``GenerativeJudge``).
   case generativeJudge = "generative-judge"
+  /// A small network on sentence embeddings of the prompt and the response (``EmbeddingRewardModel``).
+  case embeddingHead = "embedding-head"
 }
 
 /// A reward model: turns (context, response) pairs into scalar rewards, many per forward pass.

@@ -1,0 +1,66 @@
+import AlignEngine
+import Foundation
+import Synchronization
+
+/// The trained default reward model: a small network (``EmbeddingHead`` of kind `reward`) on
+/// sentence embeddings of the prompt and of the response (a bi-encoder: all-MiniLM-L6-v2, see
+/// Docs/REWARD.md).
+///
+/// The prompt is the raw prompt string, or a conversation's last user turn (earlier turns and the
+/// system prompt are not read). Identical prompts and responses in one call are embedded once, so
+/// a pair, or best-of-n candidates for one prompt, embed the prompt a single time.
+public final class EmbeddingRewardModel: RewardBackend {
+  /// `<name>@<version>-<first 12 hex of the head files' SHA-256>`, e.g. `alignd-reward-minilm@1-3f2a…`.
+  public let version: String
+  public var kind: RewardBackendKind { .embeddingHead }
+  public let head: EmbeddingHead
+  public let encoder: SentenceEncoder
+  /// Calls serialize on the session (its buffers are single-use).
+  private let session: Mutex<EncoderSession>
+
+  /// - Parameters:
+  ///   - headDirectory: an `alignd.embedding-head` folder of kind `reward`.
+  ///   - encoder: the sentence encoder it was trained on (shared with other judges).
+  ///   - encoderSHA256: the SHA-256 of the encoder's `model.safetensors`; when the head's manifest
+  ///     names another, loading fails (the head would read embeddings it was not trained on).
+  ///   - threads: worker threads of this model's encoder session.
+  /// - Throws: ``ModelLoadError`` naming the problem.
+  public init(headDirectory: String, encoder: SentenceEncoder, encoderSHA256: String?, threads: Int = 2) throws {
+    let head: EmbeddingHead
+    do {
+      head = try EmbeddingHead(directory: headDirectory, dimension: encoder.dimension)
+    } catch {
+      throw ModelLoadError("cannot load the reward head \(headDirectory): \(error)")
+    }
+    guard head.kind == .reward else {
+      throw ModelLoadError("\(headDirectory) is a \(head.kind.rawValue) head, not a reward head")
+    }
+    if let expected = head.encoderSHA256, let actual = encoderSHA256, expected != actual {
+      throw ModelLoadError(
+        "\(headDirectory) was trained on the encoder with SHA-256 \(expected), but the loaded encoder's is \(actual)")
+    }
+    let digest = try FileDigest.sha256(folder: headDirectory, files: ["manifest.json", "weights.safetensors"])
+    self.head = head
+    self.encoder = encoder
+    version = "\(head.name)@\(head.version)-\(digest.prefix(12))"
+    session = Mutex(EncoderSession(encoder: encoder, threads: threads))
+  }
+
+  public func rewards(_ inputs: [RewardInput]) throws -> [Double] {
+    if inputs.isEmpty { return [] }
+    // Unique texts, embedded in one call.
+    var index: [String: Int] = [:]
+    var texts: [String] = []
+    func slot(_ text: String) -> Int {
+      if let i = index[text] { return i }
+      index[text] = texts.count
+      texts.append(text)
+      return texts.count - 1
+    }
+    let rows = inputs.map { (prompt: slot($0.question), response: slot($0.response)) }
+    let vectors = session.withLock { $0.embed(texts) }
+    return rows.map { row in
+      head.scores(EmbeddingHead.Inputs(prompt: vectors[row.prompt], response: vectors[row.response]))[0]
+    }
+  }
+}
