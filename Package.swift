@@ -68,6 +68,7 @@ let package = Package(
       name: "AlignServing",
       dependencies: [
         "AlignEngine",
+        "CBLAS",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "Metrics", package: "swift-metrics"),

@@ -189,6 +189,7 @@ public struct AlignServerApp: Sendable {
       rewardPath: config.rewardModel.isEmpty ? nil : Self.resolve(config.rewardModel, against: config.modelsDir),
       safetyPolicyFile: config.safetyPolicy.isEmpty ? nil : config.safetyPolicy,
       lexicalPath: Self.resolve(LexicalClassifier.defaultFileName, against: config.modelsDir),
+      modelsDir: config.modelsDir,
       guardPath: config.guardModel.isEmpty ? nil : Self.resolve(config.guardModel, against: config.modelsDir),
       syncInterval: config.rolloutSyncSeconds, logger: logger)
     // The HTTP/JSON gateway transcodes to the same Inference service (Docs/HTTP.md). It is last
@@ -281,6 +282,8 @@ struct ModelLoaderService: Service {
   let rewardPath: String?
   let safetyPolicyFile: String?
   let lexicalPath: String
+  /// Where the ported safety classifiers' converted files are looked for.
+  let modelsDir: String
   let guardPath: String?
   /// Seconds between re-reads of the active versions from the store (0 = never).
   let syncInterval: Double
@@ -293,10 +296,12 @@ struct ModelLoaderService: Service {
     // slow load would hold up shutdown (and ServiceGroup aborts the process when cancellation
     // takes too long).
     let (rollout, policyPath, rewardPath) = (self.rollout, self.policyPath, self.rewardPath)
-    let (safetyPolicyFile, lexicalPath, guardPath) = (self.safetyPolicyFile, self.lexicalPath, self.guardPath)
+    let (safetyPolicyFile, lexicalPath, modelsDir, guardPath) =
+      (self.safetyPolicyFile, self.lexicalPath, self.modelsDir, self.guardPath)
     let load = Task.detached(priority: .userInitiated) {
       try await rollout.startup(defaultPolicyPath: policyPath)
-      try await rollout.startSafety(policyFile: safetyPolicyFile, lexicalPath: lexicalPath, guardPath: guardPath)
+      try await rollout.startSafety(
+        policyFile: safetyPolicyFile, lexicalPath: lexicalPath, modelsDir: modelsDir, guardPath: guardPath)
       await rollout.startReward(configured: rewardPath)
     }
     do {

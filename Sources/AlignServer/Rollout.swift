@@ -498,8 +498,9 @@ actor RolloutController {
   // MARK: Safety
 
   /// Builds the safety checker: the policy file (or the built-in default), the lexical model, the
-  /// rules and, when configured, a guard model.
-  func startSafety(policyFile: String?, lexicalPath: String, guardPath: String?) async throws {
+  /// ported classifiers (tox-block, hatesonar) when the policy enables them and their converted
+  /// files are in `modelsDir`, the rules and, when configured, a guard model.
+  func startSafety(policyFile: String?, lexicalPath: String, modelsDir: String, guardPath: String?) async throws {
     let policy = try policyFile.map { try SafetyPolicy(contentsOf: $0) } ?? SafetyPolicy.builtInDefault()
     var backends: [any SafetyBackend] = [RulesBackend(termLists: policy.termLists)]
     if policy.enabledBackends.contains("lexical") {
@@ -507,6 +508,20 @@ actor RolloutController {
         backends.append(LexicalBackend(classifier: try LexicalClassifier(contentsOf: lexicalPath)))
       } catch {
         throw ModelLoadError("the lexical safety model: \(error) (run scripts/fetch-safety-model.sh)")
+      }
+    }
+    let folder = URL(fileURLWithPath: modelsDir)
+    if policy.enabledBackends.contains("toxblock") {
+      let weights = folder.appendingPathComponent(ToxBlockClassifier.defaultWeightsFileName).path
+      let tokenizer = folder.appendingPathComponent(ToxBlockClassifier.defaultTokenizerFileName).path
+      try loadPorted("toxblock", files: [weights, tokenizer], into: &backends) {
+        ToxBlockBackend(classifier: try ToxBlockClassifier(weightsPath: weights, tokenizerPath: tokenizer))
+      }
+    }
+    if policy.enabledBackends.contains("hatesonar") {
+      let path = folder.appendingPathComponent(HateSonarClassifier.defaultFileName).path
+      try loadPorted("hatesonar", files: [path], into: &backends) {
+        HateSonarBackend(classifier: try HateSonarClassifier(contentsOf: path))
       }
     }
     var size: UInt64 = 0
@@ -517,6 +532,25 @@ actor RolloutController {
     let checker = try SafetyChecker(policy: policy, backends: backends)
     models.safety.activate(SafetySnapshot(checker: checker, sizeBytes: size))
     logger.info("safety checker ready", metadata: ["version": "\(checker.version)"])
+  }
+
+  /// Adds a ported classifier's backend when its converted files are all present. An absent
+  /// file leaves the backend out (like an unconfigured guard), with a warning; a file that does
+  /// not load stops the start.
+  private func loadPorted(
+    _ name: String, files: [String], into backends: inout [any SafetyBackend], load: () throws -> any SafetyBackend
+  ) throws {
+    if let missing = files.first(where: { !FileManager.default.fileExists(atPath: $0) }) {
+      logger.warning(
+        "the safety policy enables \(name) but its model is absent: not used (run scripts/fetch-safety-ports.sh)",
+        metadata: ["missing": "\(missing)"])
+      return
+    }
+    do {
+      backends.append(try load())
+    } catch {
+      throw ModelLoadError("the \(name) safety model: \(error) (run scripts/fetch-safety-ports.sh)")
+    }
   }
 
   // MARK: Gates

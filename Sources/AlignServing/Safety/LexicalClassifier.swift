@@ -267,45 +267,20 @@ private enum Norm: Sendable { case none, l1, l2 }
 private struct TextRules: Sendable {
   let lowercase: Bool
   let asciiWord: [Bool]  // (128)
-  let asciiLower: [UInt32]  // (128) single-scalar lowercase of ASCII
   let word: RangeSet32
-  let lowerKeys: [UInt32]  // (mappings) ascending
-  let lowerOffsets: [Int32]  // (mappings + 1) into lowerValues
-  let lowerValues: [UInt32]  // (total mapped scalars)
-  let sigmaCased: RangeSet32
-  let sigmaIgnorable: RangeSet32
+  let lower: LowercaseTable
 
   init(_ tables: LexicalFile.Text, lowercase: Bool) throws(LexicalClassifierError) {
     self.lowercase = lowercase
-    word = try RangeSet32(tables.wordRanges, name: "word_ranges")
-    sigmaCased = try RangeSet32(tables.sigmaCased, name: "sigma_cased")
-    sigmaIgnorable = try RangeSet32(tables.sigmaCaseIgnorable, name: "sigma_case_ignorable")
-    var keys: [UInt32] = []
-    var offsets: [Int32] = [0]
-    var values: [UInt32] = []
-    for entry in tables.lowerMap {
-      guard entry.key <= 0x10FFFF, keys.last.map({ $0 < entry.key }) ?? true,
-        !entry.value.isEmpty, entry.value.count <= 8, entry.value.allSatisfy({ $0 <= 0x10FFFF })
-      else { throw .malformed("lower_map is not ascending valid scalars at U+\(entry.key)") }
-      keys.append(entry.key)
-      values.append(contentsOf: entry.value)
-      offsets.append(Int32(values.count))
+    do {
+      word = try RangeSet32(tables.wordRanges, name: "word_ranges")
+      lower = try LowercaseTable(python: tables.lower)
+    } catch {
+      throw .malformed(error.message)
     }
-    lowerKeys = keys
-    lowerOffsets = offsets
-    lowerValues = values
     var asciiWord = [Bool](repeating: false, count: 128)
-    var asciiLower = (0..<128).map { UInt32($0) }
     for c in 0..<128 { asciiWord[c] = word.contains(UInt32(c)) }
-    for (i, key) in keys.enumerated() where key < 128 {
-      // The ASCII fast path keeps one scalar per scalar (true of every Unicode version).
-      guard offsets[i + 1] - offsets[i] == 1 else {
-        throw .malformed("lower_map maps ASCII U+\(key) to several scalars")
-      }
-      asciiLower[Int(key)] = values[Int(offsets[i])]
-    }
     self.asciiWord = asciiWord
-    self.asciiLower = asciiLower
   }
 
   @inline(__always) func isWord(_ v: UInt32) -> Bool {
@@ -315,44 +290,13 @@ private struct TextRules: Sendable {
   /// `str.lower()` of `text` into `lowered`; `source` receives the original scalars.
   func lowercase(_ text: String, source: inout [UInt32], into lowered: inout [UInt32]) {
     source.removeAll(keepingCapacity: true)
-    lowered.removeAll(keepingCapacity: true)
     for scalar in text.unicodeScalars { source.append(scalar.value) }
-    guard lowercase else {
+    if lowercase {
+      lower.lowercase(source, into: &lowered)
+    } else {
+      lowered.removeAll(keepingCapacity: true)
       lowered.append(contentsOf: source)
-      return
     }
-    for i in source.indices {
-      let v = source[i]
-      if v < 128 {
-        lowered.append(asciiLower[Int(v)])
-      } else if v == 0x3A3 {
-        lowered.append(isFinalSigma(source, at: i) ? 0x3C2 : 0x3C3)
-      } else if let m = mapping(of: v) {
-        lowered.append(contentsOf: lowerValues[Int(lowerOffsets[m])..<Int(lowerOffsets[m + 1])])
-      } else {
-        lowered.append(v)
-      }
-    }
-  }
-
-  /// CPython's `handle_capital_sigma`: cased (case-ignorable)* Σ !((case-ignorable)* cased).
-  private func isFinalSigma(_ s: [UInt32], at i: Int) -> Bool {
-    var j = i - 1
-    while j >= 0, sigmaIgnorable.contains(s[j]) { j -= 1 }
-    guard j >= 0, sigmaCased.contains(s[j]) else { return false }
-    j = i + 1
-    while j < s.count, sigmaIgnorable.contains(s[j]) { j += 1 }
-    return j == s.count || !sigmaCased.contains(s[j])
-  }
-
-  private func mapping(of v: UInt32) -> Int? {
-    var lo = 0
-    var hi = lowerKeys.count
-    while lo < hi {
-      let mid = (lo + hi) / 2
-      if lowerKeys[mid] < v { lo = mid + 1 } else { hi = mid }
-    }
-    return lo < lowerKeys.count && lowerKeys[lo] == v ? lo : nil
   }
 
   /// Matches of `(?u)\b\w\w+\b`: the maximal runs of `\w` at least two scalars long.
@@ -368,105 +312,6 @@ private struct TextRules: Sendable {
       }
     }
     if start >= 0, s.count - start >= 2 { tokens.append(start..<s.count) }
-  }
-}
-
-/// A set of Unicode scalar values as sorted, disjoint, inclusive ranges.
-private struct RangeSet32: Sendable {
-  let lows: [UInt32]  // (ranges) ascending
-  let highs: [UInt32]  // (ranges)
-
-  init(_ pairs: [[UInt32]], name: String) throws(LexicalClassifierError) {
-    var lows: [UInt32] = []
-    var highs: [UInt32] = []
-    for pair in pairs {
-      guard pair.count == 2, pair[0] <= pair[1], pair[1] <= 0x10FFFF,
-        highs.last.map({ $0 < pair[0] }) ?? true
-      else { throw .malformed("\(name) is not sorted disjoint scalar ranges") }
-      lows.append(pair[0])
-      highs.append(pair[1])
-    }
-    self.lows = lows
-    self.highs = highs
-  }
-
-  @inline(__always) func contains(_ v: UInt32) -> Bool {
-    // The last range whose low bound is <= v.
-    var lo = 0
-    var hi = lows.count
-    while lo < hi {
-      let mid = (lo + hi) / 2
-      if lows[mid] <= v { lo = mid + 1 } else { hi = mid }
-    }
-    return lo > 0 && v <= highs[lo - 1]
-  }
-}
-
-/// An open-addressing hash table from scalar sequences to their index, compared scalar by
-/// scalar (Swift `String` equality is canonical equivalence, Python's is code point equality).
-private struct ScalarTable: Sendable {
-  let arena: [UInt32]  // (total scalars) all keys back to back
-  let offsets: [Int]  // (keys + 1) into arena
-  let slots: [Int32]  // (capacity) key index or -1
-  let mask: Int
-
-  /// Returns nil when two keys are equal.
-  init?(_ keys: [String]) {
-    var arena: [UInt32] = []
-    var offsets: [Int] = [0]
-    for key in keys {
-      for scalar in key.unicodeScalars { arena.append(scalar.value) }
-      offsets.append(arena.count)
-    }
-    var capacity = 16
-    while capacity < keys.count * 2 { capacity *= 2 }
-    var slots = [Int32](repeating: -1, count: capacity)
-    let mask = capacity - 1
-    for k in keys.indices {
-      let key = arena[offsets[k]..<offsets[k + 1]]
-      var slot = key.withUnsafeBufferPointer { Self.hash($0) } & mask
-      while slots[slot] >= 0 {
-        if arena[offsets[Int(slots[slot])]..<offsets[Int(slots[slot]) + 1]].elementsEqual(key) {
-          return nil
-        }
-        slot = (slot + 1) & mask
-      }
-      slots[slot] = Int32(k)
-    }
-    self.arena = arena
-    self.offsets = offsets
-    self.slots = slots
-    self.mask = mask
-  }
-
-  static func hash(_ key: UnsafeBufferPointer<UInt32>) -> Int {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
-    for v in key {
-      h = (h ^ UInt64(v)) &* 0x0000_0100_0000_01b3
-    }
-    h ^= h >> 29
-    return Int(truncatingIfNeeded: h)
-  }
-
-  func index(of key: UnsafeBufferPointer<UInt32>) -> Int? {
-    var slot = Self.hash(key) & mask
-    return arena.withUnsafeBufferPointer { arena in
-      while true {
-        let k = Int(slots[slot])
-        if k < 0 { return nil }
-        let start = offsets[k]
-        let end = offsets[k + 1]
-        if end - start == key.count {
-          var same = true
-          for i in 0..<key.count where arena[start + i] != key[i] {
-            same = false
-            break
-          }
-          if same { return k }
-        }
-        slot = (slot + 1) & mask
-      }
-    }
   }
 }
 
@@ -497,28 +342,18 @@ private struct LexicalFile: Decodable {
     }
   }
 
-  struct LowerEntry: Decodable {
-    let key: UInt32
-    let value: [UInt32]
-
-    init(from decoder: any Decoder) throws {
-      var container = try decoder.unkeyedContainer()
-      key = try container.decode(UInt32.self)
-      value = try container.decode([UInt32].self)
-    }
-  }
-
   struct Text: Decodable {
     let wordRanges: [[UInt32]]
-    let lowerMap: [LowerEntry]
-    let sigmaCased: [[UInt32]]
-    let sigmaCaseIgnorable: [[UInt32]]
+    /// `lower_map`, `sigma_cased` and `sigma_case_ignorable`, beside `word_ranges`.
+    let lower: PythonLowerTables
 
     enum CodingKeys: String, CodingKey {
       case wordRanges = "word_ranges"
-      case lowerMap = "lower_map"
-      case sigmaCased = "sigma_cased"
-      case sigmaCaseIgnorable = "sigma_case_ignorable"
+    }
+
+    init(from decoder: any Decoder) throws {
+      wordRanges = try decoder.container(keyedBy: CodingKeys.self).decode([[UInt32]].self, forKey: .wordRanges)
+      lower = try PythonLowerTables(from: decoder)
     }
   }
 

@@ -9,7 +9,7 @@ public struct SafetyInput: Sendable, Equatable {
   /// The text judged.
   public var text: String
   /// For an assistant response, the prompt it answers (the guard model judges the response in
-  /// this context; the lexical and rule backends look at ``text`` only). Ignored for `user`.
+  /// this context; the other backends look at ``text`` only). Ignored for `user`.
   public var context: String?
   public var role: Role
 
@@ -22,7 +22,7 @@ public struct SafetyInput: Sendable, Equatable {
 
 /// A classifier layer of the safety checker: scores texts in the categories it covers.
 public protocol SafetyBackend: Sendable {
-  /// The name the policy enables it by: `lexical`, `rules` or `guard`.
+  /// The name the policy enables it by: `lexical`, `toxblock`, `hatesonar`, `rules` or `guard`.
   var name: String { get }
   /// Stamped on answers (`lexical=<version>`).
   var version: String { get }
@@ -50,6 +50,65 @@ public struct LexicalBackend: SafetyBackend {
 
   public func scores(_ inputs: [SafetyInput], profile: SafetyProfile) async throws -> [[SafetyCategory: Double]] {
     classifier.probabilities(inputs.map(\.text)).map { [.harassment: $0] }
+  }
+}
+
+/// The Jigsaw toxic-comment BiLSTM (tox-block) as a backend. Its six labels map into the
+/// moderation categories as follows (Docs/SAFETY.md says why and what it misses); scores are the
+/// package's rescaled scores, clamped into 0...1:
+///
+/// | category | score |
+/// |---|---|
+/// | `harassment` | insult |
+/// | `harassment/threatening` | threat |
+/// | `violence` | threat |
+/// | `hate` | identity_hate |
+/// | `hate/threatening` | min(identity_hate, threat) |
+///
+/// `toxic`, `severe_toxic` and `obscene` (rudeness and swearing, with or without a target) have
+/// no moderation category and are not reported; ``ToxBlockClassifier`` gives them.
+public struct ToxBlockBackend: SafetyBackend {
+  public let classifier: ToxBlockClassifier
+  public var name: String { "toxblock" }
+  public var version: String { classifier.version }
+  public var categories: [SafetyCategory] {
+    [.harassment, .harassmentThreatening, .violence, .hate, .hateThreatening]
+  }
+
+  public init(classifier: ToxBlockClassifier) {
+    self.classifier = classifier
+  }
+
+  public func scores(_ inputs: [SafetyInput], profile: SafetyProfile) async throws -> [[SafetyCategory: Double]] {
+    classifier.scores(inputs.map(\.text)).map { row in
+      // toxic, severe_toxic, obscene, threat, insult, identity_hate
+      let score = row.map { Double(min(max($0, 0), 1)) }
+      let (threat, insult, identityHate) = (score[3], score[4], score[5])
+      return [
+        .harassment: insult, .harassmentThreatening: threat, .violence: threat, .hate: identityHate,
+        .hateThreatening: min(identityHate, threat),
+      ]
+    }
+  }
+}
+
+/// The Davidson hate-speech / offensive-language model (hatesonar) as a backend:
+/// `hate_speech` → `hate`, `offensive_language` → `harassment` (as for the lexical backend);
+/// `neither` is not reported.
+public struct HateSonarBackend: SafetyBackend {
+  public let classifier: HateSonarClassifier
+  public var name: String { "hatesonar" }
+  public var version: String { classifier.version }
+  public var categories: [SafetyCategory] { [.hate, .harassment] }
+
+  public init(classifier: HateSonarClassifier) {
+    self.classifier = classifier
+  }
+
+  public func scores(_ inputs: [SafetyInput], profile: SafetyProfile) async throws -> [[SafetyCategory: Double]] {
+    classifier.probabilities(inputs.map(\.text)).map { row in
+      [.hate: row[0], .harassment: row[1]]  // hate_speech, offensive_language, neither
+    }
   }
 }
 

@@ -80,11 +80,12 @@ public struct SafetyPolicyError: Error, CustomStringConvertible, Equatable {
 /// answer carries ``versionString`` (`name@version`).
 public struct SafetyPolicy: Sendable, Equatable {
   /// The backend names a policy may enable.
-  public static let backendNames: Set<String> = ["lexical", "rules", "guard"]
+  public static let backendNames: Set<String> = ["lexical", "toxblock", "hatesonar", "rules", "guard"]
 
   public var name: String
   public var version: String
-  /// Backends the policy uses when they are configured (`lexical`, `rules`, `guard`).
+  /// Backends the policy uses when they are configured (`lexical`, `toxblock`, `hatesonar`,
+  /// `rules`, `guard`).
   public var enabledBackends: Set<String>
   public var defaultProfile: String
   /// Profiles by name, with `extends` and term-list defaults already applied.
@@ -165,7 +166,8 @@ public struct SafetyPolicy: Sendable, Equatable {
       }
     }
     for backend in file.backends where !backendNames.contains(backend) {
-      throw Problem(message: "backends: unknown backend \"\(backend)\" (known: guard, lexical, rules)")
+      throw Problem(
+        message: "backends: unknown backend \"\(backend)\" (known: \(backendNames.sorted().joined(separator: ", ")))")
     }
 
     var termLists: [TermList] = []
