@@ -27,7 +27,11 @@ manifest.json:
 Feature blocks (each 384 wide unless said):
   reward inputs (p = embedding of the prompt, r = embedding of the response):
     "p", "r", "p*r" (elementwise product), "|p-r|" (elementwise absolute difference),
-    "cos" (1 wide: the dot product p.r; both are unit vectors)
+    "cos" (1 wide: the dot product p.r; both are unit vectors),
+    "j" (the joint embedding: the embedding of the one text  prompt + "\n\n" + response,
+    truncated at 256 word pieces like any text),
+    "toxblock(r)", "hatesonar(r)", "lexical(r)", "toxblock(p)", "hatesonar(p)", "lexical(p)":
+    a ported classifier's scores (widths as below) of the response or of the prompt
   safety input (t = embedding of the text): "t"; optionally the scores of the ported classifiers
     computed on the same text, as extra blocks: "toxblock" (6 wide: toxic, severe_toxic, obscene,
     threat, insult, identity_hate), "hatesonar" (3 wide: hate_speech, offensive_language,
@@ -54,11 +58,20 @@ ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "none": lamb
 
 
 EXTRA_BLOCKS = {"toxblock": 6, "hatesonar": 3, "lexical": 1}
+# Reward heads may read the ported classifiers' scores of the response or the prompt.
+EXTRA_BLOCKS.update({f"{k}({side})": w for k, w in list(EXTRA_BLOCKS.items()) for side in ("p", "r")})
+JOINT_SEPARATOR = "\n\n"
+
+
+def joint_text(prompt: str, response: str) -> str:
+    """The text whose embedding is the "j" block."""
+    return prompt + JOINT_SEPARATOR + response
 
 
 def features(blocks: list[str], p: np.ndarray | None = None, r: np.ndarray | None = None,
-             t: np.ndarray | None = None, **extra: np.ndarray) -> np.ndarray:
-    """Concatenates feature blocks; p, r, t are (n, 384) float32 arrays; extra blocks by name."""
+             t: np.ndarray | None = None, j: np.ndarray | None = None, **extra: np.ndarray) -> np.ndarray:
+    """Concatenates feature blocks; p, r, t, j are (n, 384) float32 arrays; extra blocks by name
+    (for names with parentheses pass a dict: features(blocks, p=p, r=r, **{"toxblock(r)": x}))."""
     parts = []
     for b in blocks:
         if b == "p": parts.append(p)
@@ -67,6 +80,7 @@ def features(blocks: list[str], p: np.ndarray | None = None, r: np.ndarray | Non
         elif b == "|p-r|": parts.append(np.abs(p - r))
         elif b == "cos": parts.append(np.sum(p * r, axis=1, keepdims=True))
         elif b == "t": parts.append(t)
+        elif b == "j": parts.append(j)
         elif b in EXTRA_BLOCKS: parts.append(np.asarray(extra[b], dtype=np.float32).reshape(len(extra[b]), EXTRA_BLOCKS[b]))
         else: raise ValueError(f"unknown feature block {b!r}")
     return np.concatenate(parts, axis=1).astype(np.float32)
