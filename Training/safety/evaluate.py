@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Per-category table on the held-out TEST split for every safety classifier alignd can use.
+
+    nice -n 10 /var/cache/alignd/venv-train/bin/python Training/safety/evaluate.py [--markdown FILE] [--write-fixtures]
+
+Classifiers and where their numbers come from:
+  lexical     alt-profanity-check==1.9.1 `predict_prob` (the PyPI package, run in
+              $ALIGND_CACHE_DIR/venv-safety), reported as `harassment` as alignd serves it.
+  tox-block   Training/ports/toxblock.py (numpy reference of tox-block 0.1.2, package rescaling);
+              insult -> harassment, threat -> harassment/threatening and violence,
+              identity_hate -> hate, obscene -> sexual.
+  hatesonar   Training/ports/hatesonar.py (numpy reference of hatesonar 0.1.0);
+              hate_speech -> hate, offensive_language -> harassment.
+  trained     Models/safety/alignd-safety-minilm via head_format.forward (numpy) on embed.py's
+              sentence-transformers embeddings, at the manifest's thresholds.
+  default     what the default policy computes: per category the highest score of its enabled
+              backends (trained heads, plus lexical harassment when --default-lexical), flagged at
+              the trained thresholds (lexical has no threshold of its own in a policy).
+Ports whose converted model is missing are skipped with a note. For each: n positives, precision,
+recall and AUC at the classifier's threshold (0.5 for the others), "any" = the share of the
+category's texts flagged in any category, and benign false-positive rates (all benign texts, and
+benign texts with a trigger word, by topic).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
+from common import L  # noqa: E402
+
+import head_format as HF  # noqa: E402
+
+MODEL = C.REPO / "Models" / "safety" / "alignd-safety-minilm"
+FIXTURES = C.REPO / "Tests" / "Fixtures" / "safety"
+PORT_MAP = {
+    "tox-block": ("toxblock", {"harassment": "insult", "harassment/threatening": "threat", "violence": "threat",
+                               "hate": "identity_hate", "sexual": "obscene"},
+                  ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]),
+    "hatesonar": ("hatesonar", {"hate": "hate_speech", "harassment": "offensive_language"},
+                  ["hate_speech", "offensive_language", "neither"]),
+}
+
+
+def trained_scores(rows, model=MODEL):
+    manifest, tensors = HF.load(str(model))
+    texts = [r["text"] for r in rows]
+    extra = {b: C.block_scores(b, texts) for b in manifest["features"] if b != "t"}
+    X = HF.features(manifest["features"], t=C.embed(texts), **extra)
+    return manifest, tensors, X, HF.forward(manifest, tensors, X)
+
+
+def table(name, S, th, rows, Y):
+    """S: category -> scores; th: category -> threshold."""
+    benign = ~Y.any(1)
+    flagged = np.zeros(len(rows), bool)
+    for c in S:
+        flagged |= S[c] >= th[c]
+    out = {"name": name, "categories": {}}
+    for c in L.CATEGORIES:
+        pos = Y[:, L.CATEGORIES.index(c)].astype(bool)
+        e = {"n": int(pos.sum()), "any": round(float(flagged[pos].mean()), 4) if pos.any() else None}
+        if c in S:
+            pred = S[c] >= th[c]
+            tp = int((pred & pos).sum())
+            e.update(precision=round(tp / max(int(pred.sum()), 1), 4), recall=round(tp / max(int(pos.sum()), 1), 4),
+                     auc=round(C.auc(pos, S[c]), 4), threshold=th[c])
+        out["categories"][c] = e
+    trig = np.array([L.has_trigger(r["text"]) for r in rows])
+    out["benign"] = [int(benign.sum()), round(float(flagged[benign].mean()), 4)]
+    out["benign_trigger"] = [int((benign & trig).sum()), round(float(flagged[benign & trig].mean()), 4)]
+    by = collections.defaultdict(list)
+    for i, r in enumerate(rows):
+        if benign[i] and trig[i]:
+            by[r["topic"]].append(flagged[i])
+    out["benign_trigger_by_topic"] = {k: [len(v), round(float(np.mean(v)), 4)] for k, v in sorted(by.items())}
+    out["harmful_any"] = round(float(flagged[~benign].mean()), 4)
+    out["harmful_n"] = int((~benign).sum())
+    target = {"idioms", "software", "sport", "cooking", "history", "medicine", "identity"}
+    sel = np.array([benign[i] and trig[i] and r["topic"] in target for i, r in enumerate(rows)])
+    out["benign_trigger_brief_topics"] = [int(sel.sum()), round(float(flagged[sel].mean()), 4) if sel.any() else None]
+    return out
+
+
+def fmt(x, pct=False):
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "—"
+    return f"{x:.2f}" if not pct else f"{100 * x:.1f}%"
+
+
+def markdown(results, split_name):
+    lines = [f"Held-out **{split_name}** split. P / R = precision / recall of the category's own score at the threshold; "
+             "AUC over all texts of the split; any = share of the category's texts flagged in any category.", ""]
+    names = [r["name"] for r in results]
+    lines.append("| category | n | " + " | ".join(f"{n}: P / R / AUC / any" for n in names) + " |")
+    lines.append("|---|---|" + "---|" * len(names))
+    for c in L.CATEGORIES:
+        n = results[0]["categories"][c]["n"]
+        cells = []
+        for r in results:
+            e = r["categories"][c]
+            if "recall" in e:
+                cells.append(f"{fmt(e['precision'])} / {fmt(e['recall'])} / {fmt(e['auc'])} / {fmt(e['any'])}")
+            else:
+                cells.append(f"— / — / — / {fmt(e['any'])}")
+        lines.append(f"| `{c}` | {n} | " + " | ".join(cells) + " |")
+    lines.append(f"| **all harmful**: flagged in any category | {results[0]['harmful_n']} | " +
+                 " | ".join(fmt(r["harmful_any"]) for r in results) + " |")
+    lines.append(f"| **benign false positives** (n={results[0]['benign'][0]}) | | " +
+                 " | ".join(fmt(r["benign"][1], True) for r in results) + " |")
+    lines.append(f"| **benign with trigger words** (n={results[0]['benign_trigger'][0]}) | | " +
+                 " | ".join(fmt(r["benign_trigger"][1], True) for r in results) + " |")
+    lines.append(f"| **benign with trigger words, topics of the brief** (idioms, software, sport, cooking, history, medicine, identity; "
+                 f"n={results[0]['benign_trigger_brief_topics'][0]}) | | " +
+                 " | ".join(fmt(r["benign_trigger_brief_topics"][1], True) for r in results) + " |")
+    lines += ["", "Benign texts with trigger words, false-positive rate by topic:", "",
+              "| topic | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for t, (n, _) in results[0]["benign_trigger_by_topic"].items():
+        lines.append(f"| {t} | {n} | " + " | ".join(fmt(r["benign_trigger_by_topic"][t][1], True) for r in results) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_fixtures(rows, manifest, tensors, X, S):
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    with open(FIXTURES / "heldout-test.jsonl", "w") as f:
+        for r in rows:
+            d = {"text": r["text"], "labels": r["labels"], "source": r["source"]}
+            if not r["labels"]:
+                d["topic"] = r["topic"]
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    ref = {"model": f"{manifest['name']}@{manifest['version']}", "features": manifest["features"],
+           "note": "scores of the first 64 texts of heldout-test.jsonl by head_format.forward on embed.py's embeddings "
+                   "(sentence-transformers, float32); 'embedding_head' = the first 8 values of the text's embedding; "
+                   "'blocks' = the other feature blocks the heads read (lexical = alt-profanity-check 1.9.1 predict_prob)",
+           "thresholds": manifest["thresholds"], "cases": []}
+    widths = {"t": 384, **HF.EXTRA_BLOCKS}
+    for i in range(min(64, len(rows))):
+        case = {"text": rows[i]["text"], "embedding_head": [round(float(v), 6) for v in X[i, :8]]}
+        off = 0
+        for b in manifest["features"]:
+            if b != "t":  # the other classifiers' scores that the heads read (e.g. lexical P(offensive))
+                case.setdefault("blocks", {})[b] = [round(float(v), 6) for v in X[i, off:off + widths[b]]]
+            off += widths[b]
+        case["scores"] = {k: round(float(v[i]), 6) for k, v in S.items()}
+        ref["cases"].append(case)
+    (FIXTURES / "heldout-reference.json").write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--markdown", help="write the table to this file")
+    ap.add_argument("--json", help="write all figures to this file")
+    ap.add_argument("--default-lexical", action="store_true",
+                    help="the default policy keeps the lexical backend: harassment = max(trained, lexical)")
+    ap.add_argument("--write-fixtures", action="store_true")
+    ap.add_argument("--model", default=str(MODEL))
+    args = ap.parse_args()
+    rows = C.load_split(args.split)
+    Y = C.label_matrix(rows)
+    texts = [r["text"] for r in rows]
+    results = []
+    lex = C.block_scores("lexical", texts)[:, 0]
+    results.append(table("lexical (alt-profanity-check)", {"harassment": lex}, {"harassment": 0.5}, rows, Y))
+    for name, (block, cmap, cols) in PORT_MAP.items():
+        try:
+            P = C.block_scores(block, texts)
+        except Exception as e:  # the converted port model is not there
+            print(f"# {name} skipped: {e.__class__.__name__}: {e}", file=sys.stderr)
+            continue
+        S = {c: P[:, cols.index(col)] for c, col in cmap.items()}
+        results.append(table(name, S, {c: 0.5 for c in S}, rows, Y))
+    manifest, tensors, X, S = trained_scores(rows, Path(args.model))
+    th = manifest["thresholds"]
+    results.append(table(f"trained ({manifest['name']}@{manifest['version']})", S, th, rows, Y))
+    D = dict(S)
+    D["harassment"] = np.maximum(S["harassment"], lex)
+    results.append(table("default (trained + lexical, max)", D, th, rows, Y))
+    md = markdown(results, args.split)
+    print(md)
+    if args.markdown:
+        Path(args.markdown).write_text(md)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    if args.write_fixtures:
+        write_fixtures(rows, manifest, tensors, X, S)
+
+
+if __name__ == "__main__":
+    main()
