@@ -29,6 +29,8 @@ command -v swift >/dev/null || { echo "error: swift is not on PATH (Swift 6.3.1 
 "$ROOT/scripts/fetch-models.sh"
 # The sentence encoder of the trained reward model and safety classifiers (all-MiniLM-L6-v2).
 "$ROOT/scripts/fetch-encoder.sh"
+# The trained default reward model and safety classifier (committed under Models/).
+"$ROOT/scripts/install-judges.sh"
 # The offensive-language classifier (alt-profanity-check's linear model, converted once).
 "$ROOT/scripts/fetch-safety-model.sh"
 # The ported classifiers (tox-block's Jigsaw BiLSTM, hatesonar's TF-IDF model), converted once.

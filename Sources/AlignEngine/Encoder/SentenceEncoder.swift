@@ -160,9 +160,11 @@ public final class SentenceEncoder: Sendable {
 }
 
 /// Runs a ``SentenceEncoder``: activation buffers sized once for `maxBatchTokens`, and worker
-/// threads. Not thread-safe: one session runs one batch at a time (give each serving queue its own).
+/// threads. Calls from several threads are serialized on a lock (one batch at a time); give each
+/// judge its own session so they do not wait for each other.
 public final class EncoderSession: @unchecked Sendable {
-  // Safety: the buffers are used only inside `embed`, which callers serialize (documented above).
+  // Safety: the buffers are used only inside `embed(tokenized:)`, under `lock`.
+  private let lock = NSLock()
   public let encoder: SentenceEncoder
   /// Most tokens one forward pass takes; bigger batches run in several passes.
   public let maxBatchTokens: Int
@@ -200,6 +202,8 @@ public final class EncoderSession: @unchecked Sendable {
 
   /// Embeddings of already tokenized texts (each with [CLS] … [SEP], at most `maxSequenceLength`).
   public func embed(tokenized sequences: [[Int32]]) -> [[Float]] {
+    lock.lock()
+    defer { lock.unlock() }
     var out = [[Float]](repeating: [], count: sequences.count)
     var i = 0
     while i < sequences.count {

@@ -1,6 +1,5 @@
 import AlignEngine
 import Foundation
-import Synchronization
 
 /// The trained default reward model: a small network (``EmbeddingHead`` of kind `reward`) on
 /// sentence embeddings of the prompt and of the response (a bi-encoder: all-MiniLM-L6-v2, see
@@ -15,8 +14,7 @@ public final class EmbeddingRewardModel: RewardBackend {
   public var kind: RewardBackendKind { .embeddingHead }
   public let head: EmbeddingHead
   public let encoder: SentenceEncoder
-  /// Calls serialize on the session (its buffers are single-use).
-  private let session: Mutex<EncoderSession>
+  private let session: EncoderSession
 
   /// - Parameters:
   ///   - headDirectory: an `alignd.embedding-head` folder of kind `reward`.
@@ -43,7 +41,7 @@ public final class EmbeddingRewardModel: RewardBackend {
     self.head = head
     self.encoder = encoder
     version = "\(head.name)@\(head.version)-\(digest.prefix(12))"
-    session = Mutex(EncoderSession(encoder: encoder, threads: threads))
+    session = EncoderSession(encoder: encoder, threads: threads)
   }
 
   public func rewards(_ inputs: [RewardInput]) throws -> [Double] {
@@ -58,7 +56,7 @@ public final class EmbeddingRewardModel: RewardBackend {
       return texts.count - 1
     }
     let rows = inputs.map { (prompt: slot($0.question), response: slot($0.response)) }
-    let vectors = session.withLock { $0.embed(texts) }
+    let vectors = session.embed(texts)
     return rows.map { row in
       head.scores(EmbeddingHead.Inputs(prompt: vectors[row.prompt], response: vectors[row.response]))[0]
     }

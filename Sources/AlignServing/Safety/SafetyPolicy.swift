@@ -80,7 +80,7 @@ public struct SafetyPolicyError: Error, CustomStringConvertible, Equatable {
 /// answer carries ``versionString`` (`name@version`).
 public struct SafetyPolicy: Sendable, Equatable {
   /// The backend names a policy may enable.
-  public static let backendNames: Set<String> = ["lexical", "toxblock", "hatesonar", "rules", "guard"]
+  public static let backendNames: Set<String> = ["classifier", "lexical", "toxblock", "hatesonar", "rules", "guard"]
 
   public var name: String
   public var version: String

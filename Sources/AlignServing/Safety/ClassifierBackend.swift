@@ -1,0 +1,130 @@
+import AlignEngine
+import Dispatch
+import Foundation
+
+/// The trained moderation classifier as a backend (`classifier`): an ``EmbeddingHead`` of kind
+/// `safety` on all-MiniLM-L6-v2 sentence embeddings of the text, optionally stacked on the ported
+/// classifiers' scores of the same text (feature blocks `lexical`, `toxblock`, `hatesonar`).
+///
+/// It scores every moderation category that the head names as a score; other scores of the head
+/// (such as the harmful-vs-benign gate) are not categories and are not reported. Concurrent calls
+/// share encoder passes through a ``DynamicBatcher``; the encoder runs on a serial dispatch queue of
+/// the backend's own (a pass blocks for milliseconds, which must not happen on the cooperative pool
+/// that serves RPCs).
+public final class ClassifierBackend: SafetyBackend {
+  /// Batch size, wait and queue bound of the encoder's batcher.
+  public typealias Batching = DynamicBatcher<String, [Double]>.Configuration
+
+  public var name: String { "classifier" }
+  /// `<name>@<version>-<first 12 hex of the head files' SHA-256>`.
+  public let version: String
+  public let categories: [SafetyCategory]
+  public let head: EmbeddingHead
+  /// Per category, the index of its score in the head's output.
+  private let scoreIndex: [(category: SafetyCategory, index: Int)]
+  private let batcher: DynamicBatcher<String, [Double]>
+
+  /// The classifiers a stacked head reads besides the embedding.
+  public struct Stack: Sendable {
+    public var lexical: LexicalClassifier?
+    public var toxBlock: ToxBlockClassifier?
+    public var hateSonar: HateSonarClassifier?
+
+    public init(lexical: LexicalClassifier? = nil, toxBlock: ToxBlockClassifier? = nil, hateSonar: HateSonarClassifier? = nil) {
+      self.lexical = lexical
+      self.toxBlock = toxBlock
+      self.hateSonar = hateSonar
+    }
+  }
+
+  /// - Parameters:
+  ///   - headDirectory: an `alignd.embedding-head` folder of kind `safety`.
+  ///   - encoder: the sentence encoder (shared with other judges); `encoderSHA256` is checked
+  ///     against the head's manifest when both are known.
+  ///   - stack: the classifiers the head's extra feature blocks need.
+  ///   - threads: worker threads of the encoder session.
+  /// - Throws: ``ModelLoadError`` naming the problem (a missing classifier for a feature block
+  ///   included).
+  public init(
+    headDirectory: String, encoder: SentenceEncoder, encoderSHA256: String?, stack: Stack = Stack(),
+    threads: Int = 2, batching: Batching = Batching(maxBatchSize: 64, maxDelay: .milliseconds(2), queueCapacity: 1024)
+  ) throws {
+    let head: EmbeddingHead
+    do {
+      head = try EmbeddingHead(directory: headDirectory, dimension: encoder.dimension)
+    } catch {
+      throw ModelLoadError("cannot load the safety classifier \(headDirectory): \(error)")
+    }
+    guard head.kind == .safety else {
+      throw ModelLoadError("\(headDirectory) is a \(head.kind.rawValue) head, not a safety classifier")
+    }
+    if let expected = head.encoderSHA256, let actual = encoderSHA256, expected != actual {
+      throw ModelLoadError(
+        "\(headDirectory) was trained on the encoder with SHA-256 \(expected), but the loaded encoder's is \(actual)")
+    }
+    let needs: [(EmbeddingHead.FeatureBlock, Bool, String)] = [
+      (.lexical, stack.lexical != nil, "the lexical classifier (alt-profanity-check)"),
+      (.toxBlock, stack.toxBlock != nil, "tox-block"),
+      (.hateSonar, stack.hateSonar != nil, "hatesonar"),
+    ]
+    for (block, present, what) in needs where head.features.contains(block) && !present {
+      throw ModelLoadError("\(headDirectory) reads \(what)'s scores, which is not loaded")
+    }
+    let digest = try FileDigest.sha256(folder: headDirectory, files: ["manifest.json", "weights.safetensors"])
+    version = "\(head.name)@\(head.version)-\(digest.prefix(12))"
+    self.head = head
+    var index: [(SafetyCategory, Int)] = []
+    for (i, name) in head.scoreNames.enumerated() {
+      let category = SafetyCategory(rawValue: name)
+      if SafetyCategory.moderation.contains(category) { index.append((category, i)) }
+    }
+    guard !index.isEmpty else { throw ModelLoadError("\(headDirectory) scores no moderation category") }
+    scoreIndex = index
+    categories = index.map(\.0).sorted()
+
+    let session = EncoderSession(encoder: encoder, threads: threads)
+    let queue = DispatchQueue(label: "alignd.safety.classifier")
+    batcher = DynamicBatcher(configuration: batching) { texts in
+      try await withCheckedThrowingContinuation { (c: CheckedContinuation<[[Double]], any Error>) in
+        queue.async {
+          c.resume(returning: Self.run(texts, head: head, session: session, stack: stack))
+        }
+      }
+    }
+  }
+
+  /// The head's scores (in ``EmbeddingHead/scoreNames`` order) for each text.
+  static func run(_ texts: [String], head: EmbeddingHead, session: EncoderSession, stack: Stack) -> [[Double]] {
+    let embeddings = session.embed(texts)
+    let blocks = Set(head.features)
+    let lexical: [Double]? = blocks.contains(.lexical) ? stack.lexical?.probabilities(texts) : nil
+    let toxBlock: [[Float]]? = blocks.contains(.toxBlock) ? stack.toxBlock?.scores(texts) : nil
+    let hateSonar: [[Double]]? = blocks.contains(.hateSonar) ? stack.hateSonar?.probabilities(texts) : nil
+    return texts.indices.map { i in
+      var extra: [EmbeddingHead.FeatureBlock: [Float]] = [:]
+      if let lexical { extra[.lexical] = [Float(lexical[i])] }
+      if let toxBlock { extra[.toxBlock] = toxBlock[i] }
+      if let hateSonar { extra[.hateSonar] = hateSonar[i].map { Float($0) } }
+      return head.scores(EmbeddingHead.Inputs(text: embeddings[i], extra: extra))
+    }
+  }
+
+  /// Batches run and the largest batch so far.
+  public var batchStats: (batches: UInt64, largestBatch: Int) { batcher.stats }
+
+  public func scores(_ inputs: [SafetyInput], profile: SafetyProfile) async throws -> [[SafetyCategory: Double]] {
+    let all = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in
+      for (i, input) in inputs.enumerated() {
+        group.addTask { (i, try await self.batcher.submit(input.text)) }
+      }
+      var results = [[Double]](repeating: [], count: inputs.count)
+      for try await (i, r) in group { results[i] = r }
+      return results
+    }
+    return all.map { scores in
+      var out: [SafetyCategory: Double] = [:]
+      for (category, i) in scoreIndex { out[category] = scores[i] }
+      return out
+    }
+  }
+}
