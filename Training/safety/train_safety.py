@@ -7,8 +7,11 @@
 Design ("gate"): a harmful-vs-benign gate over all texts, and conditional category heads trained on
 harmful texts only; category score = sigmoid(gate) * sigmoid(category). The alternative
 ("independent") trains one sigmoid per category on all texts. Thresholds are chosen on the
-validation split: for hate, harassment, violence, self-harm, sexual and illicit the highest
-threshold that keeps validation recall >= --recall; for the sub-categories the best-F1 threshold.
+validation split. v2 (--threshold-rule any, the default): for hate, harassment, violence,
+self-harm, sexual and illicit, the thresholds with the fewest benign false positives that keep
+each category's texts flagged in any category at >= --recall (0.9) and its own-category recall at
+>= --own-floor (0.8); v1 (--threshold-rule own): the highest threshold that keeps own-category
+recall >= --recall. Sub-categories: the best-F1 threshold.
 The test split is not read here (evaluate.py reads it once).
 
 Writes Models/safety/alignd-safety-minilm/ (head_format: manifest.json + weights.safetensors).
@@ -163,6 +166,46 @@ def choose_thresholds(S, Yv, recall):
     return th
 
 
+def flagged_any(S, th):
+    f = np.zeros(len(next(iter(S.values()))), bool)
+    for c in HEADS:
+        f |= S[c] >= th[c]
+    return f
+
+
+def choose_thresholds_any(S, Yv, recall, floor, steps=400):
+    """Thresholds that keep, on validation, every main category's texts flagged (in any category)
+    at >= `recall` and its own-category recall at >= `floor`, at the fewest benign false positives.
+    Starts from choose_thresholds(recall) (own-category recall >= recall, so feasible) and greedily
+    raises one main category's threshold at a time -- to just above one of the benign scores it
+    flags -- taking the move that removes the most benign false positives while the constraints
+    hold. Sub-category thresholds stay at their best-F1 values."""
+    th = choose_thresholds(S, Yv, recall)
+    benign = ~Yv.any(1)
+    pos = {c: Yv[:, L.CATEGORIES.index(c)].astype(bool) for c in L.TOP}
+
+    def feasible(t):
+        f = flagged_any(S, t)
+        return all(f[pos[c]].mean() >= recall and (S[c][pos[c]] >= t[c]).mean() >= floor for c in L.TOP), f
+
+    _, f = feasible(th)
+    for _ in range(steps):
+        best = None
+        for c in L.TOP:
+            cand = np.unique(S[c][benign & (S[c] >= th[c])])
+            for v in cand[:60]:
+                t2 = dict(th, **{c: math.floor(float(v) * 1e4) / 1e4 + 1e-4})
+                ok, f2 = feasible(t2)
+                if ok:
+                    gain = int(f[benign].sum() - f2[benign].sum())
+                    if gain > 0 and (best is None or gain > best[0] or (gain == best[0] and t2[c] < best[1][c])):
+                        best = (gain, t2, f2)
+        if best is None:
+            break
+        _, th, f = best
+    return {c: round(v, 4) for c, v in th.items()}
+
+
 def report(S, rows, Y, th):
     """Per-category AUC / precision / recall at the thresholds, benign false-positive rates."""
     benign = ~Y.any(1)
@@ -202,27 +245,24 @@ def run(design, blocks, tr, va, Y, Yv, recall, seed=SEED, members=1, hidden=HIDD
 
 
 def compare(args, tr, va, Y, Yv):
-    """Validation figures for the designs and feature blocks; two seeds each, to see the noise."""
-    configs = [("gate", ["t"], 1), ("independent", ["t"], 1)]
-    avail = []
-    for b in ["lexical", "hatesonar", "toxblock"]:
-        try:
-            C.block_scores(b, [tr[0]["text"]])
-            avail.append(b)
-            configs.append(("gate", ["t", b], 1))
-        except Exception as e:  # a port that is not there yet
-            print(f"# block {b} unavailable: {e.__class__.__name__}: {e}", file=sys.stderr)
-    if len(avail) > 1:
-        configs.append(("gate", ["t"] + avail, 1))
-    configs += [("gate", ["t"], args.members)] + ([("gate", ["t", "toxblock"], args.members)] if "toxblock" in avail else [])
+    """Validation figures for the feature blocks (v2: the gate design, which v1 chose); two seeds
+    each for single networks, to see the noise; --compare-configs picks design:blocks:members."""
+    configs = []
+    for c in args.compare_configs:
+        design, blocks, members = c.split(":")
+        configs.append((design, blocks.split("+"), int(members)))
     results = {}
     for design, blocks, members in configs:
         for seed in ([SEED, SEED + 7] if members == 1 else [SEED]):
-            for recall in args.recalls:
-                _, _, th, rep, _ = run(design, blocks, tr, va, Y, Yv, recall, seed=seed, members=members)
-                key = f"{design}:{'+'.join(blocks)}:m{members}:s{seed - SEED}@{recall}"
+            _, _, _, _, S = run(design, blocks, tr, va, Y, Yv, args.recalls[0], seed=seed, members=members)
+            name = f"{design}:{'+'.join(blocks)}:m{members}:s{seed - SEED}"
+            np.savez(C.DATA / f"compare-scores-{name.replace(':', '_').replace('+', '-')}.npz", **{k.replace('/', '__'): v for k, v in S.items()})
+            for recall in args.recalls:  # one training, thresholds at each recall target
+                th = choose_thresholds(S, Yv, recall)
+                rep = report(S, va, Yv, th)
+                key = f"{name}@{recall}"
                 results[key] = rep
-                cats = " ".join(f"{c}={rep['categories'][c]['auc']:.3f}/{rep['categories'][c]['recall']:.2f}" for c in L.TOP)
+                cats = " ".join(f"{c}={rep['categories'][c]['auc']:.3f}/{rep['categories'][c]['recall']:.2f}/{rep['categories'][c]['any']:.2f}" for c in L.TOP)
                 print(f"{key:44s} benignFP={rep['benign_fp_rate']:.3f} trigFP={rep['benign_trigger_fp_rate']:.3f} "
                       f"anyRecall={rep['harmful_flagged_recall']:.3f} | {cats}", flush=True)
     return results
@@ -231,10 +271,17 @@ def compare(args, tr, va, Y, Yv):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--compare", action="store_true")
-    ap.add_argument("--recalls", type=float, nargs="+", default=[0.9, 0.93])
+    ap.add_argument("--recalls", type=float, nargs="+", default=[0.87, 0.9])
+    ap.add_argument("--compare-configs", nargs="+",
+                    default=["gate:t+lexical:1", "gate:t+hatesonar:1", "gate:t+lexical+hatesonar:1"])
+    ap.add_argument("--version", default="2")
     ap.add_argument("--design", default="gate", choices=["gate", "independent"])
     ap.add_argument("--blocks", default="t,lexical", help="comma-separated feature blocks, e.g. t or t,lexical")
-    ap.add_argument("--recall", type=float, default=0.87, help="validation recall target of the six main categories")
+    ap.add_argument("--recall", type=float, default=0.9, help="validation recall target of the six main categories")
+    ap.add_argument("--threshold-rule", default="any", choices=["any", "own"],
+                    help="any: the share of a main category's texts flagged in any category >= --recall, own-category "
+                         "recall >= --own-floor, fewest benign false positives (v2); own: own-category recall >= --recall (v1)")
+    ap.add_argument("--own-floor", type=float, default=0.8)
     ap.add_argument("--members", type=int, default=4, help="networks per head, merged into one wider head")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
@@ -245,19 +292,24 @@ def main():
         (C.DATA / "compare-validation.json").write_text(json.dumps(res, indent=1) + "\n")
         return
     blocks = args.blocks.split(",")
-    manifest, tensors, th, rep, S = run(args.design, blocks, tr, va, Y, Yv, args.recall, members=args.members)
-    options = {}  # validation figures at other recall targets, for a policy that wants another trade-off
-    for r in [0.8, 0.85, 0.87, 0.88, 0.9, 0.92, 0.95]:
-        t2 = choose_thresholds(S, Yv, r)
+    manifest, tensors, th, rep, S = run(args.design, blocks, tr, va, Y, Yv, min(args.recall, 0.87), members=args.members)
+    if args.threshold_rule == "any":
+        th = choose_thresholds_any(S, Yv, args.recall, args.own_floor)
+        rep = report(S, va, Yv, th)
+    options = {}  # validation figures for other recall targets, for a policy that wants another trade-off
+    for rule, r, floor in [("own", 0.8, None), ("own", 0.85, None), ("own", 0.87, None), ("own", 0.9, None), ("own", 0.95, None),
+                           ("any", 0.87, 0.8), ("any", 0.9, 0.8), ("any", 0.9, 0.85), ("any", 0.92, 0.8), ("any", 0.95, 0.85)]:
+        t2 = choose_thresholds(S, Yv, r) if rule == "own" else choose_thresholds_any(S, Yv, r, floor)
         rp = report(S, va, Yv, t2)
-        options[str(r)] = {"thresholds": {c: t2[c] for c in L.TOP}, "benign_fp_rate": rp["benign_fp_rate"],
-                           "benign_trigger_fp_rate": rp["benign_trigger_fp_rate"],
-                           "recall": {c: rp["categories"][c]["recall"] for c in L.TOP},
-                           "any_recall": {c: rp["categories"][c]["any"] for c in L.TOP}}
+        key = f"own>={r}" if rule == "own" else f"any>={r},own>={floor}"
+        options[key] = {"thresholds": {c: t2[c] for c in L.TOP}, "benign_fp_rate": rp["benign_fp_rate"],
+                        "benign_trigger_fp_rate": rp["benign_trigger_fp_rate"],
+                        "recall": {c: rp["categories"][c]["recall"] for c in L.TOP},
+                        "any_recall": {c: rp["categories"][c]["any"] for c in L.TOP}}
     stats = json.loads((C.DATA / "stats.json").read_text())
     enc = json.loads((C.REPO / "Training" / "common" / "encoder.json").read_text()) if (C.REPO / "Training" / "common" / "encoder.json").exists() else None
     manifest = {
-        "kind": "safety", "name": "alignd-safety-minilm", "version": "1",
+        "kind": "safety", "name": "alignd-safety-minilm", "version": args.version,
         "encoder": enc or encoder_info(),
         "features": blocks, "heads": manifest["heads"], "scores": manifest["scores"],
         "thresholds": th,
@@ -268,7 +320,10 @@ def main():
                  "labels": "OpenAI moderation categories; see Training/safety/PROVENANCE.md"},
         "training": {"script": "Training/safety/train_safety.py", "design": args.design, "seed": SEED, "hidden": HIDDEN,
                      "members": args.members, "dropout": 0.2, "optimizer": "AdamW lr 1e-3 wd 1e-2 batch 128, early stop on validation loss",
-                     "threshold_rule": f"main categories: highest threshold with validation recall >= {args.recall}; sub-categories: best validation F1",
+                     "threshold_rule": (f"main categories: fewest validation benign false positives with each main category's texts flagged in any "
+                                       f"category >= {args.recall} and own-category recall >= {args.own_floor} (greedy, from own-category "
+                                       f"recall >= {args.recall}); sub-categories: best validation F1") if args.threshold_rule == "any" else
+                                      f"main categories: highest threshold with validation recall >= {args.recall}; sub-categories: best validation F1",
                      "score": "sigmoid(gate) * sigmoid(category)" if args.design == "gate" else "sigmoid(category)"},
         "created_at": datetime.date.today().isoformat(),
     }
