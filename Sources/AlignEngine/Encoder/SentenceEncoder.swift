@@ -265,13 +265,7 @@ public final class EncoderSession: @unchecked Sendable {
       let bias = layer.upBias
       parallelFor(tokens, grain: max(1, tokens / (4 * scratch.threads)), pool: scratch.pool) { _, range in
         bias.withUnsafeBufferPointer { b in
-          for t in range {
-            let row = f + t * width
-            for k in 0..<width {
-              let v = row[k] + b[k]
-              row[k] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
-            }
-          }
+          for t in range { geluWithBias(f + t * width, b.baseAddress!, width) }
         }
       }
       matmul(layer.down, f, tokens: tokens, projected.floats, scratch: scratch, rowwiseTokens: 0)
@@ -394,4 +388,67 @@ private func layerNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, weight: [Flo
       }
     }
   }
+}
+
+/// `x = gelu(x + bias)` with the exact (erf) GELU, 16 lanes at a time.
+///
+/// erf is Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7) on a vector exp, instead of libm's
+/// scalar `erff`, which took ~40% of a short text's forward pass. The result differs from
+/// transformers' GELU by at most ~1e-7 · |x|, far below the embeddings' agreement bound.
+@inline(__always)
+private func geluWithBias(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, _ n: Int) {
+  var k = 0
+  let rx = UnsafeMutableRawPointer(x)
+  let rb = UnsafeRawPointer(bias)
+  while k + 16 <= n {
+    let v = rx.loadUnaligned(fromByteOffset: 4 * k, as: SIMD16<Float>.self)
+      + rb.loadUnaligned(fromByteOffset: 4 * k, as: SIMD16<Float>.self)
+    rx.storeBytes(of: 0.5 * v * (1 + vectorErf(v * 0.70710678118654752)), toByteOffset: 4 * k, as: SIMD16<Float>.self)
+    k += 16
+  }
+  while k < n {
+    let v = x[k] + bias[k]
+    x[k] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+    k += 1
+  }
+}
+
+/// erf(x) = sign(x) · (1 − (a1 t + … + a5 t⁵) e^(−x²)), t = 1 / (1 + p|x|) (Abramowitz & Stegun 7.1.26).
+/// Sign and magnitude by bit masks: the generic SIMD helpers (`clamped`, `rounded`, conversions)
+/// compile to scalar loops, which made this slower than libm.
+@inline(__always)
+func vectorErf(_ x: SIMD16<Float>) -> SIMD16<Float> {
+  let bits = unsafeBitCast(x, to: SIMD16<UInt32>.self)
+  let sign = bits & 0x8000_0000
+  let ax = unsafeBitCast(bits & 0x7FFF_FFFF, to: SIMD16<Float>.self)
+  let t = 1 / (1 + 0.3275911 * ax)
+  var poly = SIMD16<Float>(repeating: 1.061405429)
+  poly = poly * t - 1.453152027
+  poly = poly * t + 1.421413741
+  poly = poly * t - 0.284496736
+  poly = poly * t + 0.254829592
+  poly = poly * t
+  let y = 1 - poly * vectorExp(-(ax * ax))
+  return unsafeBitCast(unsafeBitCast(y, to: SIMD16<UInt32>.self) | sign, to: SIMD16<Float>.self)
+}
+
+/// e^x for x ≤ 0 (below −87 it gives e^−87 ≈ 0): 2^n · e^f with n = round(x / ln 2),
+/// |f| ≤ ln 2 / 2, e^f by its Taylor series to degree 7 (relative error < 2e-7).
+@inline(__always)
+func vectorExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
+  let c = pointwiseMax(x, SIMD16<Float>(repeating: -87))
+  // Adding 1.5 · 2^23 rounds c / ln 2 to the integer n, which then sits in the low mantissa bits.
+  let shifted = c * 1.4426950408889634 + 12_582_912
+  let n = shifted - 12_582_912
+  let f = c - n * 0.6931471805599453
+  var p = SIMD16<Float>(repeating: 1.0 / 5040)
+  p = p * f + 1.0 / 720
+  p = p * f + 1.0 / 120
+  p = p * f + 1.0 / 24
+  p = p * f + 1.0 / 6
+  p = p * f + 0.5
+  p = p * f + 1
+  p = p * f + 1
+  let exponent = (unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+  return p * unsafeBitCast(exponent, to: SIMD16<Float>.self)
 }
