@@ -321,9 +321,8 @@ public enum ConfigurationLoader {
   public static var flagHelp: String {
     let defaults = ServerConfiguration()
     var lines = [
-      "Every configuration key is a flag, an ALIGND_<KEY> environment variable and a key of the",
-      "JSON file given with --config FILE (or ALIGND_CONFIG); precedence flag > environment >",
-      "file > default.",
+      "Every configuration key is a flag, an ALIGND_<KEY> environment variable and a key of the JSON file "
+        + "given with --config FILE (or ALIGND_CONFIG); precedence flag > environment > file > default.",
       "",
     ]
     for key in keys {
