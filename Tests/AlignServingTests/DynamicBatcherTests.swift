@@ -141,12 +141,11 @@ struct DynamicBatcherTests {
     }
     async let first = batcher.submit(1)
     try await Self.waitUntil { batcher.stats.batches == 1 }
-    let started = ContinuousClock.now
+    // The gate is still closed: only the deadline can end this wait.
     let error = await #expect(throws: DynamicBatcherError.self) {
       try await batcher.submit(2, scheduling: .init(deadline: .now + .milliseconds(50)))
     }
     #expect(error == .deadlineExceeded(queue: "reward"))
-    #expect(ContinuousClock.now - started < .seconds(5), "the deadline ended the wait, not the batch")
     #expect(batcher.queued == 0)
     #expect(batcher.stats.expired == 1)
     gate.open()
@@ -162,11 +161,10 @@ struct DynamicBatcherTests {
       await gate.wait()
       return inputs
     }
-    let started = ContinuousClock.now
+    // The batch waits for the gate, which opens only afterwards: the deadline ended the request.
     await #expect(throws: DynamicBatcherError.deadlineExceeded(queue: "batch")) {
       try await batcher.submit(7, scheduling: .init(deadline: .now + .milliseconds(50)))
     }
-    #expect(ContinuousClock.now - started < .seconds(5))
     gate.open()
     // The batcher still works after the discarded result.
     #expect(try await batcher.submit(8) == 8)
