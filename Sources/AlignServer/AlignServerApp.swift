@@ -281,14 +281,20 @@ public struct AlignServerApp: Sendable {
   /// model), then keeps the replica in step with the store.
   func modelLoader(models: ModelHost, rollout: RolloutController, status: ServingStatus, logger: Logger) -> ModelLoaderService {
     let config = configuration
+    let policyPath = Self.resolve(config.policyModel, against: config.modelsDir)
+    let rewardPath = config.rewardModel.isEmpty ? nil : Self.resolve(config.rewardModel, against: config.modelsDir)
+    let safetyPolicyFile = config.safetyPolicy.isEmpty ? nil : config.safetyPolicy
+    let lexicalPath = Self.resolve(LexicalClassifier.defaultFileName, against: config.modelsDir)
+    let guardPath = config.guardModel.isEmpty ? nil : Self.resolve(config.guardModel, against: config.modelsDir)
+    let modelsDir = config.modelsDir
     return ModelLoaderService(
       models: models, rollout: rollout, status: status,
-      policyPath: Self.resolve(config.policyModel, against: config.modelsDir),
-      rewardPath: config.rewardModel.isEmpty ? nil : Self.resolve(config.rewardModel, against: config.modelsDir),
-      safetyPolicyFile: config.safetyPolicy.isEmpty ? nil : config.safetyPolicy,
-      lexicalPath: Self.resolve(LexicalClassifier.defaultFileName, against: config.modelsDir),
-      modelsDir: config.modelsDir,
-      guardPath: config.guardModel.isEmpty ? nil : Self.resolve(config.guardModel, against: config.modelsDir),
+      startup: {
+        try await rollout.startup(defaultPolicyPath: policyPath)
+        try await rollout.startSafety(
+          policyFile: safetyPolicyFile, lexicalPath: lexicalPath, modelsDir: modelsDir, guardPath: guardPath)
+        await rollout.startReward(configured: rewardPath)
+      },
       syncInterval: config.rolloutSyncSeconds, logger: logger)
   }
 
@@ -361,13 +367,8 @@ struct ModelLoaderService: Service {
   let models: ModelHost
   let rollout: RolloutController
   let status: ServingStatus
-  let policyPath: String
-  let rewardPath: String?
-  let safetyPolicyFile: String?
-  let lexicalPath: String
-  /// Where the ported safety classifiers' converted files are looked for.
-  let modelsDir: String
-  let guardPath: String?
+  /// Loads the startup models through the rollout: policy, safety checker, reward model.
+  let startup: @Sendable () async throws -> Void
   /// Seconds between re-reads of the active versions from the store (0 = never).
   let syncInterval: Double
   let logger: Logger
@@ -378,15 +379,7 @@ struct ModelLoaderService: Service {
     // stops waiting for it as soon as it is cancelled or a graceful shutdown begins; otherwise a
     // slow load would hold up shutdown (and ServiceGroup aborts the process when cancellation
     // takes too long).
-    let (rollout, policyPath, rewardPath) = (self.rollout, self.policyPath, self.rewardPath)
-    let (safetyPolicyFile, lexicalPath, modelsDir, guardPath) =
-      (self.safetyPolicyFile, self.lexicalPath, self.modelsDir, self.guardPath)
-    let load = Task.detached(priority: .userInitiated) {
-      try await rollout.startup(defaultPolicyPath: policyPath)
-      try await rollout.startSafety(
-        policyFile: safetyPolicyFile, lexicalPath: lexicalPath, modelsDir: modelsDir, guardPath: guardPath)
-      await rollout.startReward(configured: rewardPath)
-    }
+    let load = Task.detached(priority: .userInitiated, operation: startup)
     do {
       try await cancelWhenGracefulShutdown {
         try await Self.waitCancellably(for: load)
