@@ -1,6 +1,7 @@
 // swift-tools-version:6.1
 // alignd: a Swift HTTP/2 service for the serving side of RLHF.
-// Dependencies point one way: AlignEngine -> AlignServing -> AlignServer -> executables.
+// Dependencies point one way: AlignEngine -> AlignServing -> AlignRollout -> AlignServer -> executables;
+// alignctl stands on AlignClient (and the engine and serving for in-process --model runs).
 import PackageDescription
 
 /// One set of Swift settings for every target: Swift 6 language mode (strict concurrency).
@@ -15,6 +16,7 @@ let package = Package(
     .executable(name: "alignd", targets: ["alignd"]),
     .executable(name: "alignctl", targets: ["alignctl"]),
     .library(name: "AlignEngine", targets: ["AlignEngine"]),
+    .library(name: "AlignClient", targets: ["AlignClient"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
@@ -50,6 +52,14 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // Small types both sides use: model fingerprints (versions), JSON values, the API-key file
+    // format, the tar writer. Foundation and Crypto only.
+    .target(
+      name: "AlignShared",
+      dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+      swiftSettings: swiftSettings
+    ),
+
     // The inference engine: no gRPC, no NIO, no database.
     .target(
       name: "AlignEngine",
@@ -63,11 +73,13 @@ let package = Package(
       ]
     ),
 
-    // Request queues, batchers, model slots, version stamping.
+    // The serving pipeline (screen, schedule, collect, rank, stamp versions), request queues,
+    // batchers, model slots and hot swap, safety, reward judging. No gRPC.
     .target(
       name: "AlignServing",
       dependencies: [
         "AlignEngine",
+        "AlignShared",
         "CBLAS",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
@@ -80,6 +92,7 @@ let package = Package(
     .target(
       name: "AlignStore",
       dependencies: [
+        "AlignShared",
         .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -88,12 +101,27 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
-    // gRPC services, auth, configuration, lifecycle.
+    // Checkpoint rollout: gates, canary, promotion, rollback, replica sync; state in the store. No gRPC.
+    .target(
+      name: "AlignRollout",
+      dependencies: [
+        "AlignEngine",
+        "AlignServing",
+        "AlignStore",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "Metrics", package: "swift-metrics"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    // gRPC services, HTTP gateway, the one error mapping, auth, configuration, lifecycle.
     .target(
       name: "AlignServer",
       dependencies: [
         "AlignAPI",
         "AlignServing",
+        "AlignRollout",
+        "AlignShared",
         "AlignStore",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -120,15 +148,29 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // The client library: connections, resumable feedback upload, export, checkpoint upload.
+    .target(
+      name: "AlignClient",
+      dependencies: [
+        "AlignAPI",
+        "AlignShared",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    // The CLI stands on AlignClient; the engine and serving run `--model` in process.
     .executableTarget(
       name: "alignctl",
       dependencies: [
         "AlignAPI",
+        "AlignClient",
+        "AlignShared",
         "AlignEngine",
         "AlignServing",
-        "AlignServer",
-        "AlignStore",
-        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -153,7 +195,7 @@ let package = Package(
     ),
     .testTarget(
       name: "AlignEngineTests",
-      dependencies: ["AlignEngine"],
+      dependencies: ["AlignEngine", "AlignTestSupport"],
       swiftSettings: swiftSettings
     ),
     .testTarget(
@@ -161,6 +203,8 @@ let package = Package(
       dependencies: [
         "AlignServing",
         "AlignEngine",
+        "AlignShared",
+        "AlignTestSupport",
         .product(name: "MetricsTestKit", package: "swift-metrics"),
       ],
       swiftSettings: swiftSettings
@@ -169,9 +213,35 @@ let package = Package(
       name: "AlignStoreTests",
       dependencies: [
         "AlignStore",
+        "AlignShared",
         "AlignTestSupport",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "PostgresNIO", package: "postgres-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "AlignClientTests",
+      dependencies: [
+        "AlignClient",
+        "AlignAPI",
+        "AlignShared",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "AlignRolloutTests",
+      dependencies: [
+        "AlignRollout",
+        "AlignShared",
+        "AlignServing",
+        "AlignStore",
+        "AlignEngine",
+        "AlignTestSupport",
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings
@@ -183,8 +253,11 @@ let package = Package(
         "AlignAPI",
         "AlignEngine",
         "AlignServing",
+        "AlignRollout",
+        "AlignShared",
         "AlignStore",
         "AlignTestSupport",
+        .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

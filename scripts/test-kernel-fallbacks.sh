@@ -30,7 +30,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKG="$ROOT/Tests/KernelFallbacks"
 BASE="${ALIGND_FALLBACK_BUILD_DIR:-${ALIGND_CACHE_DIR:-$ROOT/.build-cache}/build-fallback}"
-MODEL="$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL="${ALIGND_MODELS_DIR:-$ROOT/models}/SmolLM2-135M-Instruct.Q4_1.gguf"
 SUITES='QuantTests|ModelLogitsTests|BatchingTests|SmolLM2SmokeTests|LlamaCppAgreementTests'
 case "${1:-}" in
   "") ;;

@@ -93,7 +93,7 @@ class Report:
 def known_config_keys(root: Path) -> set[str]:
     """Configuration key names declared in ConfigurationLoader.keys."""
     text = (root / "Sources/AlignServer/Configuration.swift").read_text()
-    keys = set(re.findall(r'\b(?:string|int|double|bool|optionalString)\(\s*"([a-z0-9_]+)"', text))
+    keys = set(re.findall(r'\b(?:string|int|double|bool|optionalString|enumeration)\(\s*"([a-z0-9_]+)"', text))
     keys |= set(re.findall(r'\bname:\s*"([a-z0-9_]+)"', text))
     if len(keys) < 10:
         raise RuntimeError(f"found only {len(keys)} configuration keys in Configuration.swift; parser out of date?")

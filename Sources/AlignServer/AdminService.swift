@@ -1,4 +1,5 @@
 import AlignAPI
+import AlignRollout
 import AlignServing
 import AlignStore
 import GRPCCore
@@ -64,7 +65,7 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
         outcomes = try await feedback.append(accepted.map(\.1))
       } catch {
         // Nothing of this batch is acknowledged; the client resends from its last acknowledgement.
-        throw RPCError(code: .unavailable, message: "the feedback store failed; resend from the last acknowledgement: \(error)")
+        throw UncommittedFeedback(cause: error)
       }
       for ((record, item), outcome) in zip(accepted, outcomes) {
         switch outcome {
@@ -131,26 +132,19 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
       for try await message in request {
         switch message.part {
         case .header(let header):
-          guard upload == nil else {
-            throw RPCError(code: .invalidArgument, message: "the header must be the first message, and only the first")
-          }
+          guard upload == nil else { throw InvalidRequest("the header must be the first message, and only the first") }
           upload = try registry.beginUpload(try CheckpointMapping.header(header))
         case .chunk(let bytes):
-          guard let upload else {
-            throw RPCError(code: .invalidArgument, message: "the first message must be the header")
-          }
+          guard let upload else { throw InvalidRequest("the first message must be the header") }
           try upload.append(bytes)
         case nil:
-          throw RPCError(code: .invalidArgument, message: "a message holds neither header nor chunk")
+          throw InvalidRequest("a message holds neither header nor chunk")
         }
       }
-      guard let upload else { throw RPCError(code: .invalidArgument, message: "no header was sent") }
+      guard let upload else { throw InvalidRequest("no header was sent") }
       let record = try await Task.detached { try upload.finish() }.value
       logger.info("checkpoint uploaded", metadata: ["version": "\(record.version)", "bytes": "\(record.sizeBytes)"])
       return .with { $0.checkpoint = CheckpointMapping.info(record, state: .registered) }
-    } catch let error as CheckpointRegistryError {
-      upload?.abort()
-      throw CheckpointMapping.rpcError(error)
     } catch {
       upload?.abort()
       throw error
@@ -161,7 +155,7 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
     request: Alignd_V1_ActivateCheckpointRequest, context: ServerContext
   ) async throws -> Alignd_V1_RoleState {
     let role = try CheckpointMapping.role(request.role)
-    guard !request.version.isEmpty else { throw RPCError(code: .invalidArgument, message: "version is empty") }
+    guard !request.version.isEmpty else { throw InvalidRequest("version is empty") }
     return try await rolloutCall {
       try await rollout.activate(
         role: role, version: request.version, canaryPercent: Int(request.canaryPercent), operationID: request.operationID)
@@ -184,15 +178,9 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
 
   private func rolloutCall(_ operation: () async throws -> RolloutOutcome) async throws -> Alignd_V1_RoleState {
     guard status.phase == .serving else {
-      throw RPCError(code: .unavailable, message: "checkpoints can be activated only while serving (not loading or draining)")
+      throw ServingError.unavailable("checkpoints can be activated only while serving (not loading or draining)")
     }
-    do {
-      return CheckpointMapping.roleState(try await operation())
-    } catch let error as RolloutError {
-      throw CheckpointMapping.rpcError(error)
-    } catch let error as CheckpointRegistryError {
-      throw CheckpointMapping.rpcError(error)
-    }
+    return CheckpointMapping.roleState(try await operation())
   }
 
   func listCheckpoints(
@@ -202,12 +190,7 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
       request.role == .unspecified ? CheckpointRole.allCases : [try CheckpointMapping.role(request.role)]
     var infos: [Alignd_V1_CheckpointInfo] = []
     for role in roles {
-      let records: [CheckpointRecord]
-      do {
-        records = try registry.checkpoints(role: role)
-      } catch {
-        throw CheckpointMapping.rpcError(error)
-      }
+      let records = try registry.checkpoints(role: role)
       let assignment = await rollout.assignment(role)
       for record in records {
         let state: Alignd_V1_CheckpointState
@@ -231,6 +214,12 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
   }
 
   func getStatus(request: Alignd_V1_GetStatusRequest, context: ServerContext) async throws -> Alignd_V1_GetStatusResponse {
+    await statusResponse()
+  }
+
+  /// The server's status: serving state, versions and canary per role, queues, loaded bytes,
+  /// feedback counts (GetStatus, and `GET /v1/admin/status` over HTTP).
+  func statusResponse() async -> Alignd_V1_GetStatusResponse {
     let phase = status.phase
     let counts = (try? await feedback.counts()) ?? [:]
     return .with { response in
@@ -273,6 +262,18 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
         }
       }
       for snapshot in models.rewards.loaded { response.queues.append(Self.rewardQueue(snapshot.scorer)) }
+      for snapshot in models.safety.loaded {
+        for case let backend as any BatchedSafetyBackend in snapshot.checker.backends {
+          let (queued, stats) = backend.batchQueue
+          response.queues.append(.with {
+            $0.model = "safety:\(backend.name):\(backend.version)"
+            $0.queued = UInt32(queued)
+            $0.batches = stats.batches
+            $0.largestBatch = UInt32(stats.largestBatch)
+            $0.items = stats.items
+          })
+        }
+      }
     }
   }
 }

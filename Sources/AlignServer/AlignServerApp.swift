@@ -1,8 +1,9 @@
-import Foundation
 import AlignAPI
 import AlignEngine
+import AlignRollout
 import AlignServing
 import AlignStore
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -43,13 +44,59 @@ public struct AlignServerApp: Sendable {
 
   /// Runs until SIGTERM/SIGINT (then drains) or a fatal error.
   public func run() async throws {
-    let config = configuration
-    var logger = Logger(label: "alignd")
-    logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+    let logger = makeLogger()
     // swift-metrics → Prometheus before anything creates a series (served on GET /metrics).
     let metricsRegistry = MetricsBootstrap.registry
+    let access = try accessControl(logger: logger)
+    let security = try listenerSecurity()
+    let status = ServingStatus()
+    let models = makeModelHost()
+    let stores = try await openStores()
+    let rollout = RolloutController(
+      models: models, registry: stores.registry, state: stores.state, feedback: stores.feedback,
+      rewardGateMargin: configuration.rewardGateMargin, logger: logger)
+    let pipeline = InferencePipeline(
+      status: status, models: models, limits: generationLimits, defaultSafetyMode: configuration.safetyMode)
+    let admin = AdminService(
+      status: status, models: models, feedback: stores.feedback, registry: stores.registry, rollout: rollout,
+      logger: logger)
+    let services = try await grpcServices(
+      pipeline: pipeline, admin: admin, interceptors: access.interceptors, security: security, logger: logger)
+    let loader = modelLoader(models: models, rollout: rollout, status: status, logger: logger)
+    // The HTTP/JSON gateway maps onto the same pipeline (Docs/HTTP.md). It is last in the group
+    // so that it is the first to hear of a graceful shutdown: it turns the status to draining at
+    // once for both surfaces.
+    let http = HTTPGatewayService(
+      gateway: HTTPGateway(
+        pipeline: pipeline, keys: access.gatewayKeys, maxRequestBytes: configuration.maxRequestBytes,
+        metrics: metricsRegistry, admin: configuration.adminPort == nil ? admin : nil),
+      host: bindHost, port: configuration.httpPort, idleTimeoutSeconds: configuration.idleTimeoutSeconds,
+      tls: security?.http, logger: logger)
+    let adminListener: [ServiceGroupConfiguration.ServiceConfiguration] = services.admin.map { [.init(service: $0)] } ?? []
+    try await runServiceGroup(
+      [.init(service: services.main), .init(service: loader, successTerminationBehavior: .ignore)] + adminListener
+        + [.init(service: http)],
+      logger: logger)
+    models.shutdown()
+    await stores.close()
+    logger.info("alignd stopped")
+  }
 
-    // Auth: secure by default.
+  // MARK: Startup steps
+
+  func makeLogger() -> Logger {
+    var logger = Logger(label: "alignd")
+    logger.logLevel = configuration.logLevel
+    return logger
+  }
+
+  /// The interceptors every RPC passes (metrics, auth, message size) and the keys the HTTP gateway
+  /// checks. Secure by default: without a keys file only a loopback bind is allowed, unless
+  /// `allow_unauthenticated` says otherwise.
+  func accessControl(logger: Logger) throws -> (
+    interceptors: [ConditionalInterceptor<any ServerInterceptor>], gatewayKeys: APIKeyStore?
+  ) {
+    let config = configuration
     // Metrics first, so that calls the later interceptors refuse are counted with their status code.
     var interceptors: [ConditionalInterceptor<any ServerInterceptor>] = [.apply(GRPCMetricsInterceptor(), to: .all)]
     var gatewayKeys: APIKeyStore? = nil
@@ -77,74 +124,125 @@ public struct AlignServerApp: Sendable {
         exitCode: 78)
     }
     interceptors.append(.apply(MessageSizeInterceptor(limit: config.maxRequestBytes), to: .all))
-    let security: ListenerSecurity?
+    return (interceptors, gatewayKeys)
+  }
+
+  /// TLS material of the listeners, read and checked now (nil: plaintext).
+  func listenerSecurity() throws -> ListenerSecurity? {
     do {
-      security = try ListenerSecurity(configuration: config)
+      return try ListenerSecurity(configuration: configuration)
     } catch let error as ConfigurationError {
       throw StartupError(error.description, exitCode: 78)
     }
+  }
 
-    let status = ServingStatus()
-    let schedulerConfig = GenerationScheduler.Configuration(
+  /// The model host: how generation is scheduled, how the engine runs, how judging work batches.
+  func makeModelHost() -> ModelHost {
+    let config = configuration
+    let scheduler = GenerationScheduler.Configuration(
       maxRunningSequences: config.maxRunningSequences, maxStepTokens: config.maxStepTokens,
       queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens,
       agingInterval: config.priorityAgingSeconds)
-    let engineSettings = EngineSettings(
+    let engine = EngineSettings(
       threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
       gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens)
-    let models = ModelHost(scheduler: schedulerConfig, engine: engineSettings)
+    return ModelHost(scheduler: scheduler, engine: engine, batching: judgingBatching)
+  }
+
+  /// The judging batchers' sizes, waits and priority aging (config `*_batch_size`, `*_batch_wait_ms`).
+  var judgingBatching: JudgingBatching {
+    let config = configuration
+    let defaults = JudgingBatching()
+    func wait(_ milliseconds: Double) -> Duration { .microseconds(Int64((milliseconds * 1000).rounded())) }
+    var batching = defaults
+    batching.reward.maxBatchSize = config.rewardBatchSize
+    batching.reward.maxDelay = wait(config.rewardBatchWaitMs)
+    batching.reward.agingInterval = config.priorityAgingSeconds
+    batching.safety.maxBatchSize = config.safetyBatchSize
+    batching.safety.maxDelay = wait(config.safetyBatchWaitMs)
+    batching.safety.agingInterval = config.priorityAgingSeconds
+    batching.logprobs.maxBatchSize = config.logprobsBatchSize
+    batching.logprobs.maxDelay = wait(config.logprobsBatchWaitMs)
+    batching.logprobs.agingInterval = config.priorityAgingSeconds
+    return batching
+  }
+
+  /// Limits of every generation request.
+  var generationLimits: GenerationLimits {
+    GenerationLimits(
+      // A default above the limit would refuse every request that leaves max_tokens unset.
+      defaultMaxTokens: min(configuration.defaultMaxTokens, configuration.maxTokensLimit),
+      maxTokensLimit: configuration.maxTokensLimit, maxSamples: min(16, configuration.maxRunningSequences))
+  }
+
+  /// The feedback store (which also keeps the rollout state) and the checkpoint registry.
+  struct Stores {
     let feedback: any FeedbackStore
+    let state: any RolloutStateStore
+    let registry: CheckpointRegistry
+    /// Closes the store (after the services stopped).
+    let close: @Sendable () async -> Void
+  }
+
+  func openStores() async throws -> Stores {
+    let config = configuration
+    let feedback: any FeedbackStore & RolloutStateStore
+    let close: @Sendable () async -> Void
     if config.storeURL.isEmpty {
       do {
-        feedback = try SQLiteFeedbackStore(dataDirectory: URL(fileURLWithPath: config.dataDir))
+        let store = try SQLiteFeedbackStore(dataDirectory: URL(fileURLWithPath: config.dataDir))
+        feedback = store
+        close = { try? store.close() }
       } catch {
         throw StartupError("cannot open the feedback store in \(config.dataDir): \(error)", exitCode: 73)
       }
     } else {
       do {
-        feedback = try await PostgresFeedbackStore(url: config.storeURL)
+        let store = try await PostgresFeedbackStore(url: config.storeURL)
+        feedback = store
+        close = { await store.close() }
       } catch {
         // The error never holds the password (PostgresURL redacts it).
         throw StartupError("cannot open the PostgreSQL feedback store: \(error)", exitCode: 69)
       }
     }
-    let registry: CheckpointRegistry
     do {
       var limits = CheckpointRegistryLimits()
       limits.maxUploadBytes = UInt64(config.maxCheckpointBytes)
       limits.maxExtractedBytes = UInt64(config.maxCheckpointBytes) * 2
-      registry = try CheckpointRegistry(
+      let registry = try CheckpointRegistry(
         root: URL(fileURLWithPath: config.dataDir).appendingPathComponent("checkpoints").path, limits: limits)
+      return Stores(feedback: feedback, state: feedback, registry: registry, close: close)
     } catch {
+      await close()
       throw StartupError("cannot open the checkpoint registry in \(config.dataDir)/checkpoints: \(error)", exitCode: 73)
     }
-    let rollout = RolloutController(
-      models: models, registry: registry, store: feedback, rewardGateMargin: config.rewardGateMargin, logger: logger)
+  }
+
+  /// The address the listeners bind ("localhost" binds IPv4 loopback).
+  var bindHost: String { configuration.host == "localhost" ? "127.0.0.1" : configuration.host }
+
+  /// The gRPC listeners: health, reflection, Inference and (unless `admin_port` gives it a
+  /// listener of its own, mutual TLS there when configured) Admin on the main port.
+  func grpcServices(
+    pipeline: InferencePipeline, admin: AdminService, interceptors: [ConditionalInterceptor<any ServerInterceptor>],
+    security: ListenerSecurity?, logger: Logger
+  ) async throws -> (main: GRPCServerService, admin: GRPCServerService?) {
+    let config = configuration
     let index: DescriptorIndex
     do {
       index = try DescriptorIndex(base64: alignDescriptorSetBase64)
     } catch {
       throw StartupError("the embedded API descriptors are unreadable: \(error)")
     }
-    let health = HealthService(status: status, services: Set([""] + index.services))
-    let admin = AdminService(
-      status: status, models: models, feedback: feedback, registry: registry, rollout: rollout, logger: logger)
-    // With admin_port, Admin lives only on its own listener (mutual TLS there when configured).
+    let health = HealthService(status: pipeline.status, services: Set([""] + index.services))
     let adminOnMain: [any RegistrableRPCService] = config.adminPort == nil ? [admin] : []
-    let inference = InferenceService(
-      status: status, models: models,
-      limits: GenerationLimits(
-        // A default above the limit would refuse every request that leaves max_tokens unset.
-        defaultMaxTokens: min(config.defaultMaxTokens, config.maxTokensLimit), maxTokensLimit: config.maxTokensLimit,
-        maxSamples: min(16, config.maxRunningSequences)),
-      defaultSafetyMode: config.safetyMode)
     let services: [any RegistrableRPCService] = [
       health,
       ReflectionService(index: index),
       ReflectionServiceV1Alpha(index: index),
-      inference,
+      InferenceService(pipeline: pipeline),
     ] + adminOnMain
-
     let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { transport in
       // The transport's own limit is a backstop at twice the configured one; messages between the
       // two get a clear RESOURCE_EXHAUSTED from MessageSizeInterceptor.
@@ -161,55 +259,50 @@ public struct AlignServerApp: Sendable {
         stream.eventLoop.makeCompletedFuture { UnresponsivePeerHandler.track(stream: stream) }
       }
     }
-    let bindHost = config.host == "localhost" ? "127.0.0.1" : config.host
     let server = GRPCServer(
       transport: .http2NIOPosix(
-        address: .ipv4(host: bindHost, port: config.port),
-        transportSecurity: security?.grpc ?? .plaintext,
+        address: .ipv4(host: bindHost, port: config.port), transportSecurity: security?.grpc ?? .plaintext,
         config: transportConfig),
-      services: services,
-      interceptorPipeline: interceptors)
+      services: services, interceptorPipeline: interceptors)
     let adminServer = config.adminPort.map { port in
       GRPCServer(
         transport: .http2NIOPosix(
-          address: .ipv4(host: bindHost, port: port),
-          transportSecurity: security?.admin ?? .plaintext,
+          address: .ipv4(host: bindHost, port: port), transportSecurity: security?.admin ?? .plaintext,
           config: transportConfig),
-        services: [health, admin],
-        interceptorPipeline: interceptors)
+        services: [health, admin], interceptorPipeline: interceptors)
     }
+    return (
+      GRPCServerService(server: server, status: pipeline.status, logger: logger, listener: .main),
+      adminServer.map { GRPCServerService(server: $0, status: pipeline.status, logger: logger, listener: .admin) }
+    )
+  }
 
+  /// Loads the models once the port is open (the startup policy, the safety checker, the reward
+  /// model), then keeps the replica in step with the store.
+  func modelLoader(models: ModelHost, rollout: RolloutController, status: ServingStatus, logger: Logger) -> ModelLoaderService {
+    let config = configuration
     let policyPath = Self.resolve(config.policyModel, against: config.modelsDir)
-    let grpcService = GRPCServerService(server: server, status: status, logger: logger, listener: .main)
-    let adminServices: [ServiceGroupConfiguration.ServiceConfiguration] =
-      adminServer.map { [.init(service: GRPCServerService(server: $0, status: status, logger: logger, listener: .admin))] }
-      ?? []
-    let loader = ModelLoaderService(
-      models: models, rollout: rollout, status: status, policyPath: policyPath,
-      rewardPath: config.rewardModel.isEmpty ? nil : Self.resolve(config.rewardModel, against: config.modelsDir),
-      safetyPolicyFile: config.safetyPolicy.isEmpty ? nil : config.safetyPolicy,
-      lexicalPath: Self.resolve(LexicalClassifier.defaultFileName, against: config.modelsDir),
-      modelsDir: config.modelsDir,
-      guardPath: config.guardModel.isEmpty ? nil : Self.resolve(config.guardModel, against: config.modelsDir),
+    let rewardPath = config.rewardModel.isEmpty ? nil : Self.resolve(config.rewardModel, against: config.modelsDir)
+    let safetyPolicyFile = config.safetyPolicy.isEmpty ? nil : config.safetyPolicy
+    let lexicalPath = Self.resolve(LexicalClassifier.defaultFileName, against: config.modelsDir)
+    let guardPath = config.guardModel.isEmpty ? nil : Self.resolve(config.guardModel, against: config.modelsDir)
+    let modelsDir = config.modelsDir
+    return ModelLoaderService(
+      models: models, rollout: rollout, status: status,
+      startup: {
+        try await rollout.startup(defaultPolicyPath: policyPath)
+        try await rollout.startSafety(
+          policyFile: safetyPolicyFile, lexicalPath: lexicalPath, modelsDir: modelsDir, guardPath: guardPath)
+        await rollout.startReward(configured: rewardPath)
+      },
       syncInterval: config.rolloutSyncSeconds, logger: logger)
-    // The HTTP/JSON gateway transcodes to the same Inference service (Docs/HTTP.md). It is last
-    // in the group so that it is the first to hear of a graceful shutdown: it turns the status to
-    // draining at once for both surfaces.
-    let httpService = HTTPGatewayService(
-      gateway: HTTPGateway(
-        inference: inference, status: status, keys: gatewayKeys, maxRequestBytes: config.maxRequestBytes,
-        metrics: metricsRegistry, admin: config.adminPort == nil ? admin : nil),
-      host: bindHost, port: config.httpPort, idleTimeoutSeconds: config.idleTimeoutSeconds, tls: security?.http,
-      logger: logger)
+  }
 
+  /// Runs the services until SIGTERM/SIGINT, then gives in-flight work `drain_timeout_seconds`.
+  func runServiceGroup(_ services: [ServiceGroupConfiguration.ServiceConfiguration], logger: Logger) async throws {
     var groupConfig = ServiceGroupConfiguration(
-      services: [
-        .init(service: grpcService),
-        .init(service: loader, successTerminationBehavior: .ignore),
-      ] + adminServices + [.init(service: httpService)],
-      gracefulShutdownSignals: [.sigterm, .sigint],
-      logger: logger)
-    groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.drainTimeoutSeconds * 1000))
+      services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.drainTimeoutSeconds * 1000))
     groupConfig.maximumCancellationDuration = .seconds(5)
     do {
       try await ServiceGroup(configuration: groupConfig).run()
@@ -218,10 +311,6 @@ public struct AlignServerApp: Sendable {
     } catch let error as ServiceGroupError {
       throw StartupError("stopped: \(error)")
     }
-    models.shutdown()
-    if let store = feedback as? SQLiteFeedbackStore { try? store.close() }
-    if let store = feedback as? PostgresFeedbackStore { await store.close() }
-    logger.info("alignd stopped")
   }
 
   /// Resolves a model path relative to the models folder.
@@ -278,13 +367,8 @@ struct ModelLoaderService: Service {
   let models: ModelHost
   let rollout: RolloutController
   let status: ServingStatus
-  let policyPath: String
-  let rewardPath: String?
-  let safetyPolicyFile: String?
-  let lexicalPath: String
-  /// Where the ported safety classifiers' converted files are looked for.
-  let modelsDir: String
-  let guardPath: String?
+  /// Loads the startup models through the rollout: policy, safety checker, reward model.
+  let startup: @Sendable () async throws -> Void
   /// Seconds between re-reads of the active versions from the store (0 = never).
   let syncInterval: Double
   let logger: Logger
@@ -295,15 +379,7 @@ struct ModelLoaderService: Service {
     // stops waiting for it as soon as it is cancelled or a graceful shutdown begins; otherwise a
     // slow load would hold up shutdown (and ServiceGroup aborts the process when cancellation
     // takes too long).
-    let (rollout, policyPath, rewardPath) = (self.rollout, self.policyPath, self.rewardPath)
-    let (safetyPolicyFile, lexicalPath, modelsDir, guardPath) =
-      (self.safetyPolicyFile, self.lexicalPath, self.modelsDir, self.guardPath)
-    let load = Task.detached(priority: .userInitiated) {
-      try await rollout.startup(defaultPolicyPath: policyPath)
-      try await rollout.startSafety(
-        policyFile: safetyPolicyFile, lexicalPath: lexicalPath, modelsDir: modelsDir, guardPath: guardPath)
-      await rollout.startReward(configured: rewardPath)
-    }
+    let load = Task.detached(priority: .userInitiated, operation: startup)
     do {
       try await cancelWhenGracefulShutdown {
         try await Self.waitCancellably(for: load)

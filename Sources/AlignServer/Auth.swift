@@ -1,20 +1,10 @@
+import AlignShared
 import Foundation
-import Crypto
 import GRPCCore
-
-/// A role an API key grants. `admin` includes everything `infer` may do.
-public enum Role: String, Sendable, CaseIterable, Comparable {
-  case infer
-  case admin
-
-  public static func < (lhs: Role, rhs: Role) -> Bool {
-    lhs == .infer && rhs == .admin
-  }
-}
 
 /// The API keys the server accepts, stored as SHA-256 hashes (never the keys themselves).
 ///
-/// File format, one key per line (blank lines and `#` comments ignored):
+/// File format (``APIKeyFile``), one key per line (blank lines and `#` comments ignored):
 /// ```
 /// <role> <sha256 hex of the key> [name]
 /// admin 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 ops
@@ -66,19 +56,14 @@ public struct APIKeyStore: Sendable {
     self.entries = entries
   }
 
-  /// The SHA-256 of a key, as stored in the keys file.
-  public static func hash(key: String) -> [UInt8] {
-    Array(SHA256.hash(data: Data(key.utf8)))
-  }
-
-  /// A line for the keys file granting `role` to `key`.
+  /// A line for the keys file granting `role` to `key` (the format is ``APIKeyFile``'s).
   public static func line(for key: String, role: Role, name: String) -> String {
-    "\(role.rawValue) \(hash(key: key).map { String(format: "%02x", $0) }.joined()) \(name)"
+    APIKeyFile.line(for: key, role: role, name: name)
   }
 
   /// The entry matching a presented key, compared in constant time over every stored hash.
   public func authenticate(key: String) -> Entry? {
-    let presented = Self.hash(key: key)
+    let presented = APIKeyFile.hash(key: key)
     var match: Entry? = nil
     for entry in entries {
       // Accumulate differences without early exit so timing does not reveal matching prefixes

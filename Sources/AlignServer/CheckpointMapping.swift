@@ -1,44 +1,37 @@
 import AlignAPI
+import AlignRollout
+import AlignServing
 import AlignStore
 import Foundation
-import GRPCCore
 
 /// Conversions between the Admin API's checkpoint messages and the registry's types.
 enum CheckpointMapping {
+  /// The roles and formats of the wire and of the registry, side by side.
+  static let roles: [(Alignd_V1_ModelRole, CheckpointRole)] = [(.policy, .policy), (.reward, .reward), (.safety, .safety)]
+  static let formats: [(Alignd_V1_CheckpointFormat, CheckpointFormat)] = [
+    (.gguf, .gguf), (.hfSafetensorsTar, .hfSafetensors), (.rewardHead, .rewardHead),
+  ]
+
   static func role(_ role: Alignd_V1_ModelRole, field: String = "role") throws -> CheckpointRole {
-    switch role {
-    case .policy: return .policy
-    case .reward: return .reward
-    case .safety: return .safety
-    case .unspecified, .UNRECOGNIZED:
-      throw RPCError(code: .invalidArgument, message: "\(field) must be POLICY, REWARD or SAFETY")
+    guard let match = roles.first(where: { $0.0 == role }) else {
+      throw InvalidRequest("\(field) must be POLICY, REWARD or SAFETY")
     }
+    return match.1
   }
 
   static func role(_ role: CheckpointRole) -> Alignd_V1_ModelRole {
-    switch role {
-    case .policy: return .policy
-    case .reward: return .reward
-    case .safety: return .safety
-    }
+    roles.first { $0.1 == role }?.0 ?? .unspecified
   }
 
   static func format(_ format: Alignd_V1_CheckpointFormat) throws -> CheckpointFormat {
-    switch format {
-    case .gguf: return .gguf
-    case .hfSafetensorsTar: return .hfSafetensors
-    case .rewardHead: return .rewardHead
-    case .unspecified, .UNRECOGNIZED:
-      throw RPCError(code: .invalidArgument, message: "format must be GGUF, HF_SAFETENSORS_TAR or REWARD_HEAD")
+    guard let match = formats.first(where: { $0.0 == format }) else {
+      throw InvalidRequest("format must be GGUF, HF_SAFETENSORS_TAR or REWARD_HEAD")
     }
+    return match.1
   }
 
   static func format(_ format: CheckpointFormat) -> Alignd_V1_CheckpointFormat {
-    switch format {
-    case .gguf: return .gguf
-    case .hfSafetensors: return .hfSafetensorsTar
-    case .rewardHead: return .rewardHead
-    }
+    formats.first { $0.1 == format }?.0 ?? .unspecified
   }
 
   static func header(_ header: Alignd_V1_CheckpointHeader) throws -> CheckpointHeader {
@@ -77,34 +70,5 @@ enum CheckpointMapping {
         }
       }
     }
-  }
-
-  /// The gRPC status for a registry error.
-  static func rpcError(_ error: CheckpointRegistryError) -> RPCError {
-    let code: RPCError.Code
-    switch error.category {
-    case .invalidArgument: code = .invalidArgument
-    case .resourceExhausted: code = .resourceExhausted
-    case .failedPrecondition: code = .failedPrecondition
-    case .notFound: code = .notFound
-    case .internal: code = .internalError
-    }
-    return RPCError(code: code, message: error.description)
-  }
-
-  /// The gRPC status for a rollout error (gate verdicts in the message).
-  static func rpcError(_ error: RolloutError) -> RPCError {
-    let code: RPCError.Code
-    switch error.kind {
-    case .notFound: code = .notFound
-    case .invalidArgument: code = .invalidArgument
-    case .failedPrecondition: code = .failedPrecondition
-    case .unavailable: code = .unavailable
-    }
-    var message = error.description
-    if !error.gates.isEmpty {
-      message += " [gates: " + error.gates.map { "\($0.name) \($0.passed ? "passed" : "FAILED")" }.joined(separator: ", ") + "]"
-    }
-    return RPCError(code: code, message: message)
   }
 }

@@ -1,4 +1,6 @@
+import AlignServing
 import Foundation
+import Logging
 
 /// The server's configuration: every key, its type and default, in one `Sendable` struct.
 ///
@@ -31,7 +33,7 @@ public struct ServerConfiguration: Sendable, Equatable {
   /// Idle connections are closed after this many seconds.
   public var idleTimeoutSeconds: Double = 300
   /// Log level: trace, debug, info, notice, warning, error, critical.
-  public var logLevel: String = "info"
+  public var logLevel: Logger.Level = .info
   /// Generation requests waiting per model beyond the running batch; more get RESOURCE_EXHAUSTED.
   public var queueCapacity: Int = 256
   /// Most sequences decoding together in one batched step.
@@ -46,8 +48,21 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var defaultMaxTokens: Int = 256
   /// Largest max_tokens a request may ask for.
   public var maxTokensLimit: Int = 2048
-  /// A queued request rises one priority level per this many seconds of waiting (bounds starvation).
+  /// A queued request rises one priority level per this many seconds of waiting (bounds starvation),
+  /// in the generation queue and in the judging batchers' queues alike.
   public var priorityAgingSeconds: Double = 5
+  /// Most responses scored in one reward-model forward pass (dynamic batching of Score, best_of).
+  public var rewardBatchSize: Int = 16
+  /// Longest wait (milliseconds) for a reward batch to fill once its first response is queued.
+  public var rewardBatchWaitMs: Double = 5
+  /// Most texts checked in one forward pass of a batching safety model (the guard model).
+  public var safetyBatchSize: Int = 8
+  /// Longest wait (milliseconds) for a safety-model batch to fill.
+  public var safetyBatchWaitMs: Double = 5
+  /// Most Logprobs requests teacher-forced together between generation steps.
+  public var logprobsBatchSize: Int = 16
+  /// Longest wait (milliseconds) for a Logprobs batch to fill.
+  public var logprobsBatchWaitMs: Double = 5
   /// Compute every token's matrix products row by row with integer dot products, so a sequence's
   /// tokens do not depend on which other requests share its batch (a seed reproduces a completion
   /// exactly, alone or batched). False sends prompt chunks through float sgemm: faster prefill,
@@ -74,7 +89,7 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var guardModel: String = ""
   /// Safety screening of generate requests that do not choose: off, prompt, output or
   /// prompt_and_output.
-  public var safetyMode: String = "off"
+  public var safetyMode: SafetyMode = .off
   /// TLS certificate chain (PEM) served by every listener (gRPC, admin, HTTP); with `tlsKeyFile`
   /// the ports speak TLS only. Empty = plaintext (h2c and HTTP/1.1).
   public var tlsCertFile: String = ""
@@ -130,6 +145,8 @@ public enum ConfigurationLoader {
     public let help: String
     let apply: @Sendable (inout ServerConfiguration, String) throws -> Void
     let current: @Sendable (ServerConfiguration) -> String
+    /// True for a key of type Bool: its flag may stand alone.
+    var isBoolean = false
 
     /// The command-line flag for this key.
     public var flag: String { "--" + name.replacingOccurrences(of: "_", with: "-") }
@@ -153,6 +170,7 @@ public enum ConfigurationLoader {
     int("max_request_bytes", \.maxRequestBytes, "Largest accepted request message in bytes.", range: 1024...(1 << 30)),
     int("max_concurrent_streams", \.maxConcurrentStreams, "Maximum concurrent HTTP/2 streams per connection.", range: 1...100_000),
     double("idle_timeout_seconds", \.idleTimeoutSeconds, "Idle connections are closed after this long.", min: 1),
+    enumeration("log_level", \.logLevel, "Log level."),
     int("queue_capacity", \.queueCapacity, "Waiting generation requests per model before RESOURCE_EXHAUSTED.", range: 0...1_000_000),
     int("max_running_sequences", \.maxRunningSequences, "Most sequences decoding together.", range: 1...1024),
     int("max_step_tokens", \.maxStepTokens, "Most tokens in one forward step.", range: 16...65536),
@@ -161,6 +179,12 @@ public enum ConfigurationLoader {
     int("default_max_tokens", \.defaultMaxTokens, "max_tokens when a request leaves it unset.", range: 1...1_000_000),
     int("max_tokens_limit", \.maxTokensLimit, "Largest max_tokens a request may ask for.", range: 1...1_000_000),
     double("priority_aging_seconds", \.priorityAgingSeconds, "Queued requests rise one priority level per this many seconds.", min: 0.01),
+    int("reward_batch_size", \.rewardBatchSize, "Most responses scored in one reward-model forward pass.", range: 1...1024),
+    double("reward_batch_wait_ms", \.rewardBatchWaitMs, "Longest wait for a reward batch to fill, in milliseconds.", min: 0),
+    int("safety_batch_size", \.safetyBatchSize, "Most texts in one forward pass of a batching safety model (guard).", range: 1...1024),
+    double("safety_batch_wait_ms", \.safetyBatchWaitMs, "Longest wait for a safety-model batch to fill, in milliseconds.", min: 0),
+    int("logprobs_batch_size", \.logprobsBatchSize, "Most Logprobs requests teacher-forced together.", range: 1...1024),
+    double("logprobs_batch_wait_ms", \.logprobsBatchWaitMs, "Longest wait for a Logprobs batch to fill, in milliseconds.", min: 0),
     bool("batch_invariant", \.batchInvariant, "Same tokens for a seed whether a request runs alone or batched."),
     string("store_url", \.storeURL, "Empty for SQLite under data_dir, or a postgres:// URL shared by replicas."),
     double("rollout_sync_seconds", \.rolloutSyncSeconds, "How often active versions are re-read from the store (0 = off).", min: 0),
@@ -169,6 +193,7 @@ public enum ConfigurationLoader {
     string("reward_model", \.rewardModel, "Reward model at startup (empty = generative judge on the policy)."),
     string("safety_policy", \.safetyPolicy, "Safety policy JSON file (empty = built-in default)."),
     string("guard_model", \.guardModel, "Guard model GGUF or HF folder (empty = none)."),
+    enumeration("safety_mode", \.safetyMode, "Default screening of generate requests that leave it unset."),
     string("tls_cert_file", \.tlsCertFile, "TLS certificate chain (PEM) for every listener (empty = plaintext)."),
     string("tls_key_file", \.tlsKeyFile, "Private key (PEM) of tls_cert_file."),
     string(
@@ -188,26 +213,6 @@ public enum ConfigurationLoader {
         config.adminPort = value
       },
       current: { $0.adminPort.map(String.init) ?? "" }),
-    Key(
-      name: "safety_mode", help: "Default screening of generate: off, prompt, output or prompt_and_output.",
-      apply: { config, raw in
-        let modes = ["off", "prompt", "output", "prompt_and_output"]
-        guard modes.contains(raw) else {
-          throw ConfigurationError("safety_mode must be one of \(modes.joined(separator: ", ")), got '\(raw)'")
-        }
-        config.safetyMode = raw
-      },
-      current: { $0.safetyMode }),
-    Key(
-      name: "log_level", help: "trace, debug, info, notice, warning, error or critical.",
-      apply: { config, raw in
-        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
-        guard levels.contains(raw) else {
-          throw ConfigurationError("log_level must be one of \(levels.joined(separator: ", ")), got '\(raw)'")
-        }
-        config.logLevel = raw
-      },
-      current: { $0.logLevel }),
   ]
 
   /// Builds the configuration from its sources.
@@ -257,6 +262,77 @@ public enum ConfigurationLoader {
     return config
   }
 
+  /// Reads `--<key> VALUE`, `--<key>=VALUE` and `--config FILE` from command-line arguments, for
+  /// every key of the table: the flags are derived from ``keys``, never written out by hand. A
+  /// boolean key also stands alone (`--allow-unauthenticated` means true).
+  /// - Returns: the values given, by canonical key name, and the config file named, if any.
+  /// - Throws: ``ConfigurationError`` for an unknown flag or a flag without its value.
+  public static func flags(from arguments: [String]) throws -> (values: [String: String], configFile: String?) {
+    let byFlag = Dictionary(uniqueKeysWithValues: keys.map { ($0.flag, $0) })
+    var values: [String: String] = [:]
+    var configFile: String? = nil
+    var index = 0
+    while index < arguments.count {
+      let argument = arguments[index]
+      index += 1
+      guard argument.hasPrefix("--") else {
+        throw ConfigurationError("unexpected argument '\(argument)' (flags are --<key> VALUE; see `alignd config --help`)")
+      }
+      var flag = argument
+      var inline: String? = nil
+      if let equals = argument.firstIndex(of: "=") {
+        flag = String(argument[..<equals])
+        inline = String(argument[argument.index(after: equals)...])
+      }
+      func value() throws -> String {
+        if let inline { return inline }
+        guard index < arguments.count else { throw ConfigurationError("flag \(flag) needs a value") }
+        defer { index += 1 }
+        return arguments[index]
+      }
+      if flag == "--config" {
+        configFile = try value()
+        continue
+      }
+      guard let key = byFlag[flag] else {
+        throw ConfigurationError("unknown flag \(flag) (every key of `alignd config` is a flag: --<key-with-dashes>)")
+      }
+      if key.isBoolean, inline == nil {
+        // A boolean flag alone means true; a following true/false (or yes/no, on/off, 1/0) is its value.
+        let next = index < arguments.count ? arguments[index].lowercased() : ""
+        if Self.booleanWords.contains(next) {
+          values[key.name] = arguments[index]
+          index += 1
+        } else {
+          values[key.name] = "true"
+        }
+        continue
+      }
+      values[key.name] = try value()
+    }
+    return (values, configFile)
+  }
+
+  static let booleanWords: Set<String> = ["1", "true", "yes", "on", "0", "false", "no", "off"]
+
+  /// Every key as a flag, with its environment variable, its help and its default: the help text
+  /// of `alignd serve` and `alignd config`, derived from the key table and the defaults of
+  /// ``ServerConfiguration``.
+  public static var flagHelp: String {
+    let defaults = ServerConfiguration()
+    var lines = [
+      "Every configuration key is a flag, an ALIGND_<KEY> environment variable and a key of the JSON file "
+        + "given with --config FILE (or ALIGND_CONFIG); precedence flag > environment > file > default.",
+      "",
+    ]
+    for key in keys {
+      let value = key.value(in: defaults)
+      lines.append("\(key.flag) \(key.isBoolean ? "[true|false]" : "<value>")  (\(key.environmentVariable))")
+      lines.append("      \(key.help) Default: \(value.isEmpty ? "none" : value).")
+    }
+    return lines.joined(separator: "\n")
+  }
+
   /// A scalar value of the JSON config file.
   private enum Scalar: Decodable {
     case string(String), number(Double), bool(Bool), null
@@ -303,6 +379,22 @@ public enum ConfigurationLoader {
   }
 
   // MARK: Key builders
+
+  /// A key whose values are the cases of an enum (its raw values, listed in the help and errors).
+  private static func enumeration<Value: RawRepresentable & CaseIterable & Sendable>(
+    _ name: String, _ path: WritableKeyPath<ServerConfiguration, Value> & Sendable, _ help: String
+  ) -> Key where Value.RawValue == String {
+    let names = Value.allCases.map(\.rawValue)
+    return Key(
+      name: name, help: help + " One of " + names.joined(separator: ", ") + ".",
+      apply: { config, raw in
+        guard let value = Value(rawValue: raw) else {
+          throw ConfigurationError("\(name) must be one of \(names.joined(separator: ", ")), got '\(raw)'")
+        }
+        config[keyPath: path] = value
+      },
+      current: { $0[keyPath: path].rawValue })
+  }
 
   private static func string(
     _ name: String, _ path: WritableKeyPath<ServerConfiguration, String> & Sendable, _ help: String
@@ -356,7 +448,11 @@ public enum ConfigurationLoader {
         guard value >= min else { throw ConfigurationError("\(name) must be at least \(min), got \(value)") }
         config[keyPath: path] = value
       },
-      current: { String($0[keyPath: path]) })
+      current: { config in
+        // Whole numbers as written in the docs (30, not 30.0).
+        let value = config[keyPath: path]
+        return value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+      })
   }
 
   private static func bool(
@@ -371,6 +467,6 @@ public enum ConfigurationLoader {
         default: throw ConfigurationError("\(name) must be true or false, got '\(raw)'")
         }
       },
-      current: { $0[keyPath: path] ? "true" : "false" })
+      current: { $0[keyPath: path] ? "true" : "false" }, isBoolean: true)
   }
 }

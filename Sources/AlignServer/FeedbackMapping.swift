@@ -1,4 +1,5 @@
 import AlignAPI
+import AlignServing
 import AlignStore
 
 /// Converts between the Admin API's feedback messages and the store's plain types.
@@ -92,7 +93,7 @@ enum FeedbackMapping {
     var kinds: Set<FeedbackKind> = []
     for kind in request.kinds {
       guard let mapped = Self.kind(kind) else {
-        throw RequestValidation.invalid("kinds: \(kind) is not a feedback kind")
+        throw InvalidRequest("kinds: \(kind) is not a feedback kind")
       }
       kinds.insert(mapped)
     }

@@ -1,4 +1,5 @@
 import AlignAPI
+import AlignServing
 import GRPCCore
 
 /// The standard gRPC health service (grpc.health.v1), answering from ``ServingStatus``.

@@ -1,6 +1,6 @@
 import AlignEngine
+import AlignShared
 import Foundation
-import Crypto
 import Synchronization
 
 /// The versions of the models that produce answers; stamped on every response.
@@ -25,7 +25,7 @@ public struct ModelLoadError: Error, CustomStringConvertible {
 /// An immutable, fully loaded policy checkpoint. Requests capture the snapshot current at
 /// admission and keep it until they finish, so a swap never changes the weights under them.
 public final class PolicySnapshot: ServingSnapshot {
-  /// "name@<first 12 hex digits of the file's SHA-256>".
+  /// "name@<first 12 hex digits of the SHA-256>" (``ModelFingerprint``), or the registry version.
   public let version: String
   public let path: String
   public let sizeBytes: UInt64
@@ -39,16 +39,20 @@ public final class PolicySnapshot: ServingSnapshot {
 
   public var model: PolicyModel { loop.model }
 
+  /// How the judge on this policy batches (``judge()``).
+  let judgeBatching: RewardScorer.Batching
+
   init(
     version: String, path: String, sizeBytes: UInt64, sha256: String, loop: GenerationLoop,
-    batching: DynamicBatcher<TeacherForcingRequest, [[ScoredToken]]>.Configuration = .init()
+    batching: JudgingBatching = JudgingBatching()
   ) {
     self.version = version
     self.path = path
     self.sizeBytes = sizeBytes
     self.sha256 = sha256
     self.loop = loop
-    self.teacherForcing = DynamicBatcher(configuration: batching) { requests in
+    self.judgeBatching = batching.reward
+    self.teacherForcing = DynamicBatcher(configuration: batching.logprobs) { requests in
       // Submitted together, the requests reach the engine loop between the same two generation
       // steps, which runs them in one forward pass (split only where a context would overflow).
       try await withThrowingTaskGroup(of: (Int, [[ScoredToken]]).self) { group in
@@ -66,6 +70,30 @@ public final class PolicySnapshot: ServingSnapshot {
 
   /// Stops the engine loop (after the last request that used this snapshot).
   public func stop() { loop.shutdown() }
+}
+
+/// How the dynamic batchers of judging work batch and queue (config `reward_batch_size`,
+/// `reward_batch_wait_ms`, `safety_…`, `logprobs_…`, `priority_aging_seconds`).
+public struct JudgingBatching: Sendable, Equatable {
+  /// Reward models and the generative judge (per response scored).
+  public var reward: DynamicBatcher<RewardInput, Result<Double, any Error>>.Configuration
+  /// Safety models that batch (the guard model; per text checked).
+  public var safety: DynamicBatcher<GuardBackend.GuardJob, GuardBackend.GuardResult>.Configuration
+  /// Teacher-forced log-probabilities (per Logprobs request).
+  public var logprobs: DynamicBatcher<TeacherForcingRequest, [[ScoredToken]]>.Configuration
+
+  public init(
+    reward: DynamicBatcher<RewardInput, Result<Double, any Error>>.Configuration = .init(
+      maxBatchSize: 16, maxDelay: .milliseconds(5), name: "reward"),
+    safety: DynamicBatcher<GuardBackend.GuardJob, GuardBackend.GuardResult>.Configuration = .init(
+      maxBatchSize: 8, maxDelay: .milliseconds(5), name: "safety"),
+    logprobs: DynamicBatcher<TeacherForcingRequest, [[ScoredToken]]>.Configuration = .init(
+      maxBatchSize: 16, maxDelay: .milliseconds(5), name: "log-probability")
+  ) {
+    self.reward = reward
+    self.safety = safety
+    self.logprobs = logprobs
+  }
 }
 
 /// Token sequences whose log-probabilities a client asked for.
@@ -90,12 +118,16 @@ public final class ModelHost: Sendable {
   /// How policy snapshots are run (fixed for the process).
   public let scheduler: GenerationScheduler.Configuration
   public let engineSettings: EngineSettings
+  /// How judging work (reward, safety models, log-probabilities) is batched.
+  public let batching: JudgingBatching
 
   public init(
-    scheduler: GenerationScheduler.Configuration = .init(), engine: EngineSettings = EngineSettings()
+    scheduler: GenerationScheduler.Configuration = .init(), engine: EngineSettings = EngineSettings(),
+    batching: JudgingBatching = JudgingBatching()
   ) {
     self.scheduler = scheduler
     self.engineSettings = engine
+    self.batching = batching
   }
 
   /// The active policy snapshot, if loaded (status only: requests take a lease).
@@ -126,13 +158,14 @@ public final class ModelHost: Sendable {
   /// - Parameter version: the registry version; nil derives "file-name@sha12" from the file.
   /// - Throws: ``ModelLoadError`` when the file is missing, unreadable or not a supported model.
   public func loadPolicySnapshot(path: String, version: String? = nil) async throws -> PolicySnapshot {
-    let (scheduler, engine) = (self.scheduler, self.engineSettings)
+    let (scheduler, engine, batching) = (self.scheduler, self.engineSettings, self.batching)
     return try await Task.detached(priority: .userInitiated) {
       let (derived, size, digest) = try Self.fingerprint(path: path)
       let version = version ?? derived
       let model = try PolicyModel(path: path, version: version, settings: engine)
       let loop = try GenerationLoop(model: model, configuration: scheduler)
-      return PolicySnapshot(version: version, path: path, sizeBytes: size, sha256: digest, loop: loop)
+      return PolicySnapshot(
+        version: version, path: path, sizeBytes: size, sha256: digest, loop: loop, batching: batching)
     }.value
   }
 
@@ -150,36 +183,16 @@ public final class ModelHost: Sendable {
     for snapshot in loaded { snapshot.stop() }
   }
 
-  /// The version string, size and SHA-256 of a model file, or of a folder's files (hashed in
-  /// name order as "name\0size\0bytes" so renames and content changes both show).
+  /// The version string, size and SHA-256 of a model file or folder (``ModelFingerprint``, the
+  /// one format every role uses).
+  /// - Throws: ``ModelLoadError`` when the path is missing or unreadable.
   public static func fingerprint(path: String) throws -> (version: String, size: UInt64, sha256: String) {
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-      throw ModelLoadError("cannot open the policy model \(path) (run scripts/fetch-models.sh for the default model)")
+    do {
+      let fingerprint = try ModelFingerprint(path: path)
+      return (fingerprint.version, fingerprint.sizeBytes, fingerprint.sha256)
+    } catch {
+      throw ModelLoadError("\(error) (run scripts/fetch-models.sh for the default model)")
     }
-    var hasher = SHA256()
-    var size: UInt64 = 0
-    if isDirectory.boolValue {
-      let names = try FileManager.default.contentsOfDirectory(atPath: path).filter { !$0.hasPrefix(".") }.sorted()
-      for name in names {
-        let file = URL(fileURLWithPath: path).appendingPathComponent(name).path
-        var fileIsDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: file, isDirectory: &fileIsDirectory), !fileIsDirectory.boolValue else {
-          continue
-        }
-        var fileHasher = SHA256()
-        let fileSize = try hashFile(file, into: &fileHasher)
-        hasher.update(data: Data(name.utf8) + Data([0]) + Data("\(fileSize)".utf8) + Data([0]))
-        hasher.update(data: Data(fileHasher.finalize()))
-        size += fileSize
-      }
-    } else {
-      size = try hashFile(path, into: &hasher)
-    }
-    let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-    var name = URL(fileURLWithPath: path).lastPathComponent
-    if name.hasSuffix(".gguf") { name.removeLast(5) }
-    return ("\(name)@\(digest.prefix(12))", size, digest)
   }
 
   /// Bytes of a model file, or of a folder's files, read from file metadata (no hashing; for
@@ -192,25 +205,5 @@ public final class ModelHost: Sendable {
     guard isDirectory.boolValue else { return size(path) }
     let names = (try? manager.contentsOfDirectory(atPath: path)) ?? []
     return names.reduce(0) { $0 + size(URL(fileURLWithPath: path).appendingPathComponent($1).path) }
-  }
-
-  private static func hashFile(_ path: String, into hasher: inout SHA256) throws -> UInt64 {
-    guard let handle = FileHandle(forReadingAtPath: path) else {
-      throw ModelLoadError("cannot open the model file \(path)")
-    }
-    defer { try? handle.close() }
-    var size: UInt64 = 0
-    while true {
-      let chunk: Data
-      do {
-        chunk = try handle.read(upToCount: 4 << 20) ?? Data()
-      } catch {
-        throw ModelLoadError("cannot read the model file \(path): \(error)")
-      }
-      if chunk.isEmpty { break }
-      hasher.update(data: chunk)
-      size += UInt64(chunk.count)
-    }
-    return size
   }
 }

@@ -40,10 +40,11 @@ extension PolicySnapshot {
 
   /// The generative judge on this policy (the reward model until one is activated), created on
   /// first use with its own engine over the policy's weights.
-  public func judge(batching: RewardScorer.Batching = RewardScorer.Batching()) throws -> RewardScorer {
+  public func judge() throws -> RewardScorer {
     try judgeSlot.withLock { slot in
       if let slot { return slot }
-      let scorer = RewardScorer(backend: try GenerativeJudge(policy: model, policyVersion: version), batching: batching)
+      let scorer = RewardScorer(
+        backend: try GenerativeJudge(policy: model, policyVersion: version), batching: judgeBatching)
       slot = scorer
       return scorer
     }

@@ -1,3 +1,4 @@
+import AlignShared
 import Foundation
 import Synchronization
 
@@ -121,7 +122,7 @@ public final class CheckpointRegistry: Sendable {
   ///   holds this version with other content; `.io` if the staging file cannot be created.
   public func beginUpload(_ header: CheckpointHeader) throws(CheckpointRegistryError) -> CheckpointUpload {
     let header = try CheckpointValidation.validate(header, limits: limits)
-    let version = CheckpointValidation.version(name: header.name, sha256: header.sha256)
+    let version = ModelFingerprint.version(name: header.name, sha256: header.sha256)
     if let existing = try loadRecord(role: header.role, version: version) {
       try Self.checkSameContent(existing, header)
     }
@@ -158,7 +159,7 @@ public final class CheckpointRegistry: Sendable {
   /// Turns a verified, synced staging file into a registry entry (or returns the entry that
   /// already holds the same content). The caller cleans the staging files on error.
   func install(_ header: CheckpointHeader, id: String) throws(CheckpointRegistryError) -> CheckpointRecord {
-    let version = CheckpointValidation.version(name: header.name, sha256: header.sha256)
+    let version = ModelFingerprint.version(name: header.name, sha256: header.sha256)
     if let existing = try loadRecord(role: header.role, version: version) {
       try Self.checkSameContent(existing, header)
       cleanStaging(id)
@@ -307,7 +308,7 @@ public final class CheckpointRegistry: Sendable {
       throw .corruptEntry(path: entry, detail: "\(StoredCheckpoint.fileName) cannot be decoded (\(error))")
     }
     guard stored.version == version, stored.role == role,
-      stored.version == CheckpointValidation.version(name: stored.name, sha256: stored.sha256)
+      stored.version == ModelFingerprint.version(name: stored.name, sha256: stored.sha256)
     else {
       throw .corruptEntry(
         path: entry, detail: "\(StoredCheckpoint.fileName) names \(stored.role.rawValue)/\(stored.version)")

@@ -40,11 +40,6 @@ public enum CheckpointValidation {
     return value.lowercased()
   }
 
-  /// The version of a checkpoint: "name@<first 12 hex of sha256>".
-  public static func version(name: String, sha256: String) -> String {
-    name + "@" + sha256.prefix(12)
-  }
-
   /// Checks a version string ("name@<12 lower-case hex>") so that it is one safe path component.
   public static func validateVersion(_ version: String) throws(CheckpointRegistryError) {
     guard let at = version.lastIndex(of: "@") else { throw .invalidVersion(version) }

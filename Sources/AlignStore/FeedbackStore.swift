@@ -1,7 +1,8 @@
-/// A durable store of feedback records and of small registry state.
+/// A durable store of feedback records.
 ///
-/// Implementations: `SQLiteFeedbackStore` (embedded, one process). A PostgreSQL store for several
-/// replicas implements the same protocol, so one test suite can run against both.
+/// Implementations: `SQLiteFeedbackStore` (embedded, one process) and `PostgresFeedbackStore`
+/// (shared by several replicas); one test suite runs against both. Both also keep the rollout's
+/// state (``RolloutStateStore``).
 ///
 /// Durability contract: when `append` returns, every item it reported as `.stored` is committed
 /// durably (it survives a process kill or power loss), so the server may acknowledge it.
@@ -25,14 +26,17 @@ public protocol FeedbackStore: Sendable {
   /// Counts stored items per kind; every kind is present (0 when none is stored).
   /// - Throws: `FeedbackStoreError` on a database failure.
   func counts() async throws -> [FeedbackKind: Int]
+}
 
-  /// Durably sets (or, with `nil`, removes) one registry state value.
-  ///
-  /// The checkpoint registry persists its versions and active/canary choices here.
+/// Durable key-value state of the checkpoint rollout: the versions serving each role, operation
+/// outcomes by id, gate failures. Kept where feedback is kept, so a restart (and every replica on
+/// a shared PostgreSQL store) serves the same versions.
+public protocol RolloutStateStore: Sendable {
+  /// Durably sets (or, with `nil`, removes) one state value.
   /// - Throws: `FeedbackStoreError` on a database failure.
   func setState(key: String, value: String?) async throws
 
-  /// Reads one registry state value, or nil if it is not set.
+  /// Reads one state value, or nil if it is not set.
   /// - Throws: `FeedbackStoreError` on a database failure.
   func state(key: String) async throws -> String?
 }

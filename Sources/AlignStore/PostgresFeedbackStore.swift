@@ -58,7 +58,7 @@ public struct PostgresFeedbackStoreConfiguration: Sendable {
 /// an append whose BEGIN fails does too. An append that loses its connection after BEGIN
 /// fails with `unavailable`: whether it committed is then unknown, and the resend is
 /// deduplicated.
-public final class PostgresFeedbackStore: FeedbackStore {
+public final class PostgresFeedbackStore: FeedbackStore, RolloutStateStore {
   /// The URL without its password, and the schema: what errors name.
   public let location: String
   /// The schema holding the tables.

@@ -28,7 +28,7 @@ public struct SQLiteFeedbackStoreConfiguration: Sendable {
 ///
 /// Only one process should open a given file at a time (the server); a second process works
 /// but waits on locks.
-public final class SQLiteFeedbackStore: FeedbackStore {
+public final class SQLiteFeedbackStore: FeedbackStore, RolloutStateStore {
   /// The file name used inside a data folder.
   public static let defaultFileName = "feedback.sqlite"
 

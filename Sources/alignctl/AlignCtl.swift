@@ -1,5 +1,5 @@
+import AlignClient
 import ArgumentParser
-import GRPCNIOTransportHTTP2
 import Foundation
 
 /// alignctl: the client and admin CLI of alignd.
@@ -35,33 +35,32 @@ struct RemoteOptions: ParsableArguments {
   @Option(help: "Private key (PEM) of --cert-file.")
   var keyFile: String?
 
-  /// The transport security `--tls`, `--ca-file`, `--cert-file` and `--key-file` ask for.
-  func transportSecurity() throws -> HTTP2ClientTransport.Posix.TransportSecurity {
-    guard (certFile == nil) == (keyFile == nil) else {
-      throw ValidationError("--cert-file and --key-file go together")
+  /// The server these options name (a usage error when they do not fit together).
+  func connection() throws -> ServerConnection {
+    try usage {
+      try ServerConnection(
+        address: server, apiKey: key, tls: tls, caFile: caFile, certFile: certFile, keyFile: keyFile)
     }
-    guard tls || caFile != nil || certFile != nil else { return .plaintext }
-    for path in [caFile, certFile, keyFile].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: path) {
-      throw ValidationError("cannot read \(path)")
-    }
-    return .tls { config in
-      if let caFile { config.trustRoots = .certificates([.file(path: caFile, format: .pem)]) }
-      if let certFile, let keyFile {
-        config.certificateChain = [.file(path: certFile, format: .pem)]
-        config.privateKey = .file(path: keyFile, format: .pem)
-      }
-    }
-  }
-
-  /// The host and port of `--server`.
-  func endpoint() throws -> (host: String, port: Int) {
-    guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]),
-      (1...65535).contains(port)
-    else {
-      throw ValidationError("--server must be HOST:PORT, got '\(server)'")
-    }
-    return (String(server[..<colon]), port)
   }
 
   var key: String? { apiKey ?? ProcessInfo.processInfo.environment["ALIGND_API_KEY"] }
+}
+
+/// Runs `body`, turning a client-side problem (bad option, unreadable file) into a usage error
+/// (exit code 64).
+func usage<T>(_ body: () throws -> T) throws -> T {
+  do {
+    return try body()
+  } catch let error as ClientError {
+    throw ValidationError(error.description)
+  }
+}
+
+/// `usage(_:)` for async work.
+func usageErrors<T>(_ body: () async throws -> T) async throws -> T {
+  do {
+    return try await body()
+  } catch let error as ClientError {
+    throw ValidationError(error.description)
+  }
 }

@@ -1,9 +1,9 @@
 import AlignAPI
-import AlignStore
+import AlignClient
 import ArgumentParser
-import Crypto
 import Foundation
 import GRPCCore
+import GRPCNIOTransportHTTP2
 
 /// `alignctl checkpoint …`: upload, list, activate, promote, rollback.
 struct Checkpoint: AsyncParsableCommand {
@@ -29,6 +29,16 @@ struct Checkpoint: AsyncParsableCommand {
     }
   }
 
+  /// Runs one role change (activate, promote, rollback) and prints the role's new state.
+  static func change(
+    _ remote: RemoteOptions,
+    _ call: @escaping @Sendable (Alignd_V1_Admin.Client<HTTP2ClientTransport.Posix>, Metadata) async throws
+      -> Alignd_V1_RoleState
+  ) async throws {
+    let state = try await withServer(remote) { client, metadata in try await call(.init(wrapping: client), metadata) }
+    try printState(state, json: remote.json)
+  }
+
   static func printState(_ state: Alignd_V1_RoleState, json: Bool) throws {
     if json {
       print(try state.jsonString())
@@ -50,55 +60,16 @@ struct Checkpoint: AsyncParsableCommand {
     @Option(help: "Bytes per message.") var chunkBytes: Int = 1 << 20
 
     func run() async throws {
-      let role = try Checkpoint.role(role)
-      var isDirectory: ObjCBool = false
-      guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-        throw ValidationError("no such file or folder: \(path)")
-      }
-      var file = path
-      var format = Alignd_V1_CheckpointFormat.gguf
-      var temporary: String? = nil
-      if isDirectory.boolValue {
-        let manifest = URL(fileURLWithPath: path).appendingPathComponent("manifest.json").path
-        format = FileManager.default.fileExists(atPath: manifest) ? .rewardHead : .hfSafetensorsTar
-        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("alignctl-\(UUID().uuidString).tar").path
-        do {
-          try TarWriter.archive(directory: path, to: tar)
-        } catch {
-          throw ValidationError("cannot tar \(path): \(error)")
-        }
-        file = tar
-        temporary = tar
-      }
-      defer { if let temporary { try? FileManager.default.removeItem(atPath: temporary) } }
-      let defaultName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-      let (size, digest) = try Self.measure(file)
-      let progress = Progress(total: size, label: "upload")
-      let (uploadFile, uploadFormat) = (file, format)
-      let chunk = max(4096, chunkBytes)
+      var upload = CheckpointUpload(path: path, role: try Checkpoint.role(role), name: name)
+      upload.chunkBytes = chunkBytes
+      let connection = try remote.connection()
+      let progress = ProgressBox()
       do {
-        let info = try await withServer(remote) { client, metadata in
-          try await Alignd_V1_Admin.Client(wrapping: client).uploadCheckpoint(metadata: metadata) { writer in
-            try await writer.write(.with {
-              $0.header = .with {
-                $0.role = role
-                $0.name = name ?? defaultName
-                $0.format = uploadFormat
-                $0.sizeBytes = size
-                $0.sha256 = digest
-              }
-            })
-            guard let handle = FileHandle(forReadingAtPath: uploadFile) else {
-              throw ValidationError("cannot read \(uploadFile)")
-            }
-            defer { try? handle.close() }
-            var sent: UInt64 = 0
-            while let data = try handle.read(upToCount: chunk), !data.isEmpty {
-              try await writer.write(.with { $0.chunk = data })
-              sent += UInt64(data.count)
-              progress.update(sent)
-            }
-          }.checkpoint
+        let info = try await usageErrors {
+          try await upload.run(on: connection) { sent, total in
+            progress.startOnce(Progress(total: total, label: "upload"))
+            progress.update(sent)
+          }
         }
         progress.finish()
         if remote.json {
@@ -111,19 +82,6 @@ struct Checkpoint: AsyncParsableCommand {
         throw report(error)
       }
     }
-
-    /// Size and SHA-256 of a file, read in chunks.
-    static func measure(_ path: String) throws -> (UInt64, String) {
-      guard let handle = FileHandle(forReadingAtPath: path) else { throw ValidationError("cannot read \(path)") }
-      defer { try? handle.close() }
-      var hasher = SHA256()
-      var size: UInt64 = 0
-      while let data = try handle.read(upToCount: 4 << 20), !data.isEmpty {
-        hasher.update(data: data)
-        size += UInt64(data.count)
-      }
-      return (size, hasher.finalize().map { String(format: "%02x", $0) }.joined())
-    }
   }
 
   struct List: AsyncParsableCommand {
@@ -133,20 +91,16 @@ struct Checkpoint: AsyncParsableCommand {
 
     func run() async throws {
       let role = try role.map(Checkpoint.role) ?? .unspecified
-      do {
-        let list = try await withServer(remote) { client, metadata in
-          try await Alignd_V1_Admin.Client(wrapping: client).listCheckpoints(.with { $0.role = role }, metadata: metadata)
-        }
-        if remote.json {
-          print(try list.jsonString())
-          return
-        }
-        for c in list.checkpoints {
-          let state = "\(c.state)".uppercased()
-          print("\(Checkpoint.roleName(c.role))\t\(c.version)\t\(state)\t\(c.sizeBytes)\t\(c.failure)")
-        }
-      } catch let error as RPCError {
-        throw report(error)
+      let list = try await withServer(remote) { client, metadata in
+        try await Alignd_V1_Admin.Client(wrapping: client).listCheckpoints(.with { $0.role = role }, metadata: metadata)
+      }
+      if remote.json {
+        print(try list.jsonString())
+        return
+      }
+      for c in list.checkpoints {
+        let state = "\(c.state)".uppercased()
+        print("\(Checkpoint.roleName(c.role))\t\(c.version)\t\(state)\t\(c.sizeBytes)\t\(c.failure)")
       }
     }
   }
@@ -161,20 +115,13 @@ struct Checkpoint: AsyncParsableCommand {
 
     func run() async throws {
       let role = try Checkpoint.role(role)
-      do {
-        let state = try await withServer(remote) { client, metadata in
-          try await Alignd_V1_Admin.Client(wrapping: client).activateCheckpoint(
-            .with {
-              $0.role = role
-              $0.version = version
-              $0.canaryPercent = canary
-              $0.operationID = operationId
-            }, metadata: metadata)
-        }
-        try Checkpoint.printState(state, json: remote.json)
-      } catch let error as RPCError {
-        throw report(error)
+      let request = Alignd_V1_ActivateCheckpointRequest.with {
+        $0.role = role
+        $0.version = version
+        $0.canaryPercent = canary
+        $0.operationID = operationId
       }
+      try await Checkpoint.change(remote) { admin, metadata in try await admin.activateCheckpoint(request, metadata: metadata) }
     }
   }
 
@@ -186,18 +133,11 @@ struct Checkpoint: AsyncParsableCommand {
 
     func run() async throws {
       let role = try Checkpoint.role(role)
-      do {
-        let state = try await withServer(remote) { client, metadata in
-          try await Alignd_V1_Admin.Client(wrapping: client).promoteCanary(
-            .with {
-              $0.role = role
-              $0.operationID = operationId
-            }, metadata: metadata)
-        }
-        try Checkpoint.printState(state, json: remote.json)
-      } catch let error as RPCError {
-        throw report(error)
+      let request = Alignd_V1_PromoteCanaryRequest.with {
+        $0.role = role
+        $0.operationID = operationId
       }
+      try await Checkpoint.change(remote) { admin, metadata in try await admin.promoteCanary(request, metadata: metadata) }
     }
   }
 
@@ -211,19 +151,12 @@ struct Checkpoint: AsyncParsableCommand {
 
     func run() async throws {
       let role = try Checkpoint.role(role)
-      do {
-        let state = try await withServer(remote) { client, metadata in
-          try await Alignd_V1_Admin.Client(wrapping: client).rollback(
-            .with {
-              $0.role = role
-              $0.toVersion = to
-              $0.operationID = operationId
-            }, metadata: metadata)
-        }
-        try Checkpoint.printState(state, json: remote.json)
-      } catch let error as RPCError {
-        throw report(error)
+      let request = Alignd_V1_RollbackRequest.with {
+        $0.role = role
+        $0.toVersion = to
+        $0.operationID = operationId
       }
+      try await Checkpoint.change(remote) { admin, metadata in try await admin.rollback(request, metadata: metadata) }
     }
   }
 }

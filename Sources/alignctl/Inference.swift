@@ -84,23 +84,19 @@ struct Tokenize: AsyncParsableCommand {
     let ids: [Int32]
     let pieces: [String]
     if target.server != nil {
-      do {
-        let response = try await withServer(target.remote) { client, metadata in
-          try await Alignd_V1_Inference.Client(wrapping: client).tokenize(
-            .with {
-              if chat {
-                $0.chat = .with { $0.messages = [.with { $0.role = "user"; $0.content = text }] }
-              } else {
-                $0.text = text
-              }
-              $0.addSpecialTokens = addSpecialTokens
-            }, metadata: metadata)
-        }
-        ids = response.tokenIds
-        pieces = response.tokens
-      } catch let error as RPCError {
-        throw report(error)
+      let response = try await withServer(target.remote) { client, metadata in
+        try await Alignd_V1_Inference.Client(wrapping: client).tokenize(
+          .with {
+            if chat {
+              $0.chat = .with { $0.messages = [.with { $0.role = "user"; $0.content = text }] }
+            } else {
+              $0.text = text
+            }
+            $0.addSpecialTokens = addSpecialTokens
+          }, metadata: metadata)
       }
+      ids = response.tokenIds
+      pieces = response.tokens
     } else {
       let loop = try target.localLoop()
       defer { loop.shutdown() }
@@ -162,54 +158,50 @@ struct Generate: AsyncParsableCommand {
     let printLive = stream && !target.json && n == 1
 
     if target.server != nil {
-      do {
-        if stream {
-          struct Streamed: Sendable {
-            var texts: [String]
-            var ids: [[Int32]]
-            var finishes: [String]
-            var promptTokens = 0
-            var version = ""
-          }
-          let initial = Streamed(texts: texts, ids: ids, finishes: finishes)
-          let result = try await withServer(target.remote) { client, metadata in
-            try await Alignd_V1_Inference.Client(wrapping: client).generateStream(request, metadata: metadata) { response in
-              var result = initial
-              for try await message in response.messages {
-                switch message.event {
-                case .chunk(let chunk):
-                  result.texts[Int(chunk.index)] += chunk.text
-                  result.ids[Int(chunk.index)] += chunk.tokenIds
-                  if printLive { FileHandle.standardOutput.write(Data(chunk.text.utf8)) }
-                case .end(let end):
-                  for completion in end.completions {
-                    result.finishes[Int(completion.index)] = finishName(completion.finishReason)
-                  }
-                  result.promptTokens = Int(end.usage.promptTokens)
-                  result.version = end.versions.policy
-                case nil: break
-                }
-              }
-              return result
-            }
-          }
-          (texts, ids, finishes, promptTokens, version) = (
-            result.texts, result.ids, result.finishes, result.promptTokens, result.version
-          )
-        } else {
-          let response = try await withServer(target.remote) { client, metadata in
-            try await Alignd_V1_Inference.Client(wrapping: client).generate(request, metadata: metadata)
-          }
-          for completion in response.completions {
-            texts[Int(completion.index)] = completion.text
-            ids[Int(completion.index)] = completion.tokenIds
-            finishes[Int(completion.index)] = finishName(completion.finishReason)
-          }
-          promptTokens = Int(response.usage.promptTokens)
-          version = response.versions.policy
+      if stream {
+        struct Streamed: Sendable {
+          var texts: [String]
+          var ids: [[Int32]]
+          var finishes: [String]
+          var promptTokens = 0
+          var version = ""
         }
-      } catch let error as RPCError {
-        throw report(error)
+        let initial = Streamed(texts: texts, ids: ids, finishes: finishes)
+        let result = try await withServer(target.remote) { client, metadata in
+          try await Alignd_V1_Inference.Client(wrapping: client).generateStream(request, metadata: metadata) { response in
+            var result = initial
+            for try await message in response.messages {
+              switch message.event {
+              case .chunk(let chunk):
+                result.texts[Int(chunk.index)] += chunk.text
+                result.ids[Int(chunk.index)] += chunk.tokenIds
+                if printLive { FileHandle.standardOutput.write(Data(chunk.text.utf8)) }
+              case .end(let end):
+                for completion in end.completions {
+                  result.finishes[Int(completion.index)] = finishName(completion.finishReason)
+                }
+                result.promptTokens = Int(end.usage.promptTokens)
+                result.version = end.versions.policy
+              case nil: break
+              }
+            }
+            return result
+          }
+        }
+        (texts, ids, finishes, promptTokens, version) = (
+          result.texts, result.ids, result.finishes, result.promptTokens, result.version
+        )
+      } else {
+        let response = try await withServer(target.remote) { client, metadata in
+          try await Alignd_V1_Inference.Client(wrapping: client).generate(request, metadata: metadata)
+        }
+        for completion in response.completions {
+          texts[Int(completion.index)] = completion.text
+          ids[Int(completion.index)] = completion.tokenIds
+          finishes[Int(completion.index)] = finishName(completion.finishReason)
+        }
+        promptTokens = Int(response.usage.promptTokens)
+        version = response.versions.policy
       }
     } else {
       let loop = try target.localLoop()
@@ -277,20 +269,16 @@ struct Logprobs: AsyncParsableCommand {
     var rows: [(id: Int32, token: String, logprob: Float, top1: Int32?)] = []
     var total = 0.0
     if target.server != nil {
-      do {
-        let response = try await withServer(target.remote) { client, metadata in
-          try await Alignd_V1_Inference.Client(wrapping: client).logprobs(
-            .with {
-              $0.items = [.with { $0.context = context; $0.continuation = text }]
-              $0.topLogprobs = top
-            }, metadata: metadata)
-        }
-        let item = response.items.first ?? .init()
-        rows = item.tokens.map { ($0.tokenID, $0.token, $0.logprob, $0.top.first?.tokenID) }
-        total = item.totalLogprob
-      } catch let error as RPCError {
-        throw report(error)
+      let response = try await withServer(target.remote) { client, metadata in
+        try await Alignd_V1_Inference.Client(wrapping: client).logprobs(
+          .with {
+            $0.items = [.with { $0.context = context; $0.continuation = text }]
+            $0.topLogprobs = top
+          }, metadata: metadata)
       }
+      let item = response.items.first ?? .init()
+      rows = item.tokens.map { ($0.tokenID, $0.token, $0.logprob, $0.top.first?.tokenID) }
+      total = item.totalLogprob
     } else {
       let loop = try target.localLoop()
       defer { loop.shutdown() }

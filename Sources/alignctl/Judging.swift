@@ -25,23 +25,19 @@ struct Score: AsyncParsableCommand {
         $0.response = text
       }
     }
-    do {
-      let answer = try await withServer(remote) { client, metadata in
-        try await Alignd_V1_Inference.Client(wrapping: client).score(.with { $0.items = items }, metadata: metadata)
-      }
-      let preference = answer.rewards.count == 2
-        ? 1 / (1 + exp(-(answer.rewards[0] - answer.rewards[1]))) : nil
-      if remote.json {
-        var object: [String: Any] = ["rewards": answer.rewards, "reward_version": answer.versions.reward, "response_id": answer.responseID]
-        if let preference { object["p_first_preferred"] = preference }
-        try printJSON(object)
-      } else {
-        for (text, reward) in zip(response, answer.rewards) { print(String(format: "%+.4f  ", reward) + text) }
-        if let preference { print(String(format: "P(first ≻ second) = %.4f", preference)) }
-        print("reward model: \(answer.versions.reward)")
-      }
-    } catch let error as RPCError {
-      throw report(error)
+    let answer = try await withServer(remote) { client, metadata in
+      try await Alignd_V1_Inference.Client(wrapping: client).score(.with { $0.items = items }, metadata: metadata)
+    }
+    let preference = answer.rewards.count == 2
+      ? 1 / (1 + exp(-(answer.rewards[0] - answer.rewards[1]))) : nil
+    if remote.json {
+      var object: [String: Any] = ["rewards": answer.rewards, "reward_version": answer.versions.reward, "response_id": answer.responseID]
+      if let preference { object["p_first_preferred"] = preference }
+      try printJSON(object)
+    } else {
+      for (text, reward) in zip(response, answer.rewards) { print(String(format: "%+.4f  ", reward) + text) }
+      if let preference { print(String(format: "P(first ≻ second) = %.4f", preference)) }
+      print("reward model: \(answer.versions.reward)")
     }
   }
 }
@@ -67,12 +63,8 @@ struct Check: AsyncParsableCommand {
       if let profile { $0.profile = profile }
     }
     let answer: Alignd_V1_CheckSafetyResponse
-    do {
-      answer = try await withServer(remote) { client, metadata in
-        try await Alignd_V1_Inference.Client(wrapping: client).checkSafety(request, metadata: metadata)
-      }
-    } catch let error as RPCError {
-      throw report(error)
+    answer = try await withServer(remote) { client, metadata in
+      try await Alignd_V1_Inference.Client(wrapping: client).checkSafety(request, metadata: metadata)
     }
     // The text's verdict is the last result (the prompt's comes first when one was given).
     guard let result = answer.results.last else { throw ExitCode.failure }

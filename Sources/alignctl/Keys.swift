@@ -1,4 +1,4 @@
-import AlignServer
+import AlignShared
 import ArgumentParser
 import Foundation
 
@@ -21,7 +21,7 @@ struct Keys: ParsableCommand {
       var generator = SystemRandomNumberGenerator()
       for i in bytes.indices { bytes[i] = UInt8.random(in: .min ... .max, using: &generator) }
       let key = "ak_" + bytes.map { String(format: "%02x", $0) }.joined()
-      let line = APIKeyStore.line(for: key, role: role, name: name) + "\n"
+      let line = APIKeyFile.line(for: key, role: role, name: name) + "\n"
       let manager = FileManager.default
       if !manager.fileExists(atPath: file) {
         guard manager.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600]) else {

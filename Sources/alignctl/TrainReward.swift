@@ -29,14 +29,10 @@ struct TrainReward: AsyncParsableCommand {
 
   func run() async throws {
     let pairs: [PreferencePair]
-    do {
-      if let input {
-        pairs = try Self.readTRL(input)
-      } else {
-        pairs = try await Self.export(remote, policyVersion: policyVersion)
-      }
-    } catch let error as RPCError {
-      throw report(error)
+    if let input {
+      pairs = try Self.readTRL(input)
+    } else {
+      pairs = try await Self.export(remote, policyVersion: policyVersion)
     }
     guard !pairs.isEmpty else { throw ValidationError("no preference pairs to train on") }
     FileHandle.standardError.write(Data("training on \(pairs.count) preference pairs\n".utf8))

@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignTestSupport
 import Foundation
 import Testing
 
@@ -100,11 +101,8 @@ struct ChatTemplateTests {
     #expect(throws: TemplateValueJSONError.self) { try TemplateValue(json: #"{"a": }"#) }
   }
 
-  @Test func smolLM2TemplateComesFromTheGGUF() throws {
-    guard FileManager.default.fileExists(atPath: TokenizerFixtures.smolLM2.path) else {
-      print("SKIPPED smolLM2TemplateComesFromTheGGUF: model file absent")
-      return
-    }
+  @Test(.enabled(if: TestModels.defaultPolicyPresent, Comment(rawValue: TestModels.defaultPolicyMissing)))
+  func smolLM2TemplateComesFromTheGGUF() throws {
     let tokenizer = try Tokenizer(TokenizerDescription(gguf: try GGUFFile(path: TokenizerFixtures.smolLM2.path)))
     let committed = try String(contentsOf: ChatFixtures.folder.appendingPathComponent("smollm2.jinja"), encoding: .utf8)
     #expect(tokenizer.definition.chatTemplate == committed)

@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignTestSupport
 import Foundation
 import Testing
 
@@ -11,7 +12,7 @@ struct LlamaCppAgreementTests {
   static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
   static let fixtures = root.appendingPathComponent("Tests/Fixtures/smollm2")
-  static let modelPath = root.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+  static let modelPath = TestModels.defaultPolicy
   static var modelPresent: Bool { FileManager.default.fileExists(atPath: modelPath) }
 
   struct TeacherForced: Decodable {

@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignTestSupport
 import Foundation
 import Testing
 
@@ -7,9 +8,7 @@ enum EngineFixtures {
   static let root: String = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures").path
   static func tiny(_ name: String) -> String { root + "/tiny-models/" + name }
-  static let smolLM2: String = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+  static let smolLM2: String = TestModels.defaultPolicy
 
   struct Expected: Decodable {
     let sequences: [[Int32]]

@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignTestSupport
 import Foundation
 import Testing
 
@@ -8,7 +9,7 @@ enum TokenizerFixtures {
   static let root = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
   static let tokenizers = root.appendingPathComponent("Tests/Fixtures/tokenizers")
-  static let smolLM2 = root.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+  static let smolLM2 = URL(fileURLWithPath: TestModels.defaultPolicy)
 
   struct Case: Decodable {
     var text: String
@@ -156,12 +157,8 @@ struct TokenizerTests {
     TokenizerFixtures.check(tokenizer, try TokenizerFixtures.expected(name), roundTrip: false)
   }
 
-  @Test func smolLM2FromGGUF() throws {
-    guard FileManager.default.fileExists(atPath: TokenizerFixtures.smolLM2.path) else {
-      // The model is git-ignored; scripts/fetch-models.sh puts it there.
-      print("SKIPPED smolLM2FromGGUF: \(TokenizerFixtures.smolLM2.path) is absent (run scripts/fetch-models.sh)")
-      return
-    }
+  @Test(.enabled(if: TestModels.defaultPolicyPresent, Comment(rawValue: TestModels.defaultPolicyMissing)))
+  func smolLM2FromGGUF() throws {
     let gguf = try GGUFFile(path: TokenizerFixtures.smolLM2.path)
     let tokenizer = try Tokenizer(TokenizerDescription(gguf: gguf))
     #expect(tokenizer.definition.preTokenizer == .smollm)

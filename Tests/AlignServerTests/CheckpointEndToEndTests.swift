@@ -1,6 +1,8 @@
 import AlignAPI
 import AlignEngine
+import AlignShared
 import AlignStore
+import AlignTestSupport
 import Crypto
 import Foundation
 import GRPCCore
@@ -94,13 +96,6 @@ extension Alignd_V1_Admin.Client where Transport == HTTP2ClientTransport.Posix {
     }
     return response.checkpoint
   }
-}
-
-/// A value shared by concurrent test tasks.
-final class Locked<Value: Sendable>: Sendable {
-  private let storage: Mutex<Value>
-  init(_ value: Value) { storage = Mutex(value) }
-  func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { storage.withLock { body(&$0) } }
 }
 
 struct StreamResult: Sendable {
@@ -373,13 +368,10 @@ struct CheckpointEndToEndTests {
   }
 
   @Test("replicas sharing a PostgreSQL store and a checkpoint folder converge on the activated policy and reward model",
-        .enabled(if: defaultPresent, "the default model is not fetched"))
+        .enabled(if: defaultPresent, "the default model is not fetched"),
+        .disabled(if: TestEnvironment.skipPostgres, "ALIGND_SKIP_POSTGRES=1"))
   func replicasConverge() async throws {
-    let environment = ProcessInfo.processInfo.environment
-    if environment["ALIGND_SKIP_POSTGRES"] == "1" { return }
-    let url = try #require(
-      environment["ALIGND_TEST_POSTGRES_URL"],
-      "set ALIGND_TEST_POSTGRES_URL: eval \"$(scripts/start-test-postgres.sh)\" (or ALIGND_SKIP_POSTGRES=1)")
+    let url = TestEnvironment.postgresURL
     let schema = "replicas_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
     let storeURL = url + (url.contains("?") ? "&" : "?") + "schema=\(schema)"
     let folder = try TestPaths.temporaryFolder()

@@ -26,7 +26,7 @@ struct ConfigurationTests {
     #expect(config.port == 6003)  // flag beats environment and file
     #expect(config.host == "127.0.0.3")  // environment beats file
     #expect(config.drainTimeoutSeconds == 7)  // file beats default
-    #expect(config.logLevel == "debug")
+    #expect(config.logLevel == .debug)
     #expect(config.maxRequestBytes == ServerConfiguration().maxRequestBytes)  // default
   }
 
@@ -52,6 +52,48 @@ struct ConfigurationTests {
       try ConfigurationLoader.load(flags: flags, environment: environment, configFile: nil)
     }
     #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+  }
+
+  @Test("flags are derived from the key table: every key, --key VALUE, --key=VALUE, bare booleans, --config")
+  func flagsFromTheKeyTable() throws {
+    let (values, file) = try ConfigurationLoader.flags(from: [
+      "--port", "6000", "--allow-unauthenticated", "--batch-invariant", "false", "--log-level=debug",
+      "--reward-batch-size", "4", "--config", "/etc/alignd.json", "--safety-mode", "prompt",
+    ])
+    #expect(file == "/etc/alignd.json")
+    #expect(
+      values == [
+        "port": "6000", "allow_unauthenticated": "true", "batch_invariant": "false", "log_level": "debug",
+        "reward_batch_size": "4", "safety_mode": "prompt",
+      ])
+    let config = try ConfigurationLoader.load(flags: values, environment: [:], configFile: nil)
+    #expect(config.logLevel == .debug && config.safetyMode == .prompt && config.rewardBatchSize == 4)
+    #expect(config.allowUnauthenticated && !config.batchInvariant)
+    // Every key has its flag.
+    for key in ConfigurationLoader.keys {
+      let value = key.value(in: ServerConfiguration())
+      let parsed = try ConfigurationLoader.flags(from: [key.flag, value.isEmpty ? "x" : value]).values
+      #expect(parsed.keys.contains(key.name), "\(key.flag)")
+    }
+    #expect(throws: ConfigurationError.self) { try ConfigurationLoader.flags(from: ["--no-such-key", "1"]) }
+    #expect(throws: ConfigurationError.self) { try ConfigurationLoader.flags(from: ["--port"]) }
+    #expect(throws: ConfigurationError.self) { try ConfigurationLoader.flags(from: ["6000"]) }
+  }
+
+  @Test("the help names every flag with its default, and the README's table documents every key")
+  func documentation() throws {
+    let help = ConfigurationLoader.flagHelp
+    let readme = try String(contentsOf: TestPaths.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
+    let defaults = ServerConfiguration()
+    for key in ConfigurationLoader.keys {
+      #expect(help.contains(key.flag), "\(key.flag)")
+      let row = readme.split(separator: "\n").first { $0.hasPrefix("| `\(key.name)` |") }
+      let value = key.value(in: defaults)
+      #expect(row != nil, "README.md has no row for \(key.name)")
+      if let row, !value.isEmpty {
+        #expect(row.contains("`\(value)`"), "README.md documents \(key.name) with another default than \(value): \(row)")
+      }
+    }
   }
 
   @Test func badFilesAreClearErrors() throws {

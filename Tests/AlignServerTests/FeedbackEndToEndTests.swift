@@ -1,4 +1,5 @@
 import AlignAPI
+import AlignTestSupport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -103,16 +104,12 @@ struct FeedbackEndToEndTests {
   /// SIGKILL in the middle of a feedback stream, ten times in a row: after each restart the client
   /// resends everything after its last acknowledgement, and in the end every record is stored
   /// exactly once.
-  @Test(arguments: ["sqlite", "postgres"])
+  @Test(arguments: TestEnvironment.storeKinds)
   func sigkillMidStreamLosesAndDoublesNothing(store: String) async throws {
     let dataDir = try TestPaths.temporaryFolder().path
     var storeArguments: [String] = []
     if store == "postgres" {
-      let environment = ProcessInfo.processInfo.environment
-      if environment["ALIGND_SKIP_POSTGRES"] == "1" { return }
-      let url = try #require(
-        environment["ALIGND_TEST_POSTGRES_URL"],
-        "set ALIGND_TEST_POSTGRES_URL: eval \"$(scripts/start-test-postgres.sh)\" (or ALIGND_SKIP_POSTGRES=1)")
+      let url = TestEnvironment.postgresURL
       // A schema of its own, so the test starts from an empty store.
       let schema = "e2e_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
       storeArguments = ["--store-url", url + (url.contains("?") ? "&" : "?") + "schema=\(schema)"]

@@ -20,9 +20,7 @@ struct HTTPGatewayTests {
   static let defaultPresent = FileManager.default.fileExists(atPath: defaultModel.path)
 
   /// The pinned test venv's python (scripts/test-python-env.sh), overridable with ALIGND_TEST_PYTHON.
-  static var python: String {
-    ProcessInfo.processInfo.environment["ALIGND_TEST_PYTHON"] ?? "/var/cache/alignd/venv-test/bin/python"
-  }
+  static var python: String { TestEnvironment.python }
   static let pythonPresent = FileManager.default.isExecutableFile(atPath: python)
   static var script: String { TestPaths.repositoryRoot.appendingPathComponent("Tests/Clients/openai_check.py").path }
 

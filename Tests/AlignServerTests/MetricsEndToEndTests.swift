@@ -1,5 +1,6 @@
 import AlignAPI
 import AlignServer
+import AlignTestSupport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -15,9 +16,7 @@ struct MetricsEndToEndTests {
   static let defaultPresent = FileManager.default.fileExists(atPath: defaultModel.path)
 
   /// The pinned test venv's python (scripts/test-python-env.sh), overridable with ALIGND_TEST_PYTHON.
-  static var python: String {
-    ProcessInfo.processInfo.environment["ALIGND_TEST_PYTHON"] ?? "/var/cache/alignd/venv-test/bin/python"
-  }
+  static var python: String { TestEnvironment.python }
   static let pythonPresent = FileManager.default.isExecutableFile(atPath: python)
 
   /// One parsed scrape: prometheus_client's families (a counter family is named without `_total`).

@@ -1,5 +1,6 @@
 import AlignEngine
 import AlignServing
+import AlignTestSupport
 import Foundation
 import MetricsTestKit
 import Testing
@@ -7,9 +8,7 @@ import Testing
 /// The engine loop in process on the default SmolLM2 policy (skipped when the model is absent).
 @Suite("Generation loop on SmolLM2", .serialized)
 struct GenerationLoopTests {
-  static let modelPath = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+  static let modelPath = TestModels.defaultPolicy
   static var modelPresent: Bool { FileManager.default.fileExists(atPath: modelPath) }
 
   static func makeLoop(

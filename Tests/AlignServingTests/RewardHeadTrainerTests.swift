@@ -1,5 +1,6 @@
 import AlignEngine
 import AlignServing
+import AlignTestSupport
 import Foundation
 import Testing
 
@@ -80,9 +81,7 @@ enum PolitenessPairs {
 /// the default SmolLM2 policy (skipped when the model is absent).
 @Suite("Reward-head trainer")
 struct RewardHeadTrainerTests {
-  static let modelPath = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+  static let modelPath = TestModels.defaultPolicy
   static var modelPresent: Bool { FileManager.default.fileExists(atPath: modelPath) }
 
   /// Gaussian features where chosen responses are shifted along a hidden direction.

@@ -1,5 +1,6 @@
 import AlignEngine
 import AlignServing
+import AlignTestSupport
 import Foundation
 import Testing
 
@@ -10,7 +11,7 @@ import Testing
 struct RewardJudgeSharingTests {
   static let root = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-  static let modelPath = root.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+  static let modelPath = TestModels.defaultPolicy
   static var modelPresent: Bool { FileManager.default.fileExists(atPath: modelPath) }
   /// What alignd runs with batch_invariant = true: every row through the integer row kernels.
   static let settings = EngineSettings(threads: 2, maxBatchTokens: 256, gemmMinTokens: Int.max)

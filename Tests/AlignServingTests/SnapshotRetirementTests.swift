@@ -1,5 +1,6 @@
 import AlignEngine
 import AlignServing
+import AlignTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -50,9 +51,7 @@ func stillAlive(_ references: [WeakReference], within seconds: Double = 5) async
 /// keeps one alive after that.
 @Suite("Snapshot retirement frees memory", .serialized)
 struct SnapshotRetirementTests {
-  static let modelPath = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+  static let modelPath = TestModels.defaultPolicy
   static var modelPresent: Bool { FileManager.default.fileExists(atPath: modelPath) }
 
   @Test("a snapshot replaced while requests hold it is freed when the last one ends, not at the next swap")

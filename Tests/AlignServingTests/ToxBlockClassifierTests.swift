@@ -278,7 +278,7 @@ struct SafetyPortPolicyTests {
     do {
       _ = try SafetyPolicy(data: Data(SafetyPortPolicy.json.replacingOccurrences(of: "\"toxblock\"", with: "\"toxic\"").utf8), source: "inline")
     } catch {
-      #expect(error.description.contains("known: guard, hatesonar, lexical, rules, toxblock"))
+      #expect(error.description.contains("known: classifier, guard, hatesonar, lexical, rules, toxblock"))
     }
   }
 

@@ -3,6 +3,7 @@ import Foundation
 import Testing
 
 import AlignServing
+import AlignShared
 
 /// The trained default judges (Models/reward, Models/safety, installed into the models folder by
 /// scripts/install-judges.sh) served through the Swift encoder, against the Python reference that
@@ -62,7 +63,7 @@ struct TrainedJudgeTests {
       RewardReference.self, from: Data(contentsOf: TrainedJudges.fixture("reward/heldout-reference.json")))
     #expect(reference.items.count == 64)
     #expect(reference.model == "\(model.head.name)@\(model.head.version)")
-    #expect(model.version.hasPrefix(reference.model + "-"))
+    #expect(model.version == (try ModelFingerprint(path: TrainedJudges.model("alignd-reward-minilm"))).version)
     var inputs: [RewardInput] = []
     for item in reference.items {
       inputs.append(RewardInput(prompt: item.prompt, response: item.chosen))
@@ -116,7 +117,7 @@ struct TrainedJudgeTests {
     let reference = try JSONDecoder().decode(
       SafetyReference.self, from: Data(contentsOf: TrainedJudges.fixture("safety/heldout-reference.json")))
     #expect(reference.cases.count == 64)
-    #expect(backend.version.hasPrefix(reference.model + "-"))
+    #expect(backend.version == (try ModelFingerprint(path: TrainedJudges.model("alignd-safety-minilm"))).version)
     #expect(backend.head.thresholds == reference.thresholds)
     let profile = try SafetyPolicy.builtInDefault().profile(named: nil)
     let scores = try await backend.scores(reference.cases.map { SafetyInput(text: $0.text) }, profile: profile)

@@ -1,3 +1,4 @@
+import AlignShared
 import AlignStore
 import Foundation
 import Testing
@@ -180,10 +181,10 @@ struct CheckpointRegistryTarTests {
           == Data(contentsOf: URL(fileURLWithPath: folder + "/" + name)))
     }
     let writer = try TarWriter(path: dir.scratch + "/refuse.tar")
-    #expect(throws: CheckpointRegistryError.self) { try writer.addFile("../x", contents: Data()) }
-    #expect(throws: CheckpointRegistryError.self) { try writer.addFile("/x", contents: Data()) }
+    #expect(throws: TarWriterError.self) { try writer.addFile("../x", contents: Data()) }
+    #expect(throws: TarWriterError.self) { try writer.addFile("/x", contents: Data()) }
     try writer.addFile("x", contents: Data())
-    #expect(throws: CheckpointRegistryError.self) { try writer.addFile("x", contents: Data()) }
+    #expect(throws: TarWriterError.self) { try writer.addFile("x", contents: Data()) }
   }
 
   static let hostileEntries: [(RawTar.Entry, String)] = [

@@ -1,3 +1,4 @@
+import AlignShared
 import AlignStore
 import Crypto
 import Foundation

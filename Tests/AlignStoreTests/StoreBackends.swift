@@ -1,4 +1,5 @@
 import AlignStore
+import AlignTestSupport
 import Foundation
 import Logging
 import PostgresNIO
@@ -19,7 +20,7 @@ enum StoreBackend: String, Sendable, CaseIterable, CustomTestStringConvertible {
 /// A store under test and how to clean up after it.
 struct TestStore: Sendable {
   let backend: StoreBackend
-  let store: any FeedbackStore
+  let store: any FeedbackStore & RolloutStateStore
 
   /// `states(prefix:)`, which both stores offer outside the protocol.
   func states(prefix: String) async throws -> [(key: String, value: String)] {
@@ -75,29 +76,23 @@ enum PostgresTestDatabase {
   static let environment = ProcessInfo.processInfo.environment
 
   /// `ALIGND_SKIP_POSTGRES=1` leaves the PostgreSQL variants out.
-  static var skipped: Bool { environment["ALIGND_SKIP_POSTGRES"] == "1" }
+  static var skipped: Bool { TestEnvironment.skipPostgres }
 
   /// Small pools: many tests share one server. The whole suite runs in parallel on two cores,
-  /// so statements (and advisory-lock waits) get far more time than in production.
+  /// so statements (and advisory-lock waits) get far more time than in production, and so does
+  /// waiting for one of the pool's few connections: eight concurrent clients on a pool of three,
+  /// while every other suite competes for the cores, waited more than the production 10 s.
   static var configuration: PostgresFeedbackStoreConfiguration {
     var configuration = PostgresFeedbackStoreConfiguration()
     configuration.maximumConnections = 3
     configuration.statementTimeout = .seconds(300)
+    configuration.acquireTimeout = .seconds(300)
     return configuration
   }
 
-  /// The server URL, or an error that says how to start one.
-  static func baseURL() throws -> String {
-    guard let url = environment["ALIGND_TEST_POSTGRES_URL"], !url.isEmpty else {
-      throw TestSetupError(
-        """
-        ALIGND_TEST_POSTGRES_URL is not set: start the test server with
-          eval "$(scripts/start-test-postgres.sh)"
-        (or set ALIGND_SKIP_POSTGRES=1 to leave the PostgreSQL variants out)
-        """)
-    }
-    return url
-  }
+  /// The server URL: `ALIGND_TEST_POSTGRES_URL`, else the one scripts/start-test-postgres.sh
+  /// starts, so a bare `swift test` after the set-up finds it.
+  static func baseURL() throws -> String { TestEnvironment.postgresURL }
 
   /// `base` with `schema=NAME` added to its query.
   static func url(_ base: String, schema: String) -> String {
@@ -112,6 +107,11 @@ enum PostgresTestDatabase {
   /// Runs `body` with the URL of a fresh schema (created by the store), then drops the schema.
   static func withSchema<T>(_ body: (String) async throws -> T) async throws -> T {
     let base = try baseURL()
+    do {
+      try await withAdminConnection(base: base) { _, _ in }
+    } catch {
+      throw TestSetupError("no PostgreSQL test server at \(base) (\(error)): \(TestEnvironment.postgresHint)")
+    }
     let schema = freshSchemaName()
     do {
       let result = try await body(url(base, schema: schema))

@@ -22,6 +22,7 @@ let package = Package(
     .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
     .target(name: "AlignEngine", dependencies: ["CBLAS"], swiftSettings: engineSettings),
     .executableTarget(name: "kernel-digest", dependencies: ["AlignEngine"], swiftSettings: swiftSettings),
-    .testTarget(name: "AlignEngineTests", dependencies: ["AlignEngine"], swiftSettings: swiftSettings),
+    .target(name: "AlignTestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
+    .testTarget(name: "AlignEngineTests", dependencies: ["AlignEngine", "AlignTestSupport"], swiftSettings: swiftSettings),
   ]
 )

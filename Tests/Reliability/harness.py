@@ -49,7 +49,8 @@ from typing import Any, Callable, Iterable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-MODELS_DIR = os.path.join(REPO, "models")
+# The default models: $ALIGND_MODELS_DIR as for the scripts and the Swift tests, else <repo>/models.
+MODELS_DIR = os.environ.get("ALIGND_MODELS_DIR") or os.path.join(REPO, "models")
 DEFAULT_POLICY = "SmolLM2-135M-Instruct.Q4_1.gguf"
 RESULTS_DIR = os.path.join(HERE, "results")
 

@@ -32,7 +32,8 @@ export ALIGND_BIN_DIR="${ALIGND_BIN_DIR:-${ALIGND_BUILD_DIR:-$REPO/.build}/relea
 for b in alignd alignctl; do
   [[ -x "$ALIGND_BIN_DIR/$b" ]] || { echo "run.sh: $ALIGND_BIN_DIR/$b not found (build with scripts/build.sh or set ALIGND_BIN_DIR)" >&2; exit 1; }
 done
-[[ -f "$REPO/models/SmolLM2-135M-Instruct.Q4_1.gguf" ]] || { echo "run.sh: models/ missing (run scripts/fetch-models.sh)" >&2; exit 1; }
+MODELS="${ALIGND_MODELS_DIR:-$REPO/models}"
+[[ -f "$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf" ]] || { echo "run.sh: $MODELS has no default model (run scripts/fetch-models.sh)" >&2; exit 1; }
 
 PY="${ALIGND_TEST_PYTHON:-}"
 if [[ -z "$PY" ]]; then

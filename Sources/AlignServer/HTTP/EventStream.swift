@@ -1,5 +1,5 @@
-import AlignAPI
-import GRPCCore
+import AlignServing
+import AlignShared
 import Hummingbird
 
 /// Server-sent events on a Hummingbird response body: `data: {json}\n\n` per event.
@@ -34,8 +34,8 @@ final class EventSink: @unchecked Sendable {
   }
 }
 
-/// Turns GenerateStream messages into OpenAI stream chunks (`text_completion` or
-/// `chat.completion.chunk`).
+/// Turns a streamed generation's chunks and end into OpenAI stream chunks (`text_completion` or
+/// `chat.completion.chunk`). Used from the one task that writes the response body.
 final class StreamTranscoder: @unchecked Sendable {
   let endpoint: GenerationParameters.Endpoint
   let choices: Int
@@ -45,18 +45,19 @@ final class StreamTranscoder: @unchecked Sendable {
   let logprobs: Int?
   let includeUsage: Bool
   /// Characters sent so far per choice (completions `text_offset`).
-  private var sent: [UInt32: Int] = [:]
-  /// The response id of the RPC (taken from its first message: feedback refers to it).
-  private var id = ""
+  private var sent: [Int: Int] = [:]
+  /// The response id (feedback refers to it).
+  private let id: String
   private var opened = false
 
   init(
-    endpoint: GenerationParameters.Endpoint, choices: Int, created: Int64, versions: Alignd_V1_ModelVersions,
-    parameters: GenerationParameters
+    endpoint: GenerationParameters.Endpoint, choices: Int, created: Int64, responseID: String,
+    versions: ModelVersions, parameters: GenerationParameters
   ) {
     self.endpoint = endpoint
     self.choices = choices
     self.created = created
+    self.id = responseID
     self.model = versions.policy
     self.fingerprint = OpenAIShapes.fingerprint(versions)
     self.logprobs = parameters.logprobs
@@ -76,9 +77,10 @@ final class StreamTranscoder: @unchecked Sendable {
     return .object(fields)
   }
 
-  /// The chat stream's opening chunk: the assistant role for each choice.
+  /// The chat stream's opening chunk (the assistant role for each choice), before its first event.
   private func opening() -> [JSONValue] {
-    guard endpoint == .chat else { return [] }
+    defer { opened = true }
+    guard endpoint == .chat, !opened else { return [] }
     return [
       chunk(
         (0..<choices).map { index in
@@ -92,87 +94,52 @@ final class StreamTranscoder: @unchecked Sendable {
     ]
   }
 
-  func chunks(for message: Alignd_V1_GenerateStreamResponse) -> [JSONValue] {
-    var events: [JSONValue] = []
-    if !opened {
-      opened = true
-      id = message.responseID
-      events = opening()
-    }
-    return events + transcode(message)
-  }
-
-  private func transcode(_ message: Alignd_V1_GenerateStreamResponse) -> [JSONValue] {
-    switch message.event {
-    case .chunk(let piece):
-      var logprobsValue = JSONValue.null
-      if let top = logprobs {
-        let offset = sent[piece.index, default: 0]
-        logprobsValue =
-          endpoint == .chat
-          ? OpenAIShapes.chatLogprobs(piece.logprobs, top: top)
-          : OpenAIShapes.completionLogprobs(piece.logprobs, top: top, offset: offset)
-      }
-      sent[piece.index, default: 0] += piece.text.count
-      let choice: JSONValue =
+  /// The events for one released chunk (the chat stream's opening chunk first).
+  func events(for piece: GenerationChunk) -> [JSONValue] {
+    var logprobsValue = JSONValue.null
+    if let top = logprobs {
+      let offset = sent[piece.sample, default: 0]
+      logprobsValue =
         endpoint == .chat
-        ? .object([
-          ("index", .int(Int64(piece.index))), ("delta", .object([("content", .string(piece.text))])),
-          ("logprobs", logprobsValue), ("finish_reason", .null),
-        ])
-        : .object([
-          ("text", .string(piece.text)), ("index", .int(Int64(piece.index))), ("logprobs", logprobsValue),
-          ("finish_reason", .null),
-        ])
-      return [chunk([choice])]
-    case .end(let end):
-      let finals: [JSONValue] = end.completions.map { completion in
-        var fields: [(String, JSONValue)] =
-          endpoint == .chat
-          ? [("index", .int(Int64(completion.index))), ("delta", .object([]))]
-          : [("text", .string("")), ("index", .int(Int64(completion.index)))]
-        fields += [("logprobs", .null), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
-        if !completion.flaggedCategories.isEmpty {
-          fields.append(("flagged_categories", .array(completion.flaggedCategories.map(JSONValue.string))))
-        }
-        return .object(fields)
-      }
-      var final = chunk(finals)
-      if case .object(var fields) = final {
-        // The exact versions that produced the stream (a canary may differ from `model`).
-        fields.append(("versions", OpenAIShapes.versions(end.versions)))
-        final = .object(fields)
-      }
-      var events = [final]
-      if includeUsage { events.append(chunk([], usage: OpenAIShapes.usage(end.usage))) }
-      return events
-    case nil:
-      return []
+        ? OpenAIShapes.chatLogprobs(piece.logprobs, top: top)
+        : OpenAIShapes.completionLogprobs(piece.logprobs, top: top, offset: offset)
     }
-  }
-}
-
-/// The RPC writer handed to `InferenceService.generateStream`'s producer: each message becomes
-/// OpenAI chunks on the event stream. A failed write (the client went away) cancels the RPC so
-/// the request's KV slots are freed at the next step.
-struct EventStreamRPCWriter: RPCWriterProtocol {
-  typealias Element = Alignd_V1_GenerateStreamResponse
-  let sink: EventSink
-  let transcoder: StreamTranscoder
-  let handle: ServerContext.RPCCancellationHandle
-
-  func write(_ element: Element) async throws {
-    for event in transcoder.chunks(for: element) {
-      do {
-        try await sink.send(event)
-      } catch {
-        handle.cancel()
-        throw error
-      }
-    }
+    sent[piece.sample, default: 0] += piece.text.count
+    let choice: JSONValue =
+      endpoint == .chat
+      ? .object([
+        ("index", .int(Int64(piece.sample))), ("delta", .object([("content", .string(piece.text))])),
+        ("logprobs", logprobsValue), ("finish_reason", .null),
+      ])
+      : .object([
+        ("text", .string(piece.text)), ("index", .int(Int64(piece.sample))), ("logprobs", logprobsValue),
+        ("finish_reason", .null),
+      ])
+    return opening() + [chunk([choice])]
   }
 
-  func write(contentsOf elements: some Sequence<Element>) async throws {
-    for element in elements { try await write(element) }
+  /// The events that end the stream: every choice's finish reason with the exact versions, then
+  /// usage when asked for.
+  func events(forEnd end: GenerationResult) -> [JSONValue] {
+    let finals: [JSONValue] = end.completions.map { completion in
+      var fields: [(String, JSONValue)] =
+        endpoint == .chat
+        ? [("index", .int(Int64(completion.index))), ("delta", .object([]))]
+        : [("text", .string("")), ("index", .int(Int64(completion.index)))]
+      fields += [("logprobs", .null), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
+      if !completion.flaggedCategories.isEmpty {
+        fields.append(("flagged_categories", .array(completion.flaggedCategories.map { .string($0.rawValue) })))
+      }
+      return .object(fields)
+    }
+    var final = chunk(finals)
+    if case .object(var fields) = final {
+      // The exact versions that produced the stream (a canary may differ from the active ones).
+      fields.append(("versions", OpenAIShapes.versions(end.versions)))
+      final = .object(fields)
+    }
+    var events = opening() + [final]
+    if includeUsage { events.append(chunk([], usage: OpenAIShapes.usage(end.usage))) }
+    return events
   }
 }

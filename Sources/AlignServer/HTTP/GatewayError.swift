@@ -1,3 +1,4 @@
+import AlignShared
 import Foundation
 import GRPCCore
 import HTTPTypes
@@ -9,20 +10,21 @@ import NIOCore
 /// AuthenticationError, 403 PermissionDeniedError, 404 NotFoundError, 429 RateLimitError, 5xx
 /// InternalServerError).
 ///
-/// gRPC statuses from the transcoded services map as follows (Docs/HTTP.md):
+/// Errors map by their gRPC status (the one mapping of domain errors, RPCErrorMapping.swift), as
+/// follows (Docs/HTTP.md):
 /// INVALID_ARGUMENT, OUT_OF_RANGE and FAILED_PRECONDITION → 400 (FAILED_PRECONDITION is the
 /// server's state, e.g. no reward model can run; OpenAI's clients retry 409 automatically, which
 /// would not help), UNAUTHENTICATED → 401, PERMISSION_DENIED → 403, NOT_FOUND → 404,
 /// ALREADY_EXISTS and ABORTED → 409, RESOURCE_EXHAUSTED → 429 with `Retry-After`, CANCELLED → 499,
 /// UNIMPLEMENTED → 501, UNAVAILABLE → 503, DEADLINE_EXCEEDED → 504, anything else → 500.
-struct GatewayError: Error, Sendable {
-  var status: HTTPResponse.Status
-  var message: String
-  var type: String
-  var param: String?
-  var code: String?
-  /// Seconds for `Retry-After` (429 and 503).
-  var retryAfterMilliseconds: Int?
+public struct GatewayError: Error, Sendable {
+  public var status: HTTPResponse.Status
+  public var message: String
+  public var type: String
+  public var param: String?
+  public var code: String?
+  /// Milliseconds for `retry-after-ms` and (rounded up to seconds) `Retry-After` (429 and 503).
+  public var retryAfterMilliseconds: Int?
 
   init(
     _ status: HTTPResponse.Status, _ message: String, type: String, param: String? = nil, code: String? = nil,
@@ -45,7 +47,7 @@ struct GatewayError: Error, Sendable {
     GatewayError(.notFound, message, type: "invalid_request_error", param: param, code: code)
   }
 
-  /// The HTTP form of an RPC error raised by the transcoded gRPC service.
+  /// The HTTP form of a gRPC status.
   init(_ error: RPCError) {
     let message = error.message
     switch error.code {
@@ -80,10 +82,10 @@ struct GatewayError: Error, Sendable {
   }
 
   /// Any error a route handler threw, as the gateway answers it.
-  static func from(_ error: any Error) -> GatewayError {
+  public static func from(_ error: any Error) -> GatewayError {
     switch error {
     case let error as GatewayError: return error
-    case let error as RPCError: return GatewayError(error)
+    case let error as any RPCErrorConvertible: return GatewayError(RPCError(error))
     case is NIOTooManyBytesError:
       return GatewayError(
         .contentTooLarge, "the request body exceeds the limit of max_request_bytes", type: "invalid_request_error",
@@ -109,7 +111,7 @@ struct GatewayError: Error, Sendable {
   }
 
   /// `{"error": {...}}`.
-  var json: JSONValue {
+  public var json: JSONValue {
     .object([
       (
         "error",
@@ -125,7 +127,7 @@ struct GatewayError: Error, Sendable {
 
   /// The error as an HTTP response, with `Retry-After` (whole seconds, at least 1) and
   /// `retry-after-ms` (which OpenAI's clients read first) when a retry hint exists.
-  var response: Response {
+  public var response: Response {
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     if let milliseconds = retryAfterMilliseconds {

@@ -1,23 +1,23 @@
-import AlignAPI
+import AlignEngine
+import AlignServing
 import Foundation
 
 /// The OpenAI request fields of `/v1/completions` and `/v1/chat/completions`, read into the
-/// alignd.v1 GenerateRequest that the gRPC service validates and runs. Range checks that the
-/// service already makes (temperature, top_p, max_tokens against the server limit, n, stop
-/// strings, logprobs) are left to it, so both surfaces answer the same message.
-struct GenerationParameters: Sendable {
-  enum Endpoint: Sendable { case completions, chat }
+/// ``GenerationRequest`` that the serving pipeline validates and runs, as the gRPC service's
+/// messages are. Range checks that the pipeline already makes (temperature, top_p, max_tokens
+/// against the server limit, n, stop strings, logprobs) are left to it, so both surfaces answer
+/// the same message.
+public struct GenerationParameters: Sendable {
+  public enum Endpoint: Sendable { case completions, chat }
 
-  var sampling = Alignd_V1_SamplingParams()
-  var safety = Alignd_V1_SafetyOptions()
-  var priority = Alignd_V1_Priority.unspecified
-  var clientRequestID = ""
-  var stream = false
-  var includeUsage = false
+  /// Everything but the input (prompt or messages) and the deadline.
+  public var template = GenerationRequest()
+  public var stream = false
+  public var includeUsage = false
   /// Alternatives per token the client asked for (completions `logprobs`, chat `top_logprobs`);
   /// nil when it asked for no log-probabilities.
-  var logprobs: Int?
-  var model: String?
+  public var logprobs: Int?
+  public var model: String?
 
   /// Fields OpenAI defines that alignd does not implement: a request using them gets a 400
   /// rather than an answer that silently ignores them.
@@ -26,7 +26,7 @@ struct GenerationParameters: Sendable {
     .chat: ["tools", "tool_choice", "functions", "function_call", "logit_bias", "audio", "modalities", "prediction"],
   ]
 
-  init(_ body: JSONObject, endpoint: Endpoint) throws(GatewayError) {
+  public init(_ body: JSONObject, endpoint: Endpoint) throws(GatewayError) {
     for key in Self.unsupported[endpoint] ?? [] {
       guard let value = body[key] else { continue }
       if case .object(let fields) = value, fields.isEmpty { continue }
@@ -51,30 +51,30 @@ struct GenerationParameters: Sendable {
     case .completions:
       if maxTokens == nil { maxTokens = 16 }
     }
-    if let maxTokens { sampling.maxTokens = UInt32(maxTokens) }
-    if let value = try body.double("temperature") { sampling.temperature = Float(value) }
-    if let value = try body.double("top_p") { sampling.topP = Float(value) }
-    if let value = try body.int("top_k", in: -1...Int64(UInt32.max)) { sampling.topK = UInt32(max(0, value)) }
-    if let value = try body.double("min_p") { sampling.minP = Float(value) }
-    if let value = try body.double("repetition_penalty") { sampling.repetitionPenalty = Float(value) }
-    if let value = try body.double("frequency_penalty") { sampling.frequencyPenalty = Float(value) }
-    if let value = try body.double("presence_penalty") { sampling.presencePenalty = Float(value) }
-    if let value = try body.int("seed") { sampling.seed = UInt64(bitPattern: value) }
-    if let value = try body.int("n", in: 1...128) { sampling.n = UInt32(value) }
-    if let stop = try body.strings("stop") { sampling.stop = stop }
+    if let maxTokens { template.maxTokens = Int(maxTokens) }
+    if let value = try body.double("temperature") { template.temperature = Float(value) }
+    if let value = try body.double("top_p") { template.topP = Float(value) }
+    if let value = try body.int("top_k", in: -1...Int64(UInt32.max)) { template.topK = Int(max(0, value)) }
+    if let value = try body.double("min_p") { template.minP = Float(value) }
+    if let value = try body.double("repetition_penalty") { template.repetitionPenalty = Float(value) }
+    if let value = try body.double("frequency_penalty") { template.frequencyPenalty = Float(value) }
+    if let value = try body.double("presence_penalty") { template.presencePenalty = Float(value) }
+    if let value = try body.int("seed") { template.seed = UInt64(bitPattern: value) }
+    if let value = try body.int("n", in: 1...128) { template.n = Int(value) }
+    if let stop = try body.strings("stop") { template.stop = stop }
     if let ids = try body.array("stop_token_ids") {
-      sampling.stopTokenIds = try ids.map { value throws(GatewayError) in
+      template.stopTokenIDs = try ids.map { value throws(GatewayError) in
         guard case .int(let id) = value, let id32 = Int32(exactly: id) else {
           throw .invalid("stop_token_ids must be a list of token ids", param: "stop_token_ids")
         }
         return id32
       }
     }
-    if let value = try body.bool("ignore_eos") { sampling.ignoreEos = value }
+    if let value = try body.bool("ignore_eos") { template.ignoreEOS = value }
 
     switch endpoint {
     case .completions:
-      if let value = try body.int("best_of", in: 1...128) { sampling.bestOf = UInt32(value) }
+      if let value = try body.int("best_of", in: 1...128) { template.bestOf = Int(value) }
       if let value = try body.int("logprobs", in: 0...Int64(UInt32.max)) { logprobs = Int(value) }
     case .chat:
       let wanted = try body.bool("logprobs") ?? false
@@ -86,60 +86,64 @@ struct GenerationParameters: Sendable {
     }
     // The service returns log-probabilities with at least one alternative; the gateway trims
     // them to the count asked for (0 keeps only the sampled token's).
-    if let logprobs { sampling.logprobs = UInt32(max(1, logprobs)) }
+    if let logprobs { template.logprobs = max(1, logprobs) }
 
     stream = try body.bool("stream") ?? false
     if let options = try body.object("stream_options") {
       guard stream else { throw .invalid("stream_options needs stream: true", param: "stream_options") }
       includeUsage = try options.bool("include_usage") ?? false
     }
-    if stream && sampling.bestOf > max(1, sampling.n) {
+    if stream && template.bestOf > max(1, template.n) {
       throw .invalid("best_of ranks whole candidates, so it cannot be streamed", param: "best_of")
     }
-    clientRequestID = try body.string("user") ?? ""
-    if let value = try body.string("priority") {
-      switch value {
-      case "low": priority = .low
-      case "normal": priority = .normal
-      case "high": priority = .high
-      default: throw .invalid("priority must be low, normal or high", param: "priority")
-      }
-    }
-    safety = try Self.safetyOptions(body)
+    let user = try body.string("user") ?? ""
+    template.clientRequestID = user.isEmpty ? nil : user
+    if let priority = try Self.priority(body) { template.priority = priority }
+    (template.safetyMode, template.safetyProfile) = try Self.safetyOptions(body)
   }
 
-  /// The `safety` extension: a mode string, or `{"mode": ..., "profile": ...}`.
-  static func safetyOptions(_ body: JSONObject) throws(GatewayError) -> Alignd_V1_SafetyOptions {
-    var options = Alignd_V1_SafetyOptions()
+  /// The `priority` extension: `low`, `normal` or `high`.
+  static func priority(_ body: JSONObject) throws(GatewayError) -> RequestPriority? {
+    switch try body.string("priority") {
+    case nil: return nil
+    case "low": return .low
+    case "normal": return .normal
+    case "high": return .high
+    default: throw .invalid("priority must be low, normal or high", param: "priority")
+    }
+  }
+
+  /// The `safety` extension: a mode string, or `{"mode": ..., "profile": ...}`; nil mode for the
+  /// server's default.
+  static func safetyOptions(_ body: JSONObject) throws(GatewayError) -> (mode: SafetyMode?, profile: String?) {
     let mode: String?
+    var profile: String? = nil
     switch body["safety"] {
-    case nil: return options
+    case nil: return (nil, nil)
     case .string(let text): mode = text
     case .object:
       let object = try body.object("safety")!
       mode = try object.string("mode")
-      options.profile = try object.string("profile") ?? ""
+      profile = try object.string("profile").flatMap { $0.isEmpty ? nil : $0 }
     default:
       throw .invalid("safety must be a mode string or {\"mode\": ..., \"profile\": ...}", param: "safety")
     }
     switch mode {
-    case nil, "": options.mode = .unspecified
-    case "off": options.mode = .off
-    case "prompt": options.mode = .prompt
-    case "output": options.mode = .output
-    case "prompt_and_output": options.mode = .promptAndOutput
-    case let other?:
-      throw .invalid("safety mode \(other) is not one of off, prompt, output, prompt_and_output", param: "safety")
+    case nil, "": return (nil, profile)
+    case let name?:
+      guard let known = SafetyMode(rawValue: name) else {
+        throw .invalid("safety mode \(name) is not one of off, prompt, output, prompt_and_output", param: "safety")
+      }
+      return (known, profile)
     }
-    return options
   }
 
   /// The chat `messages`: text content only (a string, or a list of `{"type": "text"}` parts).
-  static func chatMessages(_ body: JSONObject) throws(GatewayError) -> [Alignd_V1_ChatMessage] {
+  static func chatMessages(_ body: JSONObject) throws(GatewayError) -> [ChatMessage] {
     guard let messages = try body.objects("messages"), !messages.isEmpty else {
       throw .invalid("messages must be a non-empty list", param: "messages")
     }
-    var result: [Alignd_V1_ChatMessage] = []
+    var result: [ChatMessage] = []
     for (i, message) in messages.enumerated() {
       guard let role = try message.string("role"), !role.isEmpty else {
         throw .invalid("messages[\(i)].role must be a non-empty string", param: "messages")
@@ -161,28 +165,17 @@ struct GenerationParameters: Sendable {
       default:
         throw .invalid("messages[\(i)].content must be a string or a list of text parts", param: "messages")
       }
-      result.append(
-        .with {
-          // OpenAI's newer "developer" role plays the part of "system" in chat templates.
-          $0.role = role == "developer" ? "system" : role
-          $0.content = text
-        })
+      // OpenAI's newer "developer" role plays the part of "system" in chat templates.
+      result.append(ChatMessage(role: role == "developer" ? "system" : role, content: text))
     }
     return result
   }
 
-  /// The GenerateRequest for one prompt (or conversation).
-  func request(prompt: String? = nil, chat: [Alignd_V1_ChatMessage]? = nil) -> Alignd_V1_GenerateRequest {
-    .with {
-      if let chat {
-        $0.chat = .with { $0.messages = chat }
-      } else {
-        $0.prompt = prompt ?? ""
-      }
-      $0.sampling = sampling
-      $0.safety = safety
-      $0.priority = priority
-      $0.clientRequestID = clientRequestID
-    }
+  /// The request for one prompt (or conversation).
+  public func request(_ input: GenerationRequest.Input, deadline: ContinuousClock.Instant?) -> GenerationRequest {
+    var request = template
+    request.input = input
+    request.deadline = deadline
+    return request
   }
 }

@@ -1,11 +1,11 @@
-import AlignAPI
+import AlignServing
+import AlignShared
 import Foundation
-import GRPCCore
 import HTTPTypes
 import Hummingbird
 
-/// `POST /v1/completions` and `POST /v1/chat/completions`, transcoded to Inference.Generate (or
-/// GenerateStream for `stream: true`).
+/// `POST /v1/completions` and `POST /v1/chat/completions` on the serving pipeline's generation
+/// (streamed for `stream: true`).
 extension HTTPGateway {
   func completions(_ request: Request) async throws -> Response {
     try await generation(request, endpoint: .completions)
@@ -15,96 +15,84 @@ extension HTTPGateway {
     try await generation(request, endpoint: .chat)
   }
 
-  /// Reads the body while watching the connection: a client that disconnects cancels the RPC
-  /// (its KV slots are freed at the next step), as a gRPC client's cancel does.
+  /// Reads the body while watching the connection: a client that disconnects cancels the
+  /// generation (its KV slots are freed at the next step), as a gRPC client's cancel does.
   ///
   /// Watching consumes the HTTP/1.1 connection's inbound stream, so the connection cannot carry
   /// another request afterwards: the response says `Connection: close` so that clients do not
   /// reuse it. HTTP/2 requests (h2c or TLS; that header is forbidden there, and the connection
   /// carries other streams) are not watched; a stream still stops at its first failed write.
   private func generation(_ request: Request, endpoint: GenerationParameters.Endpoint) async throws -> Response {
-    let metadata = try Self.deadlineMetadata(request)
-    return try await withServerContextRPCCancellationHandle { handle in
-      // HTTP/2 requests share their connection with other streams: not watched.
-      guard !Self.requestIsHTTP2 else {
-        return try await generate(try await body(of: request), endpoint: endpoint, handle: handle, metadata: metadata)
-      }
-      var response: Response
-      do {
-        response = try await request.body.consumeWithInboundCloseHandler(
-          { body in
-            let bytes = try await body.collect(upTo: maxRequestBytes)
-            let json = try JSONObject(body: Array(bytes.readableBytesView))
-            return try await generate(json, endpoint: endpoint, handle: handle, metadata: metadata)
-          },
-          onInboundClosed: { handle.cancel() })
-      } catch {
-        // Errors too: the connection closes either way.
-        response = GatewayError.from(error).response
-      }
-      response.headers[.connection] = "close"
-      return response
+    let deadline = try Self.deadline(request)
+    // HTTP/2 requests share their connection with other streams: not watched.
+    guard !Self.requestIsHTTP2 else {
+      return try await generate(try await body(of: request), endpoint: endpoint, deadline: deadline)
     }
+    let work = CancellableWork()
+    var response: Response
+    do {
+      response = try await request.body.consumeWithInboundCloseHandler(
+        { body in
+          let bytes = try await body.collect(upTo: maxRequestBytes)
+          let json = try JSONObject(body: Array(bytes.readableBytesView))
+          return try await work.run { try await generate(json, endpoint: endpoint, deadline: deadline) }
+        },
+        onInboundClosed: { work.cancel() })
+    } catch {
+      // Errors too: the connection closes either way.
+      response = GatewayError.from(error).response
+    }
+    response.headers[.connection] = "close"
+    return response
   }
 
   private func generate(
-    _ body: JSONObject, endpoint: GenerationParameters.Endpoint, handle: ServerContext.RPCCancellationHandle,
-    metadata: Metadata
+    _ body: JSONObject, endpoint: GenerationParameters.Endpoint, deadline: ContinuousClock.Instant?
   ) async throws -> Response {
     let parameters = try GenerationParameters(body, endpoint: endpoint)
     try checkModel(parameters.model)
-    let requests: [Alignd_V1_GenerateRequest]
+    let requests: [GenerationRequest]
     switch endpoint {
     case .chat:
-      requests = [parameters.request(chat: try GenerationParameters.chatMessages(body))]
+      requests = [parameters.request(.chat(try GenerationParameters.chatMessages(body)), deadline: deadline)]
     case .completions:
       guard let prompts = try body.strings("prompt"), !prompts.isEmpty else {
         throw GatewayError.invalid("prompt must be a string or a non-empty list of strings", param: "prompt")
       }
-      requests = prompts.map { parameters.request(prompt: $0) }
+      requests = prompts.map { parameters.request(.prompt($0), deadline: deadline) }
     }
     if parameters.stream {
       guard requests.count == 1 else {
         throw GatewayError.invalid("stream: true takes one prompt", param: "prompt")
       }
-      return try await stream(requests[0], endpoint: endpoint, parameters: parameters, metadata: metadata)
+      return try await stream(requests[0], endpoint: endpoint, parameters: parameters)
     }
-    let context = ServerContext(
-      descriptor: Alignd_V1_Inference.Method.Generate.descriptor, remotePeer: "http", localPeer: "http",
-      cancellation: handle)
     // Several prompts (completions only) run concurrently, as separate requests in the batch.
-    let responses = try await withThrowingTaskGroup(of: (Int, Alignd_V1_GenerateResponse).self) { group in
-      for (index, message) in requests.enumerated() {
-        group.addTask {
-          (
-            index,
-            try await inference.generate(request: ServerRequest(metadata: metadata, message: message), context: context)
-              .message
-          )
-        }
+    let pipeline = self.pipeline
+    let results = try await withThrowingTaskGroup(of: (Int, GenerationResult).self) { group in
+      for (index, request) in requests.enumerated() {
+        group.addTask { (index, try await pipeline.generate(request)) }
       }
-      var responses = [Alignd_V1_GenerateResponse?](repeating: nil, count: requests.count)
-      for try await (index, response) in group { responses[index] = response }
-      return responses.compactMap { $0 }
+      var results = [GenerationResult?](repeating: nil, count: requests.count)
+      for try await (index, result) in group { results[index] = result }
+      return results.compactMap { $0 }
     }
-    return Self.json(completionBody(responses, endpoint: endpoint, parameters: parameters))
+    return Self.json(Self.completionBody(results, endpoint: endpoint, parameters: parameters))
   }
 
   /// The non-streamed OpenAI answer: one choice per completion, numbered across prompts.
-  private func completionBody(
-    _ responses: [Alignd_V1_GenerateResponse], endpoint: GenerationParameters.Endpoint,
-    parameters: GenerationParameters
+  public static func completionBody(
+    _ responses: [GenerationResult], endpoint: GenerationParameters.Endpoint, parameters: GenerationParameters
   ) -> JSONValue {
     let versions = responses[0].versions
     var choices: [JSONValue] = []
-    var usage = Alignd_V1_Usage()
+    var usage = TokenUsage()
     for (promptIndex, response) in responses.enumerated() {
       usage.promptTokens += response.usage.promptTokens
       usage.completionTokens += response.usage.completionTokens
-      usage.totalTokens += response.usage.totalTokens
-      let perPrompt = UInt32(response.completions.count)
+      let perPrompt = response.completions.count
       for completion in response.completions {
-        let index = JSONValue.int(Int64(UInt32(promptIndex) * perPrompt + completion.index))
+        let index = JSONValue.int(Int64(promptIndex * perPrompt + completion.index))
         var logprobs = JSONValue.null
         if let top = parameters.logprobs {
           logprobs =
@@ -126,9 +114,9 @@ extension HTTPGateway {
           fields = [("text", .string(completion.text)), ("index", index)]
         }
         fields += [("logprobs", logprobs), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
-        if completion.hasReward { fields.append(("reward", .number(completion.reward))) }
+        if let reward = completion.reward { fields.append(("reward", .number(reward))) }
         if !completion.flaggedCategories.isEmpty {
-          fields.append(("flagged_categories", .array(completion.flaggedCategories.map(JSONValue.string))))
+          fields.append(("flagged_categories", .array(completion.flaggedCategories.map { .string($0.rawValue) })))
         }
         choices.append(.object(fields))
       }
@@ -153,16 +141,16 @@ extension HTTPGateway {
     return .object(fields)
   }
 
-  /// The request's `X-Request-Timeout` (seconds, e.g. `2.5`) as the gRPC deadline header the
-  /// Inference service reads, so a generation over HTTP ends by its deadline as a gRPC call does:
-  /// 504 when nothing is sent yet, a last event with finish reason `deadline` in a stream.
-  static func deadlineMetadata(_ request: Request) throws(GatewayError) -> Metadata {
-    guard let raw = request.headers[Self.requestTimeoutHeader] else { return [:] }
+  /// The request's `X-Request-Timeout` (seconds, e.g. `2.5`) as its deadline, so a request over
+  /// HTTP ends by its deadline as a gRPC call does: 504 when nothing is sent yet, a last event
+  /// with finish reason `deadline` in a stream.
+  static func deadline(_ request: Request) throws(GatewayError) -> ContinuousClock.Instant? {
+    guard let raw = request.headers[Self.requestTimeoutHeader] else { return nil }
     guard let seconds = Double(raw.trimmingCharacters(in: .whitespaces)), seconds > 0, seconds <= 86_400 else {
       throw GatewayError.invalid(
         "X-Request-Timeout must be a number of seconds greater than 0 and at most 86400, e.g. 2.5", param: nil)
     }
-    return ["grpc-timeout": "\(max(1, Int64((seconds * 1000).rounded())))m"]
+    return RequestDeadline.ending(after: .milliseconds(max(1, Int64((seconds * 1000).rounded()))))
   }
 
   static let requestTimeoutHeader = HTTPField.Name("X-Request-Timeout")!
@@ -171,44 +159,27 @@ extension HTTPGateway {
   /// their errors get their HTTP status; the tokens then flow as server-sent events, ending with
   /// `data: [DONE]` (or an `{"error": ...}` event if generation fails midway).
   private func stream(
-    _ message: Alignd_V1_GenerateRequest, endpoint: GenerationParameters.Endpoint, parameters: GenerationParameters,
-    metadata: Metadata
+    _ request: GenerationRequest, endpoint: GenerationParameters.Endpoint, parameters: GenerationParameters
   ) async throws -> Response {
-    let preparation = ServerContext(
-      descriptor: Alignd_V1_Inference.Method.GenerateStream.descriptor, remotePeer: "http", localPeer: "http",
-      cancellation: .init())
-    let response = try await inference.generateStream(
-      request: ServerRequest(metadata: metadata, message: message), context: preparation)
-    let producer: @Sendable (RPCWriter<Alignd_V1_GenerateStreamResponse>) async throws -> Metadata
-    switch response.accepted {
-    case .success(let contents): producer = contents.producer
-    case .failure(let error): throw error
-    }
-    let active = models.versions
+    let stream = try await pipeline.stream(request)
     let transcoder = StreamTranscoder(
-      endpoint: endpoint, choices: max(1, Int(parameters.sampling.n)), created: Int64(Date().timeIntervalSince1970),
-      versions: .with {
-        $0.policy = active.policy
-        $0.reward = active.reward
-        $0.safety = active.safety
-      },
-      parameters: parameters)
+      endpoint: endpoint, choices: max(1, parameters.template.n), created: Int64(Date().timeIntervalSince1970),
+      responseID: stream.responseID, versions: stream.versions, parameters: parameters)
     var headers = HTTPFields()
     headers[.contentType] = "text/event-stream"
     headers[.cacheControl] = "no-cache"
     let body = ResponseBody { writer in
       let sink = EventSink(writer: writer)
-      await withServerContextRPCCancellationHandle { handle in
-        do {
-          _ = try await producer(
-            RPCWriter(wrapping: EventStreamRPCWriter(sink: sink, transcoder: transcoder, handle: handle)))
-          try await sink.sendDone()
-        } catch {
-          handle.cancel()
-          if !sink.failed {
-            try? await sink.send(GatewayError.from(error).json)
-            try? await sink.sendDone()
-          }
+      do {
+        let end = try await stream.run { chunk in
+          for event in transcoder.events(for: chunk) { try await sink.send(event) }
+        }
+        for event in transcoder.events(forEnd: end) { try await sink.send(event) }
+        try await sink.sendDone()
+      } catch {
+        if !sink.failed {
+          try? await sink.send(GatewayError.from(error).json)
+          try? await sink.sendDone()
         }
       }
       writer = sink.writer

@@ -1,9 +1,9 @@
-import AlignAPI
-import GRPCCore
+import AlignServing
+import AlignShared
 import Hummingbird
 
-/// `POST /v1/moderations` (OpenAI's shape, backed by CheckSafety) and `POST /v1/score` (alignd's
-/// reward scoring, backed by Score).
+/// `POST /v1/moderations` (OpenAI's shape, on the pipeline's safety check) and `POST /v1/score`
+/// (alignd's reward scoring, on the pipeline's Score).
 extension HTTPGateway {
   /// OpenAI's moderation categories, always present in `categories` and `category_scores`
   /// (0 and false when no backend scored them). alignd's own categories (`pii/*`, `terms/*`,
@@ -15,6 +15,7 @@ extension HTTPGateway {
   ]
 
   func moderations(_ request: Request) async throws -> Response {
+    let deadline = try Self.deadline(request)
     let body = try await body(of: request)
     var texts: [String] = []
     switch body["input"] {
@@ -38,30 +39,29 @@ extension HTTPGateway {
     }
     guard !texts.isEmpty else { throw GatewayError.invalid("input is empty", param: "input") }
     let profile = try body.string("profile") ?? ""
-    let response = try await withServerContextRPCCancellationHandle { handle in
-      try await inference.checkSafety(
-        request: ServerRequest(
-          metadata: [:],
-          message: .with {
-            $0.texts = texts
-            $0.profile = profile
-          }),
-        context: Self.context(Alignd_V1_Inference.Method.CheckSafety.descriptor, handle)
-      ).message
-    }
-    let results: [JSONValue] = response.results.map { result in
+    var check = SafetyCheckRequest(texts: texts)
+    (check.profile, check.deadline) = (profile.isEmpty ? nil : profile, deadline)
+    let result = try await pipeline.checkSafety(check)
+    return Self.json(Self.moderationBody(result))
+  }
+
+  /// OpenAI's moderation answer for a safety check, with alignd's `action`, `flagged_categories`
+  /// and `versions`.
+  public static func moderationBody(_ result: SafetyCheckResult) -> JSONValue {
+    let results: [JSONValue] = result.verdicts.map { verdict in
       var flags: [(String, JSONValue)] = []
       var scores: [(String, JSONValue)] = []
       var types: [(String, JSONValue)] = []
-      var byName: [String: Alignd_V1_CategoryScore] = [:]
-      for category in result.categories {
+      var byName: [String: CategoryScore] = [:]
+      for category in verdict.scores {
         // Several backends may score one category: report the highest score, flagged if any flagged.
-        if var existing = byName[category.category] {
+        let name = category.category.rawValue
+        if var existing = byName[name] {
           existing.score = max(existing.score, category.score)
           existing.flagged = existing.flagged || category.flagged
-          byName[category.category] = existing
+          byName[name] = existing
         } else {
-          byName[category.category] = category
+          byName[name] = category
         }
       }
       let extra = byName.keys.filter { !Self.moderationCategories.contains($0) }.sorted()
@@ -71,44 +71,39 @@ extension HTTPGateway {
         scores.append((name, .number(score?.score ?? 0)))
         types.append((name, .array(score == nil ? [] : [.string("text")])))
       }
-      let action: String
-      switch result.action {
-      case .block: action = "block"
-      case .flag: action = "flag"
-      default: action = "allow"
-      }
       return .object([
-        ("flagged", .bool(!result.flaggedCategories.isEmpty)),
+        ("flagged", .bool(!verdict.flaggedCategories.isEmpty)),
         ("categories", .object(flags)),
         ("category_scores", .object(scores)),
         ("category_applied_input_types", .object(types)),
-        ("action", .string(action)),
-        ("flagged_categories", .array(result.flaggedCategories.map(JSONValue.string))),
+        ("action", .string(verdict.action.rawValue)),
+        ("flagged_categories", .array(verdict.flaggedCategories.map { .string($0.rawValue) })),
       ])
     }
-    return Self.json(
-      .object([
-        ("id", .string(response.responseID)),
-        ("model", .string(response.versions.safety)),
-        ("results", .array(results)),
-        ("versions", OpenAIShapes.versions(response.versions)),
-      ]))
+    return .object([
+      ("id", .string(result.responseID)),
+      ("model", .string(result.versions.safety)),
+      ("results", .array(results)),
+      ("versions", OpenAIShapes.versions(result.versions)),
+    ])
   }
 
   /// `POST /v1/score`: rewards for responses to a prompt (or a conversation), and
   /// P(chosen ≻ rejected) for preference pairs. Docs/HTTP.md has the JSON.
   func score(_ request: Request) async throws -> Response {
-    let body = try await body(of: request)
+    let deadline = try Self.deadline(request)
+    var score = try Self.scoreRequest(try await body(of: request))
+    score.deadline = deadline
+    return Self.json(Self.scoreBody(try await pipeline.score(score)))
+  }
+
+  /// The Score request a `/v1/score` body asks for (Docs/HTTP.md has the JSON).
+  public static func scoreRequest(_ body: JSONObject) throws(GatewayError) -> ScoreRequest {
     let prompt = try body.string("prompt") ?? ""
     let messages = try body["messages"] == nil ? [] : GenerationParameters.chatMessages(body)
-    var message = Alignd_V1_ScoreRequest()
+    var request = ScoreRequest()
     for response in try body.strings("responses") ?? [] {
-      message.items.append(
-        .with {
-          $0.prompt = prompt
-          $0.messages = messages
-          $0.response = response
-        })
+      request.items.append(ScoreItem(PromptContext(prompt: prompt, messages: messages), response))
     }
     for (i, item) in (try body.objects("items") ?? []).enumerated() {
       guard let response = try item.string("response") else {
@@ -116,12 +111,7 @@ extension HTTPGateway {
       }
       let itemPrompt = try item.string("prompt") ?? prompt
       let itemMessages = item["messages"] == nil ? messages : try GenerationParameters.chatMessages(item)
-      message.items.append(
-        .with {
-          $0.prompt = itemPrompt
-          $0.messages = itemMessages
-          $0.response = response
-        })
+      request.items.append(ScoreItem(PromptContext(prompt: itemPrompt, messages: itemMessages), response))
     }
     let chosen = try body.string("chosen")
     let rejected = try body.string("rejected")
@@ -129,13 +119,7 @@ extension HTTPGateway {
       guard let chosen, let rejected else {
         throw GatewayError.invalid("give both chosen and rejected", param: chosen == nil ? "chosen" : "rejected")
       }
-      message.pairs.append(
-        .with {
-          $0.prompt = prompt
-          $0.messages = messages
-          $0.chosen = chosen
-          $0.rejected = rejected
-        })
+      request.pairs.append(ScorePair(PromptContext(prompt: prompt, messages: messages), chosen: chosen, rejected: rejected))
     }
     for (i, pair) in (try body.objects("pairs") ?? []).enumerated() {
       guard let chosen = try pair.string("chosen"), let rejected = try pair.string("rejected") else {
@@ -143,39 +127,32 @@ extension HTTPGateway {
       }
       let pairMessages = pair["messages"] == nil ? messages : try GenerationParameters.chatMessages(pair)
       let pairPrompt = try pair.string("prompt") ?? prompt
-      message.pairs.append(
-        .with {
-          $0.prompt = pairPrompt
-          $0.messages = pairMessages
-          $0.chosen = chosen
-          $0.rejected = rejected
-        })
+      request.pairs.append(
+        ScorePair(PromptContext(prompt: pairPrompt, messages: pairMessages), chosen: chosen, rejected: rejected))
     }
-    let request = message
-    let response = try await withServerContextRPCCancellationHandle { handle in
-      try await inference.score(
-        request: ServerRequest(metadata: [:], message: request),
-        context: Self.context(Alignd_V1_Inference.Method.Score.descriptor, handle)
-      ).message
-    }
-    return Self.json(
-      .object([
-        ("id", .string(response.responseID)),
-        ("object", .string("score")),
-        ("model", .string(response.versions.reward)),
-        ("rewards", .array(response.rewards.map(JSONValue.number))),
-        (
-          "pairs",
-          .array(
-            response.pairScores.map {
-              .object([
-                ("chosen_reward", .number($0.chosenReward)),
-                ("rejected_reward", .number($0.rejectedReward)),
-                ("p_chosen_preferred", .number($0.pChosenPreferred)),
-              ])
-            })
-        ),
-        ("versions", OpenAIShapes.versions(response.versions)),
-      ]))
+    if let priority = try GenerationParameters.priority(body) { request.priority = priority }
+    return request
+  }
+
+  /// alignd's score answer.
+  public static func scoreBody(_ result: ScoreResult) -> JSONValue {
+    .object([
+      ("id", .string(result.responseID)),
+      ("object", .string("score")),
+      ("model", .string(result.versions.reward)),
+      ("rewards", .array(result.rewards.map(JSONValue.number))),
+      (
+        "pairs",
+        .array(
+          result.pairs.map {
+            .object([
+              ("chosen_reward", .number($0.chosen)),
+              ("rejected_reward", .number($0.rejected)),
+              ("p_chosen_preferred", .number($0.probabilityChosenPreferred)),
+            ])
+          })
+      ),
+      ("versions", OpenAIShapes.versions(result.versions)),
+    ])
   }
 }

@@ -1,18 +1,17 @@
 import AlignAPI
 import AlignServing
+import AlignShared
 import Foundation
-import GRPCCore
 import Hummingbird
 import Metrics
 import Prometheus
 import SwiftProtobuf
 
-/// The HTTP/JSON gateway: OpenAI-compatible routes and alignd's own, transcoded in-process to the
-/// gRPC Inference service so that validation, queues, limits, safety screening and version
-/// stamping are the same code on both surfaces. Docs/HTTP.md documents the routes.
-struct HTTPGateway: Sendable {
-  let inference: InferenceService
-  let status: ServingStatus
+/// The HTTP/JSON gateway: OpenAI-compatible routes and alignd's own, mapped onto the same serving
+/// pipeline as the gRPC Inference service, so that validation, queues, limits, safety screening
+/// and version stamping are the same code on both surfaces. Docs/HTTP.md documents the routes.
+public struct HTTPGateway: Sendable {
+  let pipeline: InferencePipeline
   /// API keys; nil when authentication is off (no keys file), exactly as for gRPC.
   let keys: APIKeyStore?
   /// Larger request bodies get 413 (config `max_request_bytes`).
@@ -27,7 +26,8 @@ struct HTTPGateway: Sendable {
   /// Reported as `created` of the models in `GET /v1/models`.
   let started = Int64(Date().timeIntervalSince1970)
 
-  var models: ModelHost { inference.models }
+  var models: ModelHost { pipeline.models }
+  var status: ServingStatus { pipeline.status }
 
   func makeRouter() -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
@@ -79,10 +79,7 @@ struct HTTPGateway: Sendable {
     guard let admin else {
       throw GatewayError.notFound("the admin surface is served on the admin listener (admin_port) only")
     }
-    let status = try await withServerContextRPCCancellationHandle { handle in
-      try await admin.getStatus(
-        request: .init(), context: Self.context(Alignd_V1_Admin.Method.GetStatus.descriptor, handle))
-    }
+    let status = await admin.statusResponse()
     var options = JSONEncodingOptions()
     options.preserveProtoFieldNames = true
     return Self.json(bytes: try status.jsonUTF8Bytes(options: options))
@@ -145,11 +142,6 @@ struct HTTPGateway: Sendable {
   func body(of request: Request) async throws -> JSONObject {
     let bytes = try await request.body.collect(upTo: maxRequestBytes)
     return try JSONObject(body: Array(bytes.readableBytesView))
-  }
-
-  /// A ServerContext for a transcoded call.
-  static func context(_ method: MethodDescriptor, _ handle: ServerContext.RPCCancellationHandle) -> ServerContext {
-    ServerContext(descriptor: method, remotePeer: "http", localPeer: "http", cancellation: handle)
   }
 }
 

@@ -1,22 +1,23 @@
-import AlignAPI
+import AlignServing
+import AlignShared
 import Crypto
 import Foundation
 
-/// OpenAI's response shapes for what the alignd.v1 messages carry.
-enum OpenAIShapes {
+/// OpenAI's response shapes for what the serving pipeline answers.
+public enum OpenAIShapes {
   /// OpenAI's finish reasons: the safety screen's stop is `content_filter`, as OpenAI reports it.
-  static func finishReason(_ reason: Alignd_V1_FinishReason) -> JSONValue {
+  static func finishReason(_ reason: FinishReason?) -> JSONValue {
     switch reason {
     case .stop: return .string("stop")
     case .length: return .string("length")
     case .safety: return .string("content_filter")
     case .cancelled: return .string("cancelled")
     case .deadline: return .string("deadline")
-    case .unspecified, .UNRECOGNIZED: return .null
+    case nil: return .null
     }
   }
 
-  static func usage(_ usage: Alignd_V1_Usage) -> JSONValue {
+  static func usage(_ usage: TokenUsage) -> JSONValue {
     .object([
       ("prompt_tokens", .int(Int64(usage.promptTokens))),
       ("completion_tokens", .int(Int64(usage.completionTokens))),
@@ -25,7 +26,7 @@ enum OpenAIShapes {
   }
 
   /// The exact model versions (alignd extension field `versions`).
-  static func versions(_ versions: Alignd_V1_ModelVersions) -> JSONValue {
+  static func versions(_ versions: ModelVersions) -> JSONValue {
     .object([
       ("policy", .string(versions.policy)),
       ("reward", .string(versions.reward)),
@@ -34,13 +35,13 @@ enum OpenAIShapes {
   }
 
   /// `system_fingerprint`: changes whenever any model version that shapes an answer changes.
-  static func fingerprint(_ versions: Alignd_V1_ModelVersions) -> JSONValue {
+  static func fingerprint(_ versions: ModelVersions) -> JSONValue {
     let digest = SHA256.hash(data: Data("\(versions.policy)|\(versions.reward)|\(versions.safety)".utf8))
     return .string("fp_" + digest.prefix(6).map { String(format: "%02x", $0) }.joined())
   }
 
   /// Chat logprobs: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}`.
-  static func chatLogprobs(_ tokens: [Alignd_V1_TokenLogprob], top: Int) -> JSONValue {
+  static func chatLogprobs(_ tokens: [DecodedLogprob], top: Int) -> JSONValue {
     func entry(_ token: String, _ logprob: Float) -> [(String, JSONValue)] {
       [
         ("token", .string(token)), ("logprob", .number(logprob)),
@@ -63,7 +64,7 @@ enum OpenAIShapes {
   }
 
   /// Completions (legacy) logprobs: parallel lists plus `text_offset` from `offset` on.
-  static func completionLogprobs(_ tokens: [Alignd_V1_TokenLogprob], top: Int, offset: Int) -> JSONValue {
+  static func completionLogprobs(_ tokens: [DecodedLogprob], top: Int, offset: Int) -> JSONValue {
     var offsets: [JSONValue] = []
     var position = offset
     for token in tokens {

@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignShared
 import Foundation
 
 /// The trained default reward model: a small network (``EmbeddingHead`` of kind `reward`) on
@@ -9,7 +10,7 @@ import Foundation
 /// system prompt are not read). Identical prompts and responses in one call are embedded once, so
 /// a pair, or best-of-n candidates for one prompt, embed the prompt a single time.
 public final class EmbeddingRewardModel: RewardBackend {
-  /// `<name>@<version>-<first 12 hex of the head files' SHA-256>`, e.g. `alignd-reward-minilm@1-3f2a…`.
+  /// The head folder's ``ModelFingerprint`` version, e.g. `alignd-reward-minilm@3f2a…` (12 hex digits).
   public let version: String
   public var kind: RewardBackendKind { .embeddingHead }
   public let head: EmbeddingHead
@@ -37,10 +38,14 @@ public final class EmbeddingRewardModel: RewardBackend {
       throw ModelLoadError(
         "\(headDirectory) was trained on the encoder with SHA-256 \(expected), but the loaded encoder's is \(actual)")
     }
-    let digest = try FileDigest.sha256(folder: headDirectory, files: ["manifest.json", "weights.safetensors"])
     self.head = head
     self.encoder = encoder
-    version = "\(head.name)@\(head.version)-\(digest.prefix(12))"
+    // The one version format (ModelFingerprint): the head folder's name and digest.
+    do {
+      version = try ModelFingerprint(path: headDirectory).version
+    } catch {
+      throw ModelLoadError("\(error)")
+    }
     session = EncoderSession(encoder: encoder, threads: threads)
   }
 

@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignShared
 import Foundation
 
 /// A base model used as a frozen feature extractor: its final normed hidden state at an input's last
@@ -41,15 +42,20 @@ public final class RewardBaseModel: Sendable {
     self.runner = LastTokenRunner(engine: try Engine(model: model, settings: settings ?? policy.engine.settings))
   }
 
-  /// Loads a GGUF base model and hashes the file.
+  /// Loads a GGUF base model and hashes the file (``ModelFingerprint``).
   /// - Parameters:
   ///   - sha256: the file's SHA-256 when already known (skips hashing; trusted as given).
   /// - Throws: ``ModelLoadError`` naming the file and the problem.
   public convenience init(ggufPath path: String, sha256: String? = nil, settings: EngineSettings = EngineSettings()) throws {
-    let digest = try sha256 ?? FileDigest.sha256(path: path)
-    var name = URL(fileURLWithPath: path).lastPathComponent
-    if name.hasSuffix(".gguf") { name.removeLast(5) }
-    let policy = try PolicyModel(ggufPath: path, version: "\(name)@\(digest.prefix(12))", settings: settings)
+    let name = ModelFingerprint.name(path: path)
+    let digest: String
+    do {
+      digest = try sha256 ?? ModelFingerprint(path: path).sha256
+    } catch {
+      throw ModelLoadError("\(error)")
+    }
+    let policy = try PolicyModel(
+      ggufPath: path, version: ModelFingerprint.version(name: name, sha256: digest), settings: settings)
     try self.init(policy: policy, name: name, sha256: digest, settings: settings)
   }
 
@@ -88,7 +94,7 @@ public final class RewardBaseModel: Sendable {
 
 /// The reward-head backend: a ``RewardHeadCheckpoint`` applied to a ``RewardBaseModel``'s features.
 public final class RewardHeadModel: RewardBackend {
-  /// "<checkpoint folder name>@<first 12 hex digits of the weights file's SHA-256>", unless given.
+  /// The folder's ``ModelFingerprint`` version unless given.
   public let version: String
   /// Always ``RewardBackendKind/rewardHead``.
   public var kind: RewardBackendKind { .rewardHead }
@@ -119,12 +125,10 @@ public final class RewardHeadModel: RewardBackend {
   public convenience init(directory: String, base: RewardBaseModel, version: String? = nil) throws {
     let checkpoint = try RewardHeadCheckpoint(directory: directory)
     let derived: String
-    if let version {
-      derived = version
-    } else {
-      let weights = URL(fileURLWithPath: directory).appendingPathComponent(RewardHeadCheckpoint.weightsFileName).path
-      let name = URL(fileURLWithPath: directory).standardizedFileURL.lastPathComponent
-      derived = "\(name)@\(try FileDigest.sha256(path: weights).prefix(12))"
+    do {
+      derived = try version ?? ModelFingerprint(path: directory).version
+    } catch {
+      throw ModelLoadError("\(error)")
     }
     try self.init(checkpoint: checkpoint, base: base, version: derived)
   }

@@ -55,10 +55,11 @@ public final class RewardScorer: Sendable {
 
   /// Wraps `backend`.
   /// - Parameters:
-  ///   - batching: batch size, wait and queue bound (16 inputs, 5 ms, 256 waiting by default).
+  ///   - batching: batch size, wait and queue bound (16 inputs, 5 ms, 256 waiting by default;
+  ///     config `reward_batch_size`, `reward_batch_wait_ms`).
   ///   - metrics: where batch sizes go; by default the bootstrapped metrics system, labelled with
   ///     the backend's version.
-  public init(backend: any RewardBackend, batching: Batching = Batching(), metrics: RewardMetrics? = nil) {
+  public init(backend: any RewardBackend, batching: Batching = JudgingBatching().reward, metrics: RewardMetrics? = nil) {
     self.backend = backend
     let counters = Counters()
     self.counters = counters
@@ -109,8 +110,9 @@ public final class RewardScorer: Sendable {
   /// Inputs waiting for a batch.
   public var queued: Int { batcher.queued }
 
-  /// The reward of one input.
-  /// - Throws: ``DynamicBatcherError/queueFull(capacity:)`` under overload, ``InvalidRequest`` for
+  /// The reward of one input, queued with the current request's priority and deadline
+  /// (``RequestScheduling/current``).
+  /// - Throws: ``DynamicBatcherError`` under overload or past the deadline, ``InvalidRequest`` for
   ///   bad input, the backend's errors otherwise.
   public func score(_ input: RewardInput) async throws -> Double {
     try await batcher.submit(input).get()
@@ -118,7 +120,7 @@ public final class RewardScorer: Sendable {
 
   /// The rewards of several inputs, submitted together so they share batches with each other and
   /// with concurrent callers.
-  /// - Throws: the first error any input met.
+  /// - Throws: the first error any input met (the others' queued work is then dropped).
   public func score(_ inputs: [RewardInput]) async throws -> [Double] {
     try await withThrowingTaskGroup(of: (Int, Double).self) { group in
       for (i, input) in inputs.enumerated() {

@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignShared
 import Foundation
 
 /// A reward model shipped as a Hugging Face `LlamaForSequenceClassification`,
@@ -99,15 +100,12 @@ public final class SequenceClassificationRewardModel: RewardBackend {
     return try runner.run(sequences, logits: .last, wantHidden: false).map { Double($0.logits[0]) }
   }
 
-  /// The files that identify the checkpoint, in a fixed order.
+  /// The folder's version (``ModelFingerprint``: the same as for any role that loads it).
   static func defaultVersion(directory: String) throws -> String {
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-    let files = names.filter {
-      $0 == "config.json" || $0.hasSuffix(".safetensors") || $0 == "model.safetensors.index.json"
-        || $0 == "tokenizer.json" || $0 == "tokenizer_config.json"
-    }.sorted()
-    let digest = try FileDigest.sha256(folder: directory, files: files)
-    let name = URL(fileURLWithPath: directory).standardizedFileURL.lastPathComponent
-    return "\(name)@\(digest.prefix(12))"
+    do {
+      return try ModelFingerprint(path: directory).version
+    } catch {
+      throw ModelLoadError("\(error)")
+    }
   }
 }

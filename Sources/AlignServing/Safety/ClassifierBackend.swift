@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignShared
 import Dispatch
 import Foundation
 
@@ -11,12 +12,12 @@ import Foundation
 /// share encoder passes through a ``DynamicBatcher``; the encoder runs on a serial dispatch queue of
 /// the backend's own (a pass blocks for milliseconds, which must not happen on the cooperative pool
 /// that serves RPCs).
-public final class ClassifierBackend: SafetyBackend {
+public final class ClassifierBackend: BatchedSafetyBackend {
   /// Batch size, wait and queue bound of the encoder's batcher.
   public typealias Batching = DynamicBatcher<String, [Double]>.Configuration
 
   public var name: String { "classifier" }
-  /// `<name>@<version>-<first 12 hex of the head files' SHA-256>`.
+  /// The head folder's ``ModelFingerprint`` version (`<folder>@<12 hex digits of its SHA-256>`).
   public let version: String
   public let categories: [SafetyCategory]
   public let head: EmbeddingHead
@@ -47,7 +48,8 @@ public final class ClassifierBackend: SafetyBackend {
   ///   included).
   public init(
     headDirectory: String, encoder: SentenceEncoder, encoderSHA256: String?, stack: Stack = Stack(),
-    threads: Int = 2, batching: Batching = Batching(maxBatchSize: 64, maxDelay: .milliseconds(2), queueCapacity: 1024)
+    threads: Int = 2,
+    batching: Batching = Batching(maxBatchSize: 64, maxDelay: .milliseconds(2), queueCapacity: 1024, name: "safety")
   ) throws {
     let head: EmbeddingHead
     do {
@@ -70,8 +72,12 @@ public final class ClassifierBackend: SafetyBackend {
     for (block, present, what) in needs where head.features.contains(block) && !present {
       throw ModelLoadError("\(headDirectory) reads \(what)'s scores, which is not loaded")
     }
-    let digest = try FileDigest.sha256(folder: headDirectory, files: ["manifest.json", "weights.safetensors"])
-    version = "\(head.name)@\(head.version)-\(digest.prefix(12))"
+    // The one version format (ModelFingerprint): the head folder's name and digest.
+    do {
+      version = try ModelFingerprint(path: headDirectory).version
+    } catch {
+      throw ModelLoadError("\(error)")
+    }
     self.head = head
     var index: [(SafetyCategory, Int)] = []
     for (i, name) in head.scoreNames.enumerated() {
@@ -110,7 +116,9 @@ public final class ClassifierBackend: SafetyBackend {
   }
 
   /// Batches run and the largest batch so far.
-  public var batchStats: (batches: UInt64, largestBatch: Int) { batcher.stats }
+  public var batchStats: DynamicBatcherStats { batcher.stats }
+
+  public var batchQueue: (queued: Int, stats: DynamicBatcherStats) { (batcher.queued, batcher.stats) }
 
   public func scores(_ inputs: [SafetyInput], profile: SafetyProfile) async throws -> [[SafetyCategory: Double]] {
     let all = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in

@@ -1,4 +1,5 @@
 import AlignEngine
+import AlignShared
 import Foundation
 
 /// A Llama Guard 3 style generative safety classifier as a backend.
@@ -13,19 +14,19 @@ import Foundation
 ///
 /// Concurrent ``scores(_:profile:)`` calls share forward passes through a ``DynamicBatcher``; the
 /// backend owns its engine (forward passes on one engine are serialized).
-public final class GuardBackend: SafetyBackend {
+public final class GuardBackend: BatchedSafetyBackend {
   /// Tuning that does not change results.
   public struct Configuration: Sendable {
     /// Engine settings for the guard model.
     public var engine: EngineSettings
-    /// Dynamic batching of concurrent requests.
+    /// Dynamic batching of concurrent requests (config `safety_batch_size`, `safety_batch_wait_ms`).
     public var batching: DynamicBatcher<GuardJob, GuardResult>.Configuration
     /// Tokens decoded after "unsafe" to read the category line.
     public var maxCategoryTokens: Int
 
     public init(
       engine: EngineSettings = EngineSettings(),
-      batching: DynamicBatcher<GuardJob, GuardResult>.Configuration = .init(maxBatchSize: 8, maxDelay: .milliseconds(5)),
+      batching: DynamicBatcher<GuardJob, GuardResult>.Configuration = JudgingBatching().safety,
       maxCategoryTokens: Int = 12
     ) {
       self.engine = engine
@@ -75,7 +76,8 @@ public final class GuardBackend: SafetyBackend {
   /// a GGUF file.
   /// - Parameters:
   ///   - path: the folder or file.
-  ///   - version: stamped on answers; defaults to the folder or file name.
+  ///   - version: stamped on answers; defaults to the model's ``ModelFingerprint`` version (the
+  ///     same whichever role loads it).
   /// - Throws: ``SafetyConfigurationError`` naming the path and the problem.
   public convenience init(path: String, version: String? = nil, configuration: Configuration = Configuration()) throws {
     let model: TransformerModel
@@ -90,9 +92,13 @@ public final class GuardBackend: SafetyBackend {
     } catch {
       throw SafetyConfigurationError("guard model \(path): \(error)")
     }
-    try self.init(
-      model: model, tokenizer: description,
-      version: version ?? URL(fileURLWithPath: path).lastPathComponent, configuration: configuration)
+    let stamped: String
+    do {
+      stamped = try version ?? ModelFingerprint(path: path).version
+    } catch {
+      throw SafetyConfigurationError("guard model \(path): \(error)")
+    }
+    try self.init(model: model, tokenizer: description, version: stamped, configuration: configuration)
   }
 
   /// Builds the backend on a loaded model and its tokenizer description.
@@ -156,7 +162,9 @@ public final class GuardBackend: SafetyBackend {
   }
 
   /// Batches run and the largest batch so far (to observe that concurrent calls batch).
-  public var batchStats: (batches: UInt64, largestBatch: Int) { batcher.stats }
+  public var batchStats: DynamicBatcherStats { batcher.stats }
+
+  public var batchQueue: (queued: Int, stats: DynamicBatcherStats) { (batcher.queued, batcher.stats) }
 
   /// The guard prompt for one input, as text.
   /// - Throws: ``InvalidRequest`` when the model's chat template rejects the conversation.

@@ -35,6 +35,14 @@ public protocol SafetyBackend: Sendable {
   func scores(_ inputs: [SafetyInput], profile: SafetyProfile) async throws -> [[SafetyCategory: Double]]
 }
 
+/// A backend that queues its work in a ``DynamicBatcher`` (a model shared by concurrent checks):
+/// GetStatus reports its queue, and its queue honours each request's priority and deadline
+/// (``RequestScheduling``).
+public protocol BatchedSafetyBackend: SafetyBackend {
+  /// Requests waiting, and the batcher's counters.
+  var batchQueue: (queued: Int, stats: DynamicBatcherStats) { get }
+}
+
 /// The offensive-language classifier (alt-profanity-check) as a backend. It detects profane and
 /// insulting language, which this service reports as `harassment` (Docs/SAFETY.md says why and
 /// what it misses).

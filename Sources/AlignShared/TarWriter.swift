@@ -9,96 +9,102 @@ import Foundation
 #endif
 
 /// Writes POSIX ustar archives of regular files and folders, with GNU long-name entries for
-/// paths that do not fit ustar's 100 + 155 bytes. `TarArchive.extract` reads what it writes;
-/// so does any tar.
+/// paths that do not fit ustar's 100 + 155 bytes. The checkpoint registry's tar reader reads
+/// what it writes; so does any tar.
 ///
-/// Used to package a Hugging Face folder or a reward head for upload. Not thread-safe: one
-/// writer per archive.
+/// Used to package a Hugging Face folder or a reward head for upload (alignctl), and by the
+/// registry's tests. Not thread-safe: one writer per archive.
 public final class TarWriter {
   private let path: String
-  private var fd: Int32
+  private var handle: FileHandle?
   private var written: Set<String> = []
 
   /// Creates the archive file at `path` (it must not exist yet).
   ///
-  /// - Throws: `CheckpointRegistryError.io` if the file cannot be created.
-  public init(path: String) throws(CheckpointRegistryError) {
+  /// - Throws: ``TarWriterError/io(operation:path:detail:)`` if the file cannot be created.
+  public init(path: String) throws(TarWriterError) {
     self.path = path
-    self.fd = try RegistryFS.createFile(path)
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw Self.error("create", path, errno) }
+    self.handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
   }
 
-  deinit {
-    if fd >= 0 { close(fd) }
+  private static func error(_ operation: String, _ path: String, _ code: Int32) -> TarWriterError {
+    .io(operation: operation, path: path, detail: String(cString: strerror(code)))
   }
 
   /// Adds a folder entry.
   ///
   /// - Parameter name: a relative path of plain components ("a/b").
-  public func addDirectory(_ name: String) throws(CheckpointRegistryError) {
+  public func addDirectory(_ name: String) throws(TarWriterError) {
     let name = try checked(name)
     try writeHeader(name: name + "/", size: 0, typeflag: UInt8(ascii: "5"), mode: 0o755)
   }
 
   /// Adds a regular file with the given contents.
-  public func addFile(_ name: String, contents: Data) throws(CheckpointRegistryError) {
+  public func addFile(_ name: String, contents: Data) throws(TarWriterError) {
     let name = try checked(name)
     try writeHeader(name: name, size: UInt64(contents.count), typeflag: UInt8(ascii: "0"), mode: 0o644)
-    try RegistryFS.writeAll(fd, contents, path: path)
+    try write(contents)
     try writePadding(UInt64(contents.count))
   }
 
   /// Adds a regular file, copying the contents of the file at `sourcePath` (symbolic links are
   /// followed, so a Hugging Face cache snapshot archives as real files).
-  public func addFile(_ name: String, fromFileAt sourcePath: String) throws(CheckpointRegistryError) {
+  public func addFile(_ name: String, fromFileAt sourcePath: String) throws(TarWriterError) {
     let name = try checked(name)
-    let input = open(sourcePath, O_RDONLY | O_CLOEXEC)
-    guard input >= 0 else { throw RegistryFS.error("open", sourcePath, errno) }
-    defer { close(input) }
     var info = stat()
-    guard fstat(input, &info) == 0 else { throw RegistryFS.error("stat", sourcePath, errno) }
+    guard stat(sourcePath, &info) == 0 else { throw Self.error("stat", sourcePath, errno) }
     guard info.st_mode & S_IFMT == S_IFREG else {
       throw .io(operation: "archive", path: sourcePath, detail: "not a regular file")
     }
+    guard let input = FileHandle(forReadingAtPath: sourcePath) else { throw Self.error("open", sourcePath, errno) }
+    defer { try? input.close() }
     let size = UInt64(info.st_size)
     try writeHeader(name: name, size: size, typeflag: UInt8(ascii: "0"), mode: 0o644)
-    var buffer = [UInt8](repeating: 0, count: 1 << 20)
     var remaining = size
-    let output = (fd, path)
     while remaining > 0 {
-      let want = Int(min(remaining, UInt64(buffer.count)))
-      let result: Result<Int, CheckpointRegistryError> = buffer.withUnsafeMutableBytes { raw in
-        let slice = UnsafeMutableRawBufferPointer(rebasing: raw[0..<want])
-        do throws(CheckpointRegistryError) {
-          let count = try RegistryFS.readFully(input, into: slice, path: sourcePath)
-          try RegistryFS.writeAll(output.0, UnsafeRawBufferPointer(rebasing: slice[0..<count]), path: output.1)
-          return .success(count)
-        } catch { return .failure(error) }
+      let chunk: Data
+      do {
+        chunk = try input.read(upToCount: Int(min(remaining, 1 << 20))) ?? Data()
+      } catch {
+        throw .io(operation: "read", path: sourcePath, detail: "\(error)")
       }
-      let count = try result.get()
-      guard count == want else {
+      guard !chunk.isEmpty else {
         throw .io(operation: "archive", path: sourcePath, detail: "file shrank while it was read")
       }
-      remaining -= UInt64(count)
+      try write(chunk)
+      remaining -= UInt64(chunk.count)
     }
     try writePadding(size)
   }
 
   /// Writes the end-of-archive blocks, syncs and closes the file.
-  public func finish() throws(CheckpointRegistryError) {
-    guard fd >= 0 else { return }
-    let zeros = [UInt8](repeating: 0, count: 2 * 512)
-    try RegistryFS.withBytes(zeros) { (buffer) throws(CheckpointRegistryError) in
-      try RegistryFS.writeAll(fd, buffer, path: path)
+  public func finish() throws(TarWriterError) {
+    guard let handle else { return }
+    try write(Data(count: 2 * 512))
+    do {
+      try handle.synchronize()
+      try handle.close()
+    } catch {
+      throw .io(operation: "sync", path: path, detail: "\(error)")
     }
-    try RegistryFS.sync(fd, path: path)
-    close(fd)
-    fd = -1
+    self.handle = nil
+  }
+
+  private func write(_ data: Data) throws(TarWriterError) {
+    guard let handle else { throw .io(operation: "archive", path: path, detail: "archive is already finished") }
+    do {
+      try handle.write(contentsOf: data)
+    } catch {
+      throw .io(operation: "write", path: path, detail: "\(error)")
+    }
   }
 
   /// Archives every regular file and folder under `directory` (sorted, relative paths), into a
   /// new tar file at `archivePath`. Entries other than files, folders and links to them are
   /// refused.
-  public static func archive(directory: String, to archivePath: String) throws(CheckpointRegistryError) {
+  public static func archive(directory: String, to archivePath: String) throws(TarWriterError) {
     let writer = try TarWriter(path: archivePath)
     let names: [String]
     do {
@@ -109,7 +115,7 @@ public final class TarWriter {
     for name in names {
       let full = directory + "/" + name
       var info = stat()
-      guard stat(full, &info) == 0 else { throw RegistryFS.error("stat", full, errno) }
+      guard stat(full, &info) == 0 else { throw Self.error("stat", full, errno) }
       switch info.st_mode & S_IFMT {
       case S_IFDIR: try writer.addDirectory(name)
       case S_IFREG: try writer.addFile(name, fromFileAt: full)
@@ -120,17 +126,17 @@ public final class TarWriter {
   }
 
   /// Normalizes and checks an entry name: relative, no "." / ".." / empty components, once only.
-  private func checked(_ name: String) throws(CheckpointRegistryError) -> String {
-    guard fd >= 0 else { throw .io(operation: "archive", path: path, detail: "archive is already finished") }
+  private func checked(_ name: String) throws(TarWriterError) -> String {
+    guard handle != nil else { throw .io(operation: "archive", path: path, detail: "archive is already finished") }
     let parts = name.split(separator: "/", omittingEmptySubsequences: false)
     guard !name.isEmpty, !name.hasPrefix("/"), !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
-      throw .invalidArchive(entry: name, reason: "entry names must be relative paths of plain components")
+      throw .invalidEntry(name: name, reason: "entry names must be relative paths of plain components")
     }
-    guard written.insert(name).inserted else { throw .invalidArchive(entry: name, reason: "duplicate entry") }
+    guard written.insert(name).inserted else { throw .invalidEntry(name: name, reason: "duplicate entry") }
     return name
   }
 
-  private func writeHeader(name: String, size: UInt64, typeflag: UInt8, mode: Int) throws(CheckpointRegistryError) {
+  private func writeHeader(name: String, size: UInt64, typeflag: UInt8, mode: Int) throws(TarWriterError) {
     let bytes = Array(name.utf8)
     var nameField = bytes
     var prefixField: [UInt8] = []
@@ -149,9 +155,7 @@ public final class TarWriter {
           Self.header(
             name: Array("././@LongLink".utf8), prefix: [], size: UInt64(longName.count), typeflag: UInt8(ascii: "L"),
             mode: 0o644))
-        try RegistryFS.withBytes(longName) { (buffer) throws(CheckpointRegistryError) in
-          try RegistryFS.writeAll(fd, buffer, path: path)
-        }
+        try write(Data(longName))
         try writePadding(UInt64(longName.count))
         nameField = Array(bytes.prefix(100))
       }
@@ -194,15 +198,28 @@ public final class TarWriter {
     return block
   }
 
-  private func writeBlock(_ block: [UInt8]) throws(CheckpointRegistryError) {
-    try RegistryFS.withBytes(block) { (buffer) throws(CheckpointRegistryError) in
-      try RegistryFS.writeAll(fd, buffer, path: path)
-    }
+  private func writeBlock(_ block: [UInt8]) throws(TarWriterError) {
+    try write(Data(block))
   }
 
-  private func writePadding(_ size: UInt64) throws(CheckpointRegistryError) {
+  private func writePadding(_ size: UInt64) throws(TarWriterError) {
     let padding = Int((512 - size % 512) % 512)
     guard padding > 0 else { return }
     try writeBlock([UInt8](repeating: 0, count: padding))
+  }
+}
+
+/// Why an archive could not be written.
+public enum TarWriterError: Error, Sendable, Equatable, CustomStringConvertible {
+  /// A file could not be created, read or written.
+  case io(operation: String, path: String, detail: String)
+  /// An entry name that is not a relative path of plain components, or one added twice.
+  case invalidEntry(name: String, reason: String)
+
+  public var description: String {
+    switch self {
+    case .io(let operation, let path, let detail): return "cannot \(operation) \(path): \(detail)"
+    case .invalidEntry(let name, let reason): return "tar entry \(name): \(reason)"
+    }
   }
 }

@@ -1,0 +1,427 @@
+import AlignEngine
+import AlignServing
+import AlignStore
+import Foundation
+import Logging
+
+/// Checkpoint rollout: activation behind gates, canary, promotion and rollback, persisted in the
+/// rollout state store. An actor, so admin operations run one at a time.
+///
+/// The operations are the same for every role (``RoleRollout``): what differs — how a version
+/// loads, which gates it must pass, what serves when no version does — lives in the role's
+/// conformance. Nothing here knows about gRPC: the Admin service maps requests onto it and its
+/// errors (``RolloutError``) onto status codes.
+public actor RolloutController {
+  let models: ModelHost
+  let registry: CheckpointRegistry
+  let state: any RolloutStateStore
+  let logger: Logger
+  let policyRollout: PolicyRollout
+  let rewardRollout: RewardRollout
+  /// Checkpoints served from the models folder rather than the registry (the startup policy),
+  /// by version, so a rollback can return to them.
+  private var builtin: [String: (role: CheckpointRole, path: String)] = [:]
+  /// Admin operations running, and a count bumped when one ends. Actor methods interleave at
+  /// every `await`, so a replica sync can straddle an operation: what it read from the store
+  /// before the operation persisted its state is stale, and applying it would revert the
+  /// operation. A sync applies nothing while an operation runs or once one ended since it began.
+  private var operationsInFlight = 0
+  private var operationEpoch: UInt64 = 0
+
+  /// - Parameters:
+  ///   - state: where the serving versions, operation outcomes and gate failures persist.
+  ///   - feedback: stored preference feedback for the reward gate's eval.
+  ///   - rewardGateMargin: largest accuracy drop a reward candidate may show against the serving
+  ///     reward model.
+  public init(
+    models: ModelHost, registry: CheckpointRegistry, state: any RolloutStateStore, feedback: any FeedbackStore,
+    rewardGateMargin: Double, logger: Logger
+  ) {
+    self.models = models
+    self.registry = registry
+    self.state = state
+    self.logger = logger
+    self.policyRollout = PolicyRollout(models: models)
+    self.rewardRollout = RewardRollout(models: models, feedback: feedback, gateMargin: rewardGateMargin, logger: logger)
+  }
+
+  static func stateKey(_ role: CheckpointRole) -> String { "rollout.role.\(role.rawValue)" }
+  static func operationKey(_ id: String) -> String { "rollout.operation.\(id)" }
+  static func failureKey(_ version: String) -> String { "rollout.failed.\(version)" }
+
+  /// The rollout of a role that can be activated, or why it cannot.
+  private func rollout(for role: CheckpointRole) throws -> any RoleRollout {
+    switch role {
+    case .policy: return policyRollout
+    case .reward: return rewardRollout
+    case .safety:
+      throw RolloutError(
+        kind: .failedPrecondition,
+        description: "safety checkpoints (guard models) are configured with guard_model at startup in this build; activation covers policy and reward")
+    }
+  }
+
+  // MARK: Startup and replica sync
+
+  /// Loads the policy the store says is active (or, when none is recorded or it cannot load, the
+  /// startup policy from the models folder) and any canary.
+  public func startup(defaultPolicyPath: String) async throws {
+    let persisted = (try? await loadState(.policy)) ?? nil
+    if let active = persisted?.active, let path = try? path(of: active, role: .policy) {
+      do {
+        try await models.loadPolicy(path: path, version: active)
+        logger.info("restored the active policy from the store", metadata: ["version": "\(active)"])
+      } catch {
+        logger.error(
+          "the recorded active policy does not load; serving the startup policy instead",
+          metadata: ["version": "\(active)", "error": "\(error)"])
+      }
+    }
+    if models.policy == nil {
+      try await models.loadPolicy(path: defaultPolicyPath)
+    }
+    if let policy = models.policy, policy.path == defaultPolicyPath {
+      builtin[policy.version] = (.policy, policy.path)
+    }
+    if let canary = persisted?.canary, persisted?.canaryPercent ?? 0 > 0, let path = try? path(of: canary, role: .policy) {
+      do {
+        let snapshot = try await models.loadPolicySnapshot(path: path, version: canary)
+        models.policies.startCanary(snapshot, percent: persisted?.canaryPercent ?? 0)
+      } catch {
+        logger.error("the recorded canary does not load; no canary", metadata: ["version": "\(canary)", "error": "\(error)"])
+      }
+    }
+  }
+
+  /// Restores the reward model the store says is active (or loads `configured` from the models
+  /// folder); with neither, the generative judge on the policy scores.
+  public func startReward(configured: String?) async {
+    let persisted = (try? await loadState(.reward)) ?? nil
+    let rewards = rewardRollout
+    do {
+      if let active = persisted?.active {
+        models.rewards.activate(try await rewards.load(version: active, path: try path(of: active, role: .reward)))
+        if let canary = persisted?.canary, let percent = persisted?.canaryPercent, percent > 0 {
+          models.rewards.startCanary(
+            try await rewards.load(version: canary, path: try path(of: canary, role: .reward)), percent: percent)
+        }
+      } else if let configured {
+        let snapshot = try await rewards.load(version: nil, path: configured)
+        builtin[snapshot.version] = (.reward, configured)
+        models.rewards.activate(snapshot)
+      }
+    } catch {
+      logger.error("the reward model does not load; the generative judge scores instead", metadata: ["error": "\(error)"])
+    }
+  }
+
+  /// Builds the safety checker: the policy file (or the built-in default), the lexical model, the
+  /// ported classifiers (tox-block, hatesonar) when the policy enables them and their converted
+  /// files are in `modelsDir`, the rules and, when configured, a guard model.
+  public func startSafety(policyFile: String?, lexicalPath: String, modelsDir: String, guardPath: String?) async throws {
+    let policy = try policyFile.map { try SafetyPolicy(contentsOf: $0) } ?? SafetyPolicy.builtInDefault()
+    var backends: [any SafetyBackend] = [RulesBackend(termLists: policy.termLists)]
+    if policy.enabledBackends.contains("lexical") {
+      do {
+        backends.append(LexicalBackend(classifier: try LexicalClassifier(contentsOf: lexicalPath)))
+      } catch {
+        throw ModelLoadError("the lexical safety model: \(error) (run scripts/fetch-safety-model.sh)")
+      }
+    }
+    let folder = URL(fileURLWithPath: modelsDir)
+    if policy.enabledBackends.contains("toxblock") {
+      let weights = folder.appendingPathComponent(ToxBlockClassifier.defaultWeightsFileName).path
+      let tokenizer = folder.appendingPathComponent(ToxBlockClassifier.defaultTokenizerFileName).path
+      try loadPorted("toxblock", files: [weights, tokenizer], into: &backends) {
+        ToxBlockBackend(classifier: try ToxBlockClassifier(weightsPath: weights, tokenizerPath: tokenizer))
+      }
+    }
+    if policy.enabledBackends.contains("hatesonar") {
+      let path = folder.appendingPathComponent(HateSonarClassifier.defaultFileName).path
+      try loadPorted("hatesonar", files: [path], into: &backends) {
+        HateSonarBackend(classifier: try HateSonarClassifier(contentsOf: path))
+      }
+    }
+    var size: UInt64 = 0
+    if let guardPath {
+      let configuration = GuardBackend.Configuration(batching: models.batching.safety)
+      backends.append(try await Task.detached { try GuardBackend(path: guardPath, configuration: configuration) }.value)
+      size = ModelHost.diskSize(path: guardPath)
+    }
+    let checker = try SafetyChecker(policy: policy, backends: backends)
+    models.safety.activate(SafetySnapshot(checker: checker, sizeBytes: size))
+    logger.info("safety checker ready", metadata: ["version": "\(checker.version)"])
+  }
+
+  /// Adds a ported classifier's backend when its converted files are all present. An absent
+  /// file leaves the backend out (like an unconfigured guard), with a warning; a file that does
+  /// not load stops the start.
+  private func loadPorted(
+    _ name: String, files: [String], into backends: inout [any SafetyBackend], load: () throws -> any SafetyBackend
+  ) throws {
+    if let missing = files.first(where: { !FileManager.default.fileExists(atPath: $0) }) {
+      logger.warning(
+        "the safety policy enables \(name) but its model is absent: not used (run scripts/fetch-safety-ports.sh)",
+        metadata: ["missing": "\(missing)"])
+      return
+    }
+    do {
+      backends.append(try load())
+    } catch {
+      throw ModelLoadError("the \(name) safety model: \(error) (run scripts/fetch-safety-ports.sh)")
+    }
+  }
+
+  /// Applies the persisted state when another replica changed it.
+  public func sync() async {
+    let epoch = operationEpoch
+    await sync(policyRollout, epoch: epoch)
+    await sync(rewardRollout, epoch: epoch)
+  }
+
+  /// Whether an admin operation runs now or ended since `epoch` was read.
+  private func superseded(_ epoch: UInt64) -> Bool { operationsInFlight > 0 || operationEpoch != epoch }
+
+  /// Converges one role on the store's versions (no active one = the role's fallback, for a role
+  /// that has one).
+  private func sync<R: RoleRollout>(_ rollout: R, epoch: UInt64) async {
+    guard let persisted = try? await loadState(rollout.role), !superseded(epoch) else { return }
+    let slots = rollout.slots
+    let local = slots.assignment
+    guard persisted.active != nil || rollout.fallback != nil else { return }
+    guard persisted.active != local.activeVersion || persisted.canary != local.canaryVersion
+      || (persisted.canary != nil && persisted.canaryPercent != local.canaryPercent)
+    else { return }
+    let swap = SwapMetrics(role: rollout.role, kind: .sync)
+    do {
+      if let active = persisted.active {
+        if active != local.activeVersion {
+          let snapshot = try await rollout.load(version: active, path: try path(of: active, role: rollout.role))
+          guard !superseded(epoch) else { return }
+          slots.activate(snapshot)
+        }
+      } else {
+        slots.retireAll()
+      }
+      if let canary = persisted.canary, persisted.canaryPercent > 0 {
+        let snapshot = try await rollout.load(version: canary, path: try path(of: canary, role: rollout.role))
+        guard !superseded(epoch) else { return }
+        slots.startCanary(snapshot, percent: persisted.canaryPercent)
+      } else {
+        slots.dropCanary()
+      }
+      swap.finish(.success)
+      logger.info(
+        "converged on the store's \(rollout.role.rawValue) versions",
+        metadata: ["active": "\(persisted.active ?? rollout.fallback?.name ?? "")", "canary": "\(persisted.canary ?? "")"])
+    } catch {
+      swap.finish(.failure)
+      logger.error("cannot apply the store's \(rollout.role.rawValue) versions", metadata: ["error": "\(error)"])
+    }
+  }
+
+  // MARK: Operations
+
+  /// Loads `version` beside the active checkpoint, runs the gates, then routes all traffic
+  /// (`canaryPercent` 0) or that percentage of requests to it.
+  public func activate(role: CheckpointRole, version: String, canaryPercent: Int, operationID: String) async throws -> RolloutOutcome {
+    operationsInFlight += 1
+    defer {
+      operationsInFlight -= 1
+      operationEpoch &+= 1
+    }
+    if let prior = try await priorOutcome(operationID) { return prior }
+    guard (0...99).contains(canaryPercent) else {
+      throw RolloutError(kind: .invalidArgument, description: "canary_percent must be 0..99, got \(canaryPercent)")
+    }
+    return try await activate(try rollout(for: role), version: version, canaryPercent: canaryPercent, operationID: operationID)
+  }
+
+  private func activate<R: RoleRollout>(
+    _ rollout: R, version: String, canaryPercent: Int, operationID: String
+  ) async throws -> RolloutOutcome {
+    let role = rollout.role
+    let current = rollout.slots.assignment
+    if canaryPercent == 0, current.activeVersion == version, current.canaryVersion == nil {
+      return try await finish(role: role, gates: [GateOutcome(name: "already-active", passed: true, detail: "\(version) already serves all traffic")], operationID: operationID)
+    }
+    let path = try path(of: version, role: role)
+    let swap = SwapMetrics(role: role, kind: canaryPercent == 0 ? .activate : .canary)
+    var swapped = false
+    defer { swap.finish(swapped ? .success : .failure) }
+    var gates: [GateOutcome] = []
+    let snapshot: R.Snapshot
+    do {
+      snapshot = try await rollout.gated(version: version, path: path, gates: &gates)
+    } catch var error as RolloutError {
+      error.gates = gates
+      try await recordFailure(error, role: role, version: version, operationID: operationID)
+      throw error
+    }
+    if canaryPercent == 0 {
+      rollout.slots.activate(snapshot)
+    } else {
+      rollout.slots.startCanary(snapshot, percent: canaryPercent)
+    }
+    swapped = true
+    try? await state.setState(key: Self.failureKey(version), value: nil)
+    logger.info("\(role.rawValue) activated", metadata: ["version": "\(version)", "canary_percent": "\(canaryPercent)"])
+    return try await finish(role: role, gates: gates, operationID: operationID)
+  }
+
+  /// Makes the canary serve all traffic.
+  public func promote(role: CheckpointRole, operationID: String) async throws -> RolloutOutcome {
+    operationsInFlight += 1
+    defer {
+      operationsInFlight -= 1
+      operationEpoch &+= 1
+    }
+    if let prior = try await priorOutcome(operationID) { return prior }
+    var promoted = false
+    if let rollout = try? rollout(for: role) { promoted = Self.promoteCanary(rollout) }
+    guard promoted else {
+      throw RolloutError(kind: .failedPrecondition, description: "no \(role.rawValue) canary to promote")
+    }
+    SwapMetrics(role: role, kind: .promote).finish(.success)
+    return try await finish(role: role, gates: [], operationID: operationID)
+  }
+
+  private static func promoteCanary<R: RoleRollout>(_ rollout: R) -> Bool { rollout.slots.promoteCanary() }
+
+  /// Drops the canary, or returns all traffic to `toVersion` (default: the previous active one,
+  /// or the role's fallback when no earlier version was activated).
+  public func rollback(role: CheckpointRole, toVersion: String, operationID: String) async throws -> RolloutOutcome {
+    operationsInFlight += 1
+    defer {
+      operationsInFlight -= 1
+      operationEpoch &+= 1
+    }
+    if let prior = try await priorOutcome(operationID) { return prior }
+    let rollout: any RoleRollout
+    do {
+      rollout = try self.rollout(for: role)
+    } catch {
+      throw RolloutError(kind: .failedPrecondition, description: "\(role.rawValue) rollback is not supported by this build")
+    }
+    return try await rollback(rollout, toVersion: toVersion, operationID: operationID)
+  }
+
+  private func rollback<R: RoleRollout>(_ rollout: R, toVersion: String, operationID: String) async throws -> RolloutOutcome {
+    let (role, slots) = (rollout.role, rollout.slots)
+    if toVersion.isEmpty, slots.dropCanary() != nil {
+      SwapMetrics(role: role, kind: .rollback).finish(.success)
+      return try await finish(role: role, gates: [], operationID: operationID)
+    }
+    if let target = toVersion.isEmpty ? slots.assignment.previousVersion : toVersion {
+      let swap = SwapMetrics(role: role, kind: .rollback)
+      var swapped = false
+      defer { swap.finish(swapped ? .success : .failure) }
+      var gates: [GateOutcome] = []
+      let snapshot = try await rollout.gated(version: target, path: try path(of: target, role: role), gates: &gates)
+      slots.activate(snapshot)
+      swapped = true
+      return try await finish(role: role, gates: gates, operationID: operationID)
+    }
+    guard let fallback = rollout.fallback else {
+      throw RolloutError(kind: .failedPrecondition, description: "no canary to drop and no previous \(role.rawValue) version to return to")
+    }
+    guard slots.active != nil else {
+      throw RolloutError(kind: .failedPrecondition, description: "no \(role.rawValue) model is active; \(fallback.description) already serves")
+    }
+    // Nothing earlier was activated: return to the fallback.
+    slots.retireAll()
+    SwapMetrics(role: role, kind: .rollback).finish(.success)
+    return try await finish(
+      role: role, gates: [GateOutcome(name: fallback.name, passed: true, detail: "\(fallback.description) serves again")],
+      operationID: operationID)
+  }
+
+  /// The versions serving a role now.
+  public func assignment(_ role: CheckpointRole) -> RoleAssignment {
+    switch role {
+    case .policy: return models.policies.assignment
+    case .reward: return models.rewards.assignment
+    case .safety: return models.safety.assignment
+    }
+  }
+
+  /// The serving state of a role, as it is persisted.
+  func currentState(_ role: CheckpointRole) -> PersistedRoleState {
+    let assignment = self.assignment(role)
+    return PersistedRoleState(
+      active: assignment.activeVersion, canary: assignment.canaryVersion,
+      canaryPercent: assignment.canaryPercent, previous: assignment.previousVersion)
+  }
+
+  /// Why activating `version` failed last, if it did.
+  public func failure(of version: String) async -> String? {
+    (try? await state.state(key: Self.failureKey(version))) ?? nil
+  }
+
+  // MARK: Helpers
+
+  /// The model path of a version from the registry or the models folder.
+  private func path(of version: String, role: CheckpointRole) throws -> String {
+    if let known = builtin[version] {
+      guard known.role == role else {
+        throw RolloutError(kind: .invalidArgument, description: "\(version) is a \(known.role.rawValue) checkpoint, not \(role.rawValue)")
+      }
+      return known.path
+    }
+    let record: CheckpointRecord?
+    do {
+      record = try registry.record(role: role, version: version)
+      if record == nil, let other = CheckpointRole.allCases.first(where: { $0 != role && ((try? registry.record(role: $0, version: version)) ?? nil) != nil }) {
+        throw RolloutError(kind: .invalidArgument, description: "\(version) is a \(other.rawValue) checkpoint, not \(role.rawValue)")
+      }
+    } catch let error as CheckpointRegistryError {
+      throw RolloutError(kind: error.category == .invalidArgument ? .invalidArgument : .unavailable, description: "\(error)")
+    }
+    guard let record else {
+      throw RolloutError(kind: .notFound, description: "no \(role.rawValue) checkpoint \(version) in the registry (see ListCheckpoints)")
+    }
+    return record.modelPath
+  }
+
+  private func loadState(_ role: CheckpointRole) async throws -> PersistedRoleState? {
+    guard let text = try await state.state(key: Self.stateKey(role)) else { return nil }
+    return try JSONDecoder().decode(PersistedRoleState.self, from: Data(text.utf8))
+  }
+
+  private func priorOutcome(_ operationID: String) async throws -> RolloutOutcome? {
+    guard !operationID.isEmpty, let text = try await state.state(key: Self.operationKey(operationID)) else { return nil }
+    let outcome = try JSONDecoder().decode(RolloutOutcome.self, from: Data(text.utf8))
+    if let failure = outcome.failure {
+      throw RolloutError(kind: .failedPrecondition, description: failure, gates: outcome.gates)
+    }
+    return outcome
+  }
+
+  /// Remembers why `version` failed its gates (ListCheckpoints shows it) and, for an operation id,
+  /// the failed outcome, so a repeated request gets the same answer.
+  private func recordFailure(_ error: RolloutError, role: CheckpointRole, version: String, operationID: String) async throws {
+    try? await state.setState(key: Self.failureKey(version), value: error.description)
+    guard !operationID.isEmpty else { return }
+    let outcome = RolloutOutcome(role: role, state: currentState(role), gates: error.gates, failure: error.description)
+    try? await state.setState(key: Self.operationKey(operationID), value: Self.encode(outcome))
+  }
+
+  /// Persists the role's new state (and the operation's outcome) and returns it.
+  private func finish(role: CheckpointRole, gates: [GateOutcome], operationID: String) async throws -> RolloutOutcome {
+    let current = currentState(role)
+    do {
+      try await state.setState(key: Self.stateKey(role), value: Self.encode(current))
+      let outcome = RolloutOutcome(role: role, state: current, gates: gates, failure: nil)
+      if !operationID.isEmpty { try await state.setState(key: Self.operationKey(operationID), value: Self.encode(outcome)) }
+      return outcome
+    } catch {
+      throw RolloutError(kind: .unavailable, description: "the new state serves but could not be persisted: \(error)")
+    }
+  }
+
+  static func encode(_ value: some Encodable) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
+  }
+}

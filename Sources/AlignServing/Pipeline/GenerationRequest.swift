@@ -1,0 +1,196 @@
+import AlignEngine
+import Foundation
+
+/// Limits applied to every generation request.
+public struct GenerationLimits: Sendable {
+  public var defaultMaxTokens: Int
+  public var maxTokensLimit: Int
+  public var maxSamples: Int
+  public static let maxLogprobs = 20
+  public static let maxStopStrings = 16
+  public static let maxStopLength = 256
+
+  public init(defaultMaxTokens: Int = 256, maxTokensLimit: Int = 2048, maxSamples: Int = 16) {
+    self.defaultMaxTokens = defaultMaxTokens
+    self.maxTokensLimit = maxTokensLimit
+    self.maxSamples = maxSamples
+  }
+}
+
+/// Safety screening of a generation request (config `safety_mode` for requests that do not choose).
+public enum SafetyMode: String, Sendable, CaseIterable {
+  case off
+  case prompt
+  case output
+  case promptAndOutput = "prompt_and_output"
+
+  var screensPrompt: Bool { self == .prompt || self == .promptAndOutput }
+  var screensOutput: Bool { self == .output || self == .promptAndOutput }
+}
+
+/// A generation request as a transport received it, before validation: the gRPC service and the
+/// HTTP gateway each map their message onto this, and ``InferencePipeline`` validates it against
+/// the policy snapshot that will serve it.
+public struct GenerationRequest: Sendable {
+  /// What to continue: a raw prompt, or a conversation rendered with the chat template.
+  public enum Input: Sendable, Equatable {
+    case prompt(String)
+    case chat([ChatMessage], addGenerationPrompt: Bool = true)
+  }
+
+  public var input: Input?
+  /// nil: the server's `default_max_tokens`; 0 is refused.
+  public var maxTokens: Int?
+  public var temperature: Float?
+  public var topK: Int?
+  public var topP: Float?
+  public var minP: Float?
+  public var repetitionPenalty: Float?
+  public var frequencyPenalty: Float?
+  public var presencePenalty: Float?
+  /// nil: a random seed.
+  public var seed: UInt64?
+  /// Completions returned.
+  public var n = 1
+  /// Candidates generated and ranked by reward (0: n, no ranking).
+  public var bestOf = 0
+  /// Alternatives per token to return (0: none).
+  public var logprobs = 0
+  public var stop: [String] = []
+  public var stopTokenIDs: [Int32] = []
+  public var ignoreEOS = false
+  public var returnTokenIDs = false
+  /// nil: the server's `safety_mode`.
+  public var safetyMode: SafetyMode?
+  /// The safety policy profile; nil for its default.
+  public var safetyProfile: String?
+  public var priority: RequestPriority = .normal
+  /// The client's request id: the canary routing key (sticky per id).
+  public var clientRequestID: String?
+  public var deadline: ContinuousClock.Instant?
+
+  public init(_ input: Input? = nil) { self.input = input }
+
+  /// The user's text, as the prompt screen judges it (a raw prompt, or the conversation's user turns).
+  var userText: String {
+    switch input {
+    case .prompt(let prompt): return prompt
+    case .chat(let messages, _): return messages.filter { $0.role == "user" }.map(\.content).joined(separator: "\n")
+    case nil: return ""
+    }
+  }
+}
+
+/// A generation request that passed validation: the scheduler accepts only this.
+public struct ValidatedGenerate: Sendable {
+  /// `spec.samples` is the number of candidates generated (best_of when it exceeds n).
+  public var spec: GenerationSpec
+  public var returnTokenIDs: Bool
+  public var logprobs: Int
+  /// Completions returned (n); fewer than `spec.samples` when best_of ranks candidates.
+  public var returnCount: Int
+}
+
+extension GenerationRequest {
+  /// The prompt text of a request: the raw prompt, or the conversation rendered with the template.
+  static func promptText(_ input: Input?, model: PolicyModel) throws(InvalidRequest) -> String {
+    switch input {
+    case .chat(let messages, let addGenerationPrompt):
+      guard !messages.isEmpty else { throw InvalidRequest("chat.messages is empty") }
+      for (i, message) in messages.enumerated() where message.role.isEmpty {
+        throw InvalidRequest("chat.messages[\(i)].role is empty")
+      }
+      do {
+        return try model.renderChat(messages, addGenerationPrompt: addGenerationPrompt)
+      } catch let error as InvalidRequest {
+        throw error
+      } catch {
+        throw InvalidRequest("\(error)")
+      }
+    case .prompt(let prompt) where !prompt.isEmpty:
+      return prompt
+    default:
+      throw InvalidRequest("give a prompt or chat messages")
+    }
+  }
+
+  /// Checks the request against `model` and the server's limits.
+  /// - Throws: ``InvalidRequest`` naming the field and the problem.
+  public func validated(model: PolicyModel, limits: GenerationLimits) throws(InvalidRequest) -> ValidatedGenerate {
+    let tokens: [Int32]
+    switch input {
+    case .prompt:
+      tokens = model.encodePrompt(try Self.promptText(input, model: model))
+    case .chat:
+      // The template writes any BOS itself; adding one again would double it (as transformers does not).
+      tokens = model.encodeRendered(try Self.promptText(input, model: model))
+    case nil:
+      throw InvalidRequest("give a prompt or chat messages")
+    }
+    guard !tokens.isEmpty else { throw InvalidRequest("the prompt tokenizes to nothing") }
+    guard tokens.count < model.contextLength else {
+      throw InvalidRequest("the prompt has \(tokens.count) tokens; the context holds \(model.contextLength)")
+    }
+
+    if maxTokens == 0 { throw InvalidRequest("max_tokens must be at least 1") }
+    let requested = maxTokens ?? limits.defaultMaxTokens
+    guard requested <= limits.maxTokensLimit else {
+      throw InvalidRequest("max_tokens \(requested) exceeds the server limit of \(limits.maxTokensLimit)")
+    }
+    let maxTokens = min(requested, model.contextLength - tokens.count)
+
+    let n = max(1, self.n)
+    guard n <= limits.maxSamples else { throw InvalidRequest("n \(n) exceeds the limit of \(limits.maxSamples)") }
+    if bestOf != 0 && bestOf < n { throw InvalidRequest("best_of (\(bestOf)) must be at least n (\(n))") }
+    let candidates = max(n, bestOf)
+    guard candidates <= limits.maxSamples else {
+      throw InvalidRequest("best_of \(candidates) exceeds the limit of \(limits.maxSamples)")
+    }
+    guard logprobs <= GenerationLimits.maxLogprobs else {
+      throw InvalidRequest("logprobs \(logprobs) exceeds the limit of \(GenerationLimits.maxLogprobs)")
+    }
+    guard stop.count <= GenerationLimits.maxStopStrings else {
+      throw InvalidRequest("at most \(GenerationLimits.maxStopStrings) stop strings")
+    }
+    for stop in stop where stop.isEmpty || stop.count > GenerationLimits.maxStopLength {
+      throw InvalidRequest("stop strings must have 1...\(GenerationLimits.maxStopLength) characters")
+    }
+    let vocabulary = Int32(model.tokenizer.vocabularySize)
+    for id in stopTokenIDs where id < 0 || id >= vocabulary {
+      throw InvalidRequest("stop_token_ids: \(id) is not a token id (vocabulary size \(vocabulary))")
+    }
+
+    var sampling = SamplingParameters()
+    if let temperature { sampling.temperature = temperature }
+    if let topK { sampling.topK = topK }
+    if let topP { sampling.topP = topP }
+    if let minP { sampling.minP = minP }
+    if let repetitionPenalty { sampling.repetitionPenalty = repetitionPenalty }
+    if let frequencyPenalty { sampling.frequencyPenalty = frequencyPenalty }
+    if let presencePenalty { sampling.presencePenalty = presencePenalty }
+    sampling.seed = seed ?? UInt64.random(in: 0...UInt64.max)
+    sampling.topLogprobs = logprobs
+    do {
+      try sampling.validate()
+    } catch {
+      throw InvalidRequest("\(error)")
+    }
+
+    let spec = GenerationSpec(
+      promptTokens: tokens, maxTokens: maxTokens, samples: candidates, sampling: sampling, stopStrings: stop,
+      extraStopTokenIDs: Set(stopTokenIDs), ignoreEOS: ignoreEOS, priority: priority, deadline: deadline)
+    return ValidatedGenerate(spec: spec, returnTokenIDs: returnTokenIDs, logprobs: logprobs, returnCount: n)
+  }
+}
+
+/// Deadlines: when a request must end, from the time a client allows it.
+public enum RequestDeadline {
+  /// The instant a request given `timeout` should end, less a margin so the answer (a stream's
+  /// final message with finish reason DEADLINE) still reaches the client in time: a tenth of the
+  /// budget, at least 50 ms and at most 1 s (a busy host delays the last step and the write),
+  /// never more than a fifth of it.
+  public static func ending(after timeout: Duration, from now: ContinuousClock.Instant = .now) -> ContinuousClock.Instant {
+    let margin = min(max(timeout / 10, .milliseconds(50)), .seconds(1), timeout / 5)
+    return now + timeout - margin
+  }
+}

@@ -1,0 +1,311 @@
+import AlignEngine
+import Foundation
+import Synchronization
+
+/// Generation: screen the prompt → submit → collect with output screening → rank best_of
+/// candidates by reward → result stamped with versions.
+extension InferencePipeline {
+  /// Runs a generation request to its end.
+  /// - Throws: ``InvalidRequest`` for bad input; ``ServingError`` when the server cannot serve it,
+  ///   the deadline passes or the caller's task is cancelled;
+  ///   ``GenerationScheduler/AdmissionError`` and ``DynamicBatcherError`` when a queue is full.
+  public func generate(_ request: GenerationRequest) async throws -> GenerationResult {
+    try await RequestScheduling(request).run {
+      try await generateScheduled(request)
+    }
+  }
+
+  private func generateScheduled(_ request: GenerationRequest) async throws -> GenerationResult {
+    let (lease, validated) = try prepare(request)
+    let policy = lease.snapshot
+    defer { withExtendedLifetime(lease) {} }
+    let tokenizer = policy.model.tokenizer
+    let responseID = Self.responseID("gen")
+    let screening = screening(request)
+    let safety = screening == nil ? nil : try safetyChecker()
+    defer { withExtendedLifetime(safety) {} }
+    var versions = self.versions(policy: policy)
+    if let safety { versions.safety = safety.snapshot.version }
+
+    // A blocked prompt never reaches the policy.
+    if let screening, let safety, let verdict = try await blockedPrompt(screening, checker: safety.snapshot.checker) {
+      return GenerationResult(
+        responseID: responseID, completions: Self.blockedCompletions(validated.returnCount, verdict), usage: .init(),
+        versions: versions)
+    }
+    // best_of: score the candidates with the reward model before choosing.
+    let judging = validated.returnCount < validated.spec.samples ? try rewardScorer(routingKey: nil) : nil
+    defer { withExtendedLifetime(judging?.hold) {} }
+    if let judging { versions.reward = judging.versions.reward }
+
+    let (id, events) = try policy.loop.submit(validated.spec)
+    let tally = try await collect(
+      events, id: id, on: policy, samples: validated.spec.samples, screens: outputScreens(screening, safety, validated)
+    ) { tally, sample, text, ids, logprobs in
+      tally.completions[sample].text += text
+      if validated.returnTokenIDs { tally.completions[sample].tokenIDs += ids }
+      if validated.logprobs > 0 { tally.completions[sample].logprobs += DecodedLogprob.decode(logprobs, tokenizer: tokenizer) }
+    }
+    if tally.completions.contains(where: { $0.finishReason == .deadline }) {
+      throw ServingError.deadlineExceeded("the deadline expired before the completion finished")
+    }
+    if tally.completions.contains(where: { $0.finishReason == .cancelled }) {
+      throw ServingError.cancelled("the request was cancelled")
+    }
+    var result = GenerationResult(
+      responseID: responseID, completions: tally.completions,
+      usage: tally.usage(promptTokens: validated.spec.promptTokens.count), versions: versions)
+    if let judging {
+      let context: RewardInput.Context
+      switch request.input {
+      case .chat(let messages, _): context = .messages(messages)
+      case .prompt(let prompt): context = .prompt(prompt)
+      case nil: context = .prompt("")
+      }
+      let rewards = try await Self.rewards(
+        result.completions.map { RewardInput(context: context, response: $0.text) }, on: judging.scorer)
+      result.completions = Self.rank(result.completions, rewards: rewards, keep: validated.returnCount)
+      result.candidateRewards = rewards
+    }
+    return result
+  }
+
+  /// The best `keep` candidates by reward, renumbered by rank and carrying their rewards; a
+  /// candidate the safety screen blocked ranks below every other.
+  public static func rank(_ candidates: [GeneratedCompletion], rewards: [Double], keep: Int) -> [GeneratedCompletion] {
+    let order = candidates.indices.sorted { a, b in
+      let (blockedA, blockedB) = (candidates[a].finishReason == .safety, candidates[b].finishReason == .safety)
+      if blockedA != blockedB { return !blockedA }
+      return rewards[a] > rewards[b]
+    }
+    return order.prefix(keep).enumerated().map { rank, index in
+      var completion = candidates[index]
+      completion.index = rank
+      completion.reward = rewards[index]
+      return completion
+    }
+  }
+
+  /// Validates and admits a streamed generation: errors (bad input, a full queue, a blocked
+  /// prompt's screen failing) come from here, before any output; the tokens then flow from
+  /// ``GenerationStream/run(_:)``.
+  public func stream(_ request: GenerationRequest) async throws -> GenerationStream {
+    try await RequestScheduling(request).run {
+      try await streamScheduled(request)
+    }
+  }
+
+  private func streamScheduled(_ request: GenerationRequest) async throws -> GenerationStream {
+    let (lease, validated) = try prepare(request)
+    guard validated.returnCount == validated.spec.samples else {
+      throw InvalidRequest("best_of ranks whole candidates, so it needs Generate, not GenerateStream")
+    }
+    let policy = lease.snapshot
+    let screening = screening(request)
+    let safety = screening == nil ? nil : try safetyChecker()
+    var versions = self.versions(policy: policy)
+    if let safety { versions.safety = safety.snapshot.version }
+    let responseID = Self.responseID("gen")
+    if let screening, let safety, let verdict = try await blockedPrompt(screening, checker: safety.snapshot.checker) {
+      return GenerationStream(
+        responseID: responseID, versions: versions, scheduling: RequestScheduling(request),
+        body: .blocked(Self.blockedCompletions(validated.returnCount, verdict)))
+    }
+    let (id, events) = try policy.loop.submit(validated.spec)
+    return GenerationStream(
+      responseID: responseID, versions: versions, scheduling: RequestScheduling(request),
+      body: .running(
+        GenerationStream.Running(
+          pipeline: self, lease: lease, safety: safety, id: id, events: events, validated: validated,
+          screens: outputScreens(screening, safety, validated))))
+  }
+
+  /// Captures the policy snapshot for a request and validates the request against it.
+  func prepare(_ request: GenerationRequest) throws -> (SnapshotLease<PolicySnapshot>, ValidatedGenerate) {
+    let clientID = request.clientRequestID ?? ""
+    let lease = try policy(routingKey: clientID.isEmpty ? nil : clientID)
+    return (lease, try request.validated(model: lease.snapshot.model, limits: limits))
+  }
+
+  /// The completions of a request whose prompt the safety policy blocked: no generation ran.
+  static func blockedCompletions(_ count: Int, _ verdict: SafetyVerdict) -> [GeneratedCompletion] {
+    (0..<count).map { index in
+      var completion = GeneratedCompletion(index: index)
+      completion.finishReason = .safety
+      completion.flaggedCategories = verdict.flaggedCategories
+      return completion
+    }
+  }
+
+  /// Runs a request's generation events to their end, for unary and streamed generation alike.
+  ///
+  /// With output screening, text is held back until it is checked: `deliver` receives only what
+  /// may be released (with the tally, to place it), a blocked sample is recorded as such, and the
+  /// request stops once every sample is blocked. Cancelling the calling task cancels the request;
+  /// a failing `deliver` (the client is gone) frees its KV slots at once. An engine failure is
+  /// ``ServingError/internalError(_:)``.
+  func collect(
+    _ events: AsyncStream<GenerationEvent>, id: RequestID, on policy: PolicySnapshot, samples: Int,
+    screens: OutputScreens?,
+    deliver: (
+      _ tally: inout GenerationTally, _ sample: Int, _ text: String, _ ids: [Int32], _ logprobs: [ScoredToken]
+    ) async throws -> Void
+  ) async throws -> GenerationTally {
+    var tally = GenerationTally(samples: samples)
+    var screens = screens
+    let loop = policy.loop
+    do {
+      try await withTaskCancellationHandler {
+        for await event in events {
+          switch event {
+          case .token(let sample, let text, let tokens):
+            guard var active = screens else {
+              try await deliver(&tally, sample, text, tokens.map(\.token), tokens.map(ScoredToken.init))
+              continue
+            }
+            let release = try await active.feed(sample, text: text, tokens: tokens)
+            screens = active
+            try await deliver(&tally, sample, release.text, release.ids, release.logprobs)
+            if let verdict = release.blocked {
+              tally.block(sample, verdict)
+              if active.allBlocked { loop.cancel(id) }
+            }
+          case .finished(let sample, _, _):
+            tally.absorb(event)
+            if var active = screens {
+              let release = try await active.finish(sample)
+              screens = active
+              try await deliver(&tally, sample, release.text, release.ids, release.logprobs)
+              if let verdict = release.blocked { tally.block(sample, verdict) }
+            }
+          case .failed:
+            tally.absorb(event)
+          }
+        }
+      } onCancel: {
+        loop.cancel(id)
+      }
+    } catch {
+      loop.cancel(id)
+      throw error
+    }
+    if let failure = tally.failure { throw ServingError.internalError(failure) }
+    // A cancelled task's event stream ends early, before the finish events.
+    if Task.isCancelled && tally.completions.contains(where: { $0.finishReason == nil }) {
+      throw ServingError.cancelled("the request was cancelled")
+    }
+    return tally
+  }
+}
+
+/// A streamed generation, admitted and running: ``run(_:)`` delivers its output and returns the
+/// end (finish reasons, usage, versions). The snapshots it runs on stay loaded until it is
+/// released; a stream released without running cancels its request.
+public final class GenerationStream: Sendable {
+  struct Running: Sendable {
+    let pipeline: InferencePipeline
+    let lease: SnapshotLease<PolicySnapshot>
+    let safety: SnapshotLease<SafetySnapshot>?
+    let id: RequestID
+    let events: AsyncStream<GenerationEvent>
+    let validated: ValidatedGenerate
+    let screens: OutputScreens?
+  }
+
+  enum Body: Sendable {
+    /// The prompt was blocked: no generation runs, the end says why.
+    case blocked([GeneratedCompletion])
+    case running(Running)
+  }
+
+  public let responseID: String
+  /// The versions that produce this stream (a canary's when routed to one).
+  public let versions: ModelVersions
+  let scheduling: RequestScheduling
+  let body: Body
+  private let started = Atomic<Bool>(false)
+
+  init(responseID: String, versions: ModelVersions, scheduling: RequestScheduling, body: Body) {
+    self.responseID = responseID
+    self.versions = versions
+    self.scheduling = scheduling
+    self.body = body
+  }
+
+  deinit {
+    if case .running(let running) = body, !started.load(ordering: .relaxed) {
+      running.lease.snapshot.loop.cancel(running.id)
+    }
+  }
+
+  /// Delivers every released chunk, in order, then returns the end of the stream: completions with
+  /// finish reasons and flagged categories (no text: that went out in chunks), usage and versions.
+  /// Call once.
+  /// - Throws: whatever `deliver` throws (the request is cancelled then); ``ServingError`` for an
+  ///   engine failure or a cancelled task; the safety screen's errors.
+  public func run(_ deliver: (GenerationChunk) async throws -> Void) async throws -> GenerationResult {
+    let running: Running
+    switch body {
+    case .blocked(let completions): return end(completions, usage: .init())
+    case .running(let value): running = value
+    }
+    guard !started.exchange(true, ordering: .relaxed) else {
+      throw ServingError.internalError("a generation stream runs once")
+    }
+    let policy = running.lease.snapshot
+    let tokenizer = policy.model.tokenizer
+    let validated = running.validated
+    let tally = try await scheduling.run {
+      try await running.pipeline.collect(
+        running.events, id: running.id, on: policy, samples: validated.spec.samples, screens: running.screens
+      ) { _, sample, text, ids, logprobs in
+        guard !text.isEmpty || !ids.isEmpty else { return }
+        try await deliver(
+          GenerationChunk(
+            sample: sample, text: text, tokenIDs: ids,
+            logprobs: validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : []))
+      }
+    }
+    return end(tally.completions, usage: tally.usage(promptTokens: validated.spec.promptTokens.count))
+  }
+
+  private func end(_ completions: [GeneratedCompletion], usage: TokenUsage) -> GenerationResult {
+    GenerationResult(responseID: responseID, completions: completions, usage: usage, versions: versions)
+  }
+}
+
+/// Finish reasons, token counts and failures of a request's completions, gathered from its events.
+struct GenerationTally {
+  var completions: [GeneratedCompletion]
+  var completionTokens = 0
+  var failure: String? = nil
+
+  init(samples: Int) {
+    completions = (0..<samples).map { GeneratedCompletion(index: $0) }
+  }
+
+  /// Marks a sample as stopped by the output safety screen.
+  mutating func block(_ sample: Int, _ verdict: SafetyVerdict) {
+    completions[sample].finishReason = .safety
+    completions[sample].flaggedCategories = verdict.flaggedCategories
+  }
+
+  /// Records a finish or failure event (token events carry text the caller places).
+  mutating func absorb(_ event: GenerationEvent) {
+    switch event {
+    case .token: break
+    case .finished(let sample, let reason, let count):
+      // A sample the safety screen blocked keeps finish reason SAFETY.
+      if completions[sample].finishReason != .safety {
+        completions[sample].finishReason = reason
+      }
+      completionTokens += count
+    case .failed(let message):
+      failure = message
+    }
+  }
+
+  func usage(promptTokens: Int) -> TokenUsage {
+    TokenUsage(promptTokens: promptTokens, completionTokens: completionTokens)
+  }
+}
