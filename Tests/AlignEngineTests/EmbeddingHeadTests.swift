@@ -86,6 +86,8 @@ import AlignEngine
     #expect(reason("reward-tiny") { $0["name"] = "has space" }.contains("name"))
     #expect(reason("reward-tiny") { $0["features"] = ["p", "q"] }.contains("unknown feature block q"))
     #expect(reason("reward-tiny") { $0["features"] = ["t"] }.contains("reward head reads only"))
+    #expect(reason("reward-tiny") { $0["features"] = ["p", "toxblock"] }.contains("reward head reads only"))
+    #expect(reason("safety-tiny") { $0["features"] = ["t", "lexical(r)"] }.contains("safety head reads"))
     #expect(reason("safety-tiny") { $0["features"] = ["p", "r"] }.contains("safety head reads"))
     // The layer no longer fits the feature width.
     #expect(reason("reward-tiny") { $0["features"] = ["p", "r"] }.contains("must be (out, 16)"))

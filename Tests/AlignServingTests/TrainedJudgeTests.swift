@@ -19,11 +19,19 @@ enum TrainedJudges {
 
   static var available: Bool {
     ["all-MiniLM-L6-v2/model.safetensors", "alignd-reward-minilm/manifest.json", "alignd-safety-minilm/manifest.json",
-     LexicalClassifier.defaultFileName]
+     LexicalClassifier.defaultFileName, ToxBlockClassifier.defaultWeightsFileName, HateSonarClassifier.defaultFileName]
       .allSatisfy { FileManager.default.fileExists(atPath: model($0)) }
   }
 
   static let encoder: SentenceEncoder? = try? SentenceEncoder(directory: model("all-MiniLM-L6-v2"))
+
+  /// The ported classifiers the judges stack on their embeddings.
+  static func ported() throws -> PortedClassifiers {
+    PortedClassifiers(
+      lexical: try LexicalClassifier(contentsOf: model(LexicalClassifier.defaultFileName)),
+      toxBlock: try ToxBlockClassifier(modelsDirectory: modelsDirectory),
+      hateSonar: try HateSonarClassifier(contentsOf: model(HateSonarClassifier.defaultFileName)))
+  }
 
   /// TRL-style preference rows with a source (Tests/Fixtures/reward/heldout-*.jsonl).
   static func preferences(_ file: String) throws -> [PreferenceExample] {
@@ -54,7 +62,7 @@ struct TrainedJudgeTests {
   func rewardModel() throws -> EmbeddingRewardModel {
     try EmbeddingRewardModel(
       headDirectory: TrainedJudges.model("alignd-reward-minilm"), encoder: try #require(TrainedJudges.encoder),
-      encoderSHA256: nil)
+      encoderSHA256: nil, stack: try TrainedJudges.ported())
   }
 
   @Test func rewardModelEqualsItsPythonReference() throws {
@@ -73,6 +81,12 @@ struct TrainedJudgeTests {
     for (i, item) in reference.items.enumerated() {
       #expect(abs(rewards[2 * i] - item.reward_chosen) < 2e-3, "\(item.prompt.prefix(40)): \(rewards[2 * i]) vs \(item.reward_chosen)")
       #expect(abs(rewards[2 * i + 1] - item.reward_rejected) < 2e-3)
+    }
+    // A head that reads a classifier which is not loaded is refused with the reason.
+    #expect(throws: ModelLoadError.self) {
+      try EmbeddingRewardModel(
+        headDirectory: TrainedJudges.model("alignd-reward-minilm"), encoder: try #require(TrainedJudges.encoder),
+        encoderSHA256: nil)
     }
     // One pair at a time gives the same rewards as the batch.
     let alone = try model.rewards(Array(inputs[0..<2]))
@@ -106,10 +120,9 @@ struct TrainedJudgeTests {
   }
 
   func classifier() throws -> ClassifierBackend {
-    let lexical = try LexicalClassifier(contentsOf: TrainedJudges.model(LexicalClassifier.defaultFileName))
-    return try ClassifierBackend(
+    try ClassifierBackend(
       headDirectory: TrainedJudges.model("alignd-safety-minilm"), encoder: try #require(TrainedJudges.encoder),
-      encoderSHA256: nil, stack: .init(lexical: lexical))
+      encoderSHA256: nil, stack: try TrainedJudges.ported())
   }
 
   @Test func safetyClassifierEqualsItsPythonReference() async throws {

@@ -19,42 +19,68 @@ public final class EmbeddingHead: Sendable {
   }
 
   /// One block of the input features.
-  public enum FeatureBlock: String, Sendable, Equatable {
+  public enum FeatureBlock: String, Sendable, Equatable, Hashable {
     /// The prompt's embedding, the response's, their elementwise product, absolute difference, dot.
     case prompt = "p"
     case response = "r"
     case product = "p*r"
     case absoluteDifference = "|p-r|"
     case cosine = "cos"
+    /// The embedding of the one text `prompt + "\n\n" + response` (``jointText(prompt:response:)``).
+    case joint = "j"
     /// The judged text's embedding (safety).
     case text = "t"
-    /// Scores of other classifiers on the same text (safety stacking): tox-block's six labels,
+    /// Scores of other classifiers on the judged text (safety stacking): tox-block's six labels,
     /// hatesonar's three classes, alt-profanity-check's P(offensive).
     case toxBlock = "toxblock"
     case hateSonar = "hatesonar"
     case lexical = "lexical"
+    /// The same classifiers' scores of the response or of the prompt (reward heads).
+    case toxBlockOfResponse = "toxblock(r)"
+    case hateSonarOfResponse = "hatesonar(r)"
+    case lexicalOfResponse = "lexical(r)"
+    case toxBlockOfPrompt = "toxblock(p)"
+    case hateSonarOfPrompt = "hatesonar(p)"
+    case lexicalOfPrompt = "lexical(p)"
 
     /// Width of the block for embeddings of width `dimension`.
     public func width(dimension: Int) -> Int {
       switch self {
-      case .prompt, .response, .product, .absoluteDifference, .text: dimension
-      case .cosine, .lexical: 1
-      case .toxBlock: 6
-      case .hateSonar: 3
+      case .prompt, .response, .product, .absoluteDifference, .joint, .text: dimension
+      case .cosine, .lexical, .lexicalOfResponse, .lexicalOfPrompt: 1
+      case .toxBlock, .toxBlockOfResponse, .toxBlockOfPrompt: 6
+      case .hateSonar, .hateSonarOfResponse, .hateSonarOfPrompt: 3
+      }
+    }
+
+    /// Blocks a reward head may read; the others are a safety head's.
+    public var isRewardBlock: Bool {
+      switch self {
+      case .text, .toxBlock, .hateSonar, .lexical: false
+      default: true
       }
     }
   }
+
+  /// The text whose embedding is the ``FeatureBlock/joint`` block.
+  public static func jointText(prompt: String, response: String) -> String { prompt + "\n\n" + response }
 
   /// The inputs of one row: embeddings and, for stacked safety heads, other classifiers' scores.
   public struct Inputs: Sendable {
     public var prompt: [Float]?
     public var response: [Float]?
+    public var joint: [Float]?
     public var text: [Float]?
+    /// Classifier-score blocks by block.
     public var extra: [FeatureBlock: [Float]]
 
-    public init(prompt: [Float]? = nil, response: [Float]? = nil, text: [Float]? = nil, extra: [FeatureBlock: [Float]] = [:]) {
+    public init(
+      prompt: [Float]? = nil, response: [Float]? = nil, joint: [Float]? = nil, text: [Float]? = nil,
+      extra: [FeatureBlock: [Float]] = [:]
+    ) {
       self.prompt = prompt
       self.response = response
+      self.joint = joint
       self.text = text
       self.extra = extra
     }
@@ -148,12 +174,13 @@ public final class EmbeddingHead: Sendable {
       guard let block = FeatureBlock(rawValue: b) else { throw bad("unknown feature block \(b)") }
       blocks.append(block)
     }
-    let pairBlocks: Set<FeatureBlock> = [.prompt, .response, .product, .absoluteDifference, .cosine]
     switch kind {
     case .reward:
-      guard blocks.allSatisfy({ pairBlocks.contains($0) }) else { throw bad("a reward head reads only p, r, p*r, |p-r|, cos") }
+      guard blocks.allSatisfy(\.isRewardBlock) else {
+        throw bad("a reward head reads only p, r, p*r, |p-r|, cos, j and classifier scores of p or r")
+      }
     case .safety:
-      guard blocks.allSatisfy({ !pairBlocks.contains($0) }), blocks.contains(.text) else {
+      guard blocks.allSatisfy({ !$0.isRewardBlock }), blocks.contains(.text) else {
         throw bad("a safety head reads t and optionally toxblock, hatesonar, lexical")
       }
     }
@@ -251,13 +278,16 @@ public final class EmbeddingHead: Sendable {
       case .prompt: x += inputs.prompt ?? []
       case .response: x += inputs.response ?? []
       case .text: x += inputs.text ?? []
+      case .joint: x += inputs.joint ?? []
       case .product:
         if let p = inputs.prompt, let r = inputs.response { x += zip(p, r).map { $0 * $1 } }
       case .absoluteDifference:
         if let p = inputs.prompt, let r = inputs.response { x += zip(p, r).map { abs($0 - $1) } }
       case .cosine:
         if let p = inputs.prompt, let r = inputs.response { x.append(zip(p, r).reduce(0) { $0 + $1.0 * $1.1 }) }
-      case .toxBlock, .hateSonar, .lexical: x += inputs.extra[block] ?? []
+      case .toxBlock, .hateSonar, .lexical, .toxBlockOfResponse, .hateSonarOfResponse, .lexicalOfResponse,
+        .toxBlockOfPrompt, .hateSonarOfPrompt, .lexicalOfPrompt:
+        x += inputs.extra[block] ?? []
       }
     }
     // A missing block (a caller bug) must not read out of bounds: pad and let the score show it.

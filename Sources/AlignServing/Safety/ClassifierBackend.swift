@@ -25,19 +25,6 @@ public final class ClassifierBackend: BatchedSafetyBackend {
   private let scoreIndex: [(category: SafetyCategory, index: Int)]
   private let batcher: DynamicBatcher<String, [Double]>
 
-  /// The classifiers a stacked head reads besides the embedding.
-  public struct Stack: Sendable {
-    public var lexical: LexicalClassifier?
-    public var toxBlock: ToxBlockClassifier?
-    public var hateSonar: HateSonarClassifier?
-
-    public init(lexical: LexicalClassifier? = nil, toxBlock: ToxBlockClassifier? = nil, hateSonar: HateSonarClassifier? = nil) {
-      self.lexical = lexical
-      self.toxBlock = toxBlock
-      self.hateSonar = hateSonar
-    }
-  }
-
   /// - Parameters:
   ///   - headDirectory: an `alignd.embedding-head` folder of kind `safety`.
   ///   - encoder: the sentence encoder (shared with other judges); `encoderSHA256` is checked
@@ -47,7 +34,7 @@ public final class ClassifierBackend: BatchedSafetyBackend {
   /// - Throws: ``ModelLoadError`` naming the problem (a missing classifier for a feature block
   ///   included).
   public init(
-    headDirectory: String, encoder: SentenceEncoder, encoderSHA256: String?, stack: Stack = Stack(),
+    headDirectory: String, encoder: SentenceEncoder, encoderSHA256: String?, stack: PortedClassifiers = PortedClassifiers(),
     threads: Int = 2,
     batching: Batching = Batching(maxBatchSize: 64, maxDelay: .milliseconds(2), queueCapacity: 1024, name: "safety")
   ) throws {
@@ -64,14 +51,7 @@ public final class ClassifierBackend: BatchedSafetyBackend {
       throw ModelLoadError(
         "\(headDirectory) was trained on the encoder with SHA-256 \(expected), but the loaded encoder's is \(actual)")
     }
-    let needs: [(EmbeddingHead.FeatureBlock, Bool, String)] = [
-      (.lexical, stack.lexical != nil, "the lexical classifier (alt-profanity-check)"),
-      (.toxBlock, stack.toxBlock != nil, "tox-block"),
-      (.hateSonar, stack.hateSonar != nil, "hatesonar"),
-    ]
-    for (block, present, what) in needs where head.features.contains(block) && !present {
-      throw ModelLoadError("\(headDirectory) reads \(what)'s scores, which is not loaded")
-    }
+    try stack.check(head, directory: headDirectory)
     // The one version format (ModelFingerprint): the head folder's name and digest.
     do {
       version = try ModelFingerprint(path: headDirectory).version
@@ -100,19 +80,10 @@ public final class ClassifierBackend: BatchedSafetyBackend {
   }
 
   /// The head's scores (in ``EmbeddingHead/scoreNames`` order) for each text.
-  static func run(_ texts: [String], head: EmbeddingHead, session: EncoderSession, stack: Stack) -> [[Double]] {
+  static func run(_ texts: [String], head: EmbeddingHead, session: EncoderSession, stack: PortedClassifiers) -> [[Double]] {
     let embeddings = session.embed(texts)
-    let blocks = Set(head.features)
-    let lexical: [Double]? = blocks.contains(.lexical) ? stack.lexical?.probabilities(texts) : nil
-    let toxBlock: [[Float]]? = blocks.contains(.toxBlock) ? stack.toxBlock?.scores(texts) : nil
-    let hateSonar: [[Double]]? = blocks.contains(.hateSonar) ? stack.hateSonar?.probabilities(texts) : nil
-    return texts.indices.map { i in
-      var extra: [EmbeddingHead.FeatureBlock: [Float]] = [:]
-      if let lexical { extra[.lexical] = [Float(lexical[i])] }
-      if let toxBlock { extra[.toxBlock] = toxBlock[i] }
-      if let hateSonar { extra[.hateSonar] = hateSonar[i].map { Float($0) } }
-      return head.scores(EmbeddingHead.Inputs(text: embeddings[i], extra: extra))
-    }
+    let blocks = stack.blocks(for: head, rows: texts.count) { _ in texts }
+    return texts.indices.map { i in head.scores(EmbeddingHead.Inputs(text: embeddings[i], extra: blocks[i])) }
   }
 
   /// Batches run and the largest batch so far.
