@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the trained judges committed under Models/ (the default reward model and safety
 # classifier, alignd.embedding-head folders made by Training/reward and Training/safety) into the
-# git-ignored models folder, beside the encoder they read (scripts/fetch-encoder.sh).
+# git-ignored models folder, beside the encoder they read (scripts/fetch-encoder.sh), and the
+# held-out validation sets their rollout gates evaluate candidates on (Models/eval → models/eval).
 # Idempotent: copies a folder only when its files differ.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,4 +17,12 @@ for source in "$ROOT"/Models/reward/* "$ROOT"/Models/safety/*; do
   rm -rf "$target"
   mv "$target.partial" "$target"
   echo "trained judge installed: $target" >&2
+done
+mkdir -p "$MODELS_DIR/eval"
+for source in "$ROOT"/Models/eval/*.jsonl; do
+  target="$MODELS_DIR/eval/$(basename "$source")"
+  if cmp -s "$source" "$target"; then continue; fi
+  cp "$source" "$target.partial"
+  mv "$target.partial" "$target"
+  echo "gate evaluation set installed: $target" >&2
 done

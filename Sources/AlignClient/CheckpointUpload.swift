@@ -22,7 +22,8 @@ public struct CheckpointUpload: Sendable {
     self.name = name
   }
 
-  /// The format the server is told: a folder with `manifest.json` is a reward head.
+  /// The format the server is told: a folder with `manifest.json` is a trained judge
+  /// (`weights.safetensors`, an embedding head) or a reward head (`reward-head.safetensors`).
   public static func format(of path: String) throws(ClientError) -> Alignd_V1_CheckpointFormat {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
@@ -30,7 +31,9 @@ public struct CheckpointUpload: Sendable {
     }
     guard isDirectory.boolValue else { return .gguf }
     let manifest = URL(fileURLWithPath: path).appendingPathComponent("manifest.json").path
-    return FileManager.default.fileExists(atPath: manifest) ? .rewardHead : .hfSafetensorsTar
+    guard FileManager.default.fileExists(atPath: manifest) else { return .hfSafetensorsTar }
+    let weights = URL(fileURLWithPath: path).appendingPathComponent("weights.safetensors").path
+    return FileManager.default.fileExists(atPath: weights) ? .embeddingHead : .rewardHead
   }
 
   /// Uploads; `progress` hears the bytes sent and the total.

@@ -129,30 +129,30 @@ struct PolicyRollout: RoleRollout {
   }
 }
 
-/// The reward role: load, smoke (finite rewards), and an eval on stored preference feedback the
-/// candidate never trained on, against the serving reward model (or the judge).
+/// The reward role: load, smoke (finite rewards), and an eval on a held-out preference set the
+/// candidate never trained on (``RewardGateSet``), against the serving reward model (or the judge).
 struct RewardRollout: RoleRollout {
   let models: ModelHost
-  let feedback: any FeedbackStore
-  /// Largest accuracy drop a candidate may show against the serving reward model.
-  let gateMargin: Double
+  let gateSet: RewardGateSet
   let logger: Logger
   var role: CheckpointRole { .reward }
   var slots: RoleSlots<RewardSnapshot> { models.rewards }
 
-  /// Preference pairs evaluated by the reward gate (the most recent stored ones).
-  static let gatePairs = 100
-
-  /// Loads a reward model (reward-head folder on the active policy, or a sequence-classification
-  /// folder) as a snapshot, without publishing it.
+  /// Loads a reward model (a trained embedding head on the judges' shared encoder, a reward-head
+  /// folder on the active policy, or a sequence-classification folder) as a snapshot, without
+  /// publishing it.
   func load(version: String?, path: String) async throws -> RewardSnapshot {
     if let serving = serving(version) { return serving }
     let policy = models.policy
+    let judges = models.judges
     let (settings, batching) = (models.engineSettings, models.batching.reward)
     return try await Task.detached(priority: .userInitiated) {
       let manifest = URL(fileURLWithPath: path).appendingPathComponent("manifest.json").path
       let backend: any RewardBackend
-      if FileManager.default.fileExists(atPath: manifest) {
+      if JudgeModels.isEmbeddingHead(path) {
+        guard let judges else { throw ModelLoadError("\(path) is a trained judge, but the judges' shared models are not loaded") }
+        backend = try judges.rewardModel(headDirectory: path, version: version)
+      } else if FileManager.default.fileExists(atPath: manifest) {
         guard let policy else { throw ModelLoadError("a reward head needs its base policy loaded") }
         let base = try RewardBaseModel(
           policy: policy.model, name: ModelFingerprint.name(path: policy.path), sha256: policy.sha256)
@@ -182,24 +182,32 @@ struct RewardRollout: RoleRollout {
     } catch {
       throw gateFailure(error, gate: "smoke", "smoke test", version: version, gates: &gates)
     }
-    // Eval: accuracy on stored preference feedback must not drop below the serving model's by
-    // more than the margin.
-    let pairs = await storedPreferences()
-    guard !pairs.isEmpty else {
-      gates.append(GateOutcome(name: "eval", passed: true, detail: "skipped: no stored preference feedback"))
-      return snapshot
-    }
+    // Eval: accuracy on the held-out set must not drop below the serving model's by more than
+    // the margin. The figures of both go into the gate's detail (JSON), recorded on the checkpoint.
     do {
-      let candidate = try await Self.accuracy(pairs, snapshot.scorer)
+      // Pairs the candidate cannot take (longer than its context) are left out, for both models.
+      let examples = try gateSet.examples()
+      let (candidate, kept) = try await RewardEvaluation.evaluateSkippingRefused(examples, scorer: snapshot.scorer)
+      guard kept.count * 2 >= examples.count else {
+        throw RolloutError(
+          kind: .failedPrecondition,
+          description: "\(version) takes only \(kept.count) of \(examples.count) held-out pairs of \(gateSet.path) (the others are too long for it)")
+      }
       let serving: RewardScorer? = models.rewards.active?.scorer ?? (try? models.policy?.judge())
-      var baseline: Double? = nil
-      if let serving { baseline = try await Self.accuracy(pairs, serving) }
-      let passed = candidate + 1e-9 >= (baseline ?? 0) - gateMargin
-      let detail =
-        "accuracy \(String(format: "%.3f", candidate)) on \(pairs.count) stored preference pairs vs "
-        + "\(String(format: "%.3f", baseline ?? 0)) for \(serving?.version ?? "none") (margin \(gateMargin))"
-      gates.append(GateOutcome(name: "eval", passed: passed, detail: detail))
-      if !passed { throw RolloutError(kind: .failedPrecondition, description: "\(version) failed the eval gate: \(detail)") }
+      var baseline: RewardEvaluation? = nil
+      if let serving { baseline = try await RewardEvaluation.evaluate(kept, scorer: serving) }
+      let floor = (baseline?.overall.accuracy ?? 0) - gateSet.margin
+      let passed = candidate.overall.accuracy + 1e-9 >= floor
+      let record = GateRecord(
+        file: gateSet.path, candidate: candidate, serving: serving?.version, servingEvaluation: baseline,
+        margin: gateSet.margin, passed: passed)
+      gates.append(GateOutcome(name: "eval", passed: passed, detail: record.json))
+      if !passed {
+        throw RolloutError(
+          kind: .failedPrecondition,
+          description: "\(version) failed the eval gate: held-out \(candidate.summary) is more than \(gateSet.margin) below "
+            + "\(serving?.version ?? "none")'s \(baseline?.summary ?? "-") on \(examples.count) pairs of \(gateSet.path)")
+      }
     } catch {
       throw gateFailure(error, gate: "eval", "eval gate", version: version, gates: &gates)
     }
@@ -208,35 +216,53 @@ struct RewardRollout: RoleRollout {
 
   /// With no reward model active, the generative judge on the policy scores.
   var fallback: (name: String, description: String)? { ("judge", "the generative judge on the policy") }
+}
 
-  /// The most recent stored preference records (up to ``gatePairs``).
-  private func storedPreferences() async -> [(prompt: String, chosen: String, rejected: String)] {
-    var pairs: [(String, String, String)] = []
-    let stream = feedback.exportPages(FeedbackFilter(kinds: [.preference]), pageSize: 512)
+/// The held-out preference pairs a reward candidate is evaluated on before it may serve: a TRL
+/// JSONL file the candidate never trained on (by default the validation split shipped with the
+/// default reward model, `eval/reward-validation.jsonl` in the models folder), at most `limit`
+/// pairs spread evenly over it.
+public struct RewardGateSet: Sendable {
+  public var path: String
+  public var limit: Int
+  /// Largest accuracy drop a candidate may show against the serving reward model.
+  public var margin: Double
+
+  public init(path: String, limit: Int, margin: Double) {
+    self.path = path
+    self.limit = limit
+    self.margin = margin
+  }
+
+  /// The pairs, read on each activation (an operator may replace the file).
+  /// - Throws: ``RolloutError`` (failed precondition) naming the file when it is absent or broken.
+  func examples() throws -> [PreferenceExample] {
     do {
-      for try await page in stream {
-        for stored in page {
-          if case .preference(let p) = stored.item.payload { pairs.append((p.prompt, p.chosen, p.rejected)) }
-        }
-      }
+      let all = try PreferenceFile.read(path: path)
+      guard !all.isEmpty else { throw PreferenceFileError("\(path) holds no preference pairs") }
+      return PreferenceFile.evenlySpaced(all, limit: limit)
     } catch {
-      logger.warning("the reward gate cannot read stored feedback", metadata: ["error": "\(error)"])
+      throw RolloutError(
+        kind: .failedPrecondition,
+        description: "the reward gate has no held-out evaluation set: \(error) (reward_gate_file)")
     }
-    return Array(pairs.suffix(Self.gatePairs))
+  }
+}
+
+/// What an eval gate measured, as recorded on the checkpoint: the candidate's figures on the
+/// held-out file beside the serving model's, the margin allowed, and the verdict.
+struct GateRecord<Evaluation: Codable>: Codable {
+  var file: String
+  var candidate: Evaluation
+  var serving: String?
+  var servingEvaluation: Evaluation?
+  var margin: Double
+  var passed: Bool
+
+  enum CodingKeys: String, CodingKey {
+    case file, candidate, serving, margin, passed
+    case servingEvaluation = "serving_evaluation"
   }
 
-  /// Fraction of pairs where the chosen response gets the higher reward.
-  static func accuracy(_ pairs: [(prompt: String, chosen: String, rejected: String)], _ scorer: RewardScorer) async throws -> Double {
-    var inputs: [RewardInput] = []
-    for pair in pairs {
-      inputs.append(RewardInput(prompt: pair.prompt, response: pair.chosen))
-      inputs.append(RewardInput(prompt: pair.prompt, response: pair.rejected))
-    }
-    var rewards: [Double] = []
-    for start in stride(from: 0, to: inputs.count, by: 32) {
-      rewards += try await scorer.score(Array(inputs[start..<min(inputs.count, start + 32)]))
-    }
-    let right = pairs.indices.filter { rewards[2 * $0] > rewards[2 * $0 + 1] }.count
-    return Double(right) / Double(pairs.count)
-  }
+  var json: String { RolloutController.encode(self) }
 }

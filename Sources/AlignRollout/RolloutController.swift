@@ -18,6 +18,7 @@ public actor RolloutController {
   let logger: Logger
   let policyRollout: PolicyRollout
   let rewardRollout: RewardRollout
+  let safetyRollout: SafetyRollout
   /// Checkpoints served from the models folder rather than the registry (the startup policy),
   /// by version, so a rollback can return to them.
   private var builtin: [String: (role: CheckpointRole, path: String)] = [:]
@@ -30,34 +31,32 @@ public actor RolloutController {
 
   /// - Parameters:
   ///   - state: where the serving versions, operation outcomes and gate failures persist.
-  ///   - feedback: stored preference feedback for the reward gate's eval.
-  ///   - rewardGateMargin: largest accuracy drop a reward candidate may show against the serving
-  ///     reward model.
+  ///   - rewardGate: the held-out preference pairs (and the allowed accuracy drop) of the reward gate.
+  ///   - safetyGate: the held-out labelled texts (and the allowed change) of the safety gate.
   public init(
-    models: ModelHost, registry: CheckpointRegistry, state: any RolloutStateStore, feedback: any FeedbackStore,
-    rewardGateMargin: Double, logger: Logger
+    models: ModelHost, registry: CheckpointRegistry, state: any RolloutStateStore, rewardGate: RewardGateSet,
+    safetyGate: SafetyGateSet, logger: Logger
   ) {
     self.models = models
     self.registry = registry
     self.state = state
     self.logger = logger
     self.policyRollout = PolicyRollout(models: models)
-    self.rewardRollout = RewardRollout(models: models, feedback: feedback, gateMargin: rewardGateMargin, logger: logger)
+    self.rewardRollout = RewardRollout(models: models, gateSet: rewardGate, logger: logger)
+    self.safetyRollout = SafetyRollout(models: models, base: SafetyBase(), gateSet: safetyGate, logger: logger)
   }
 
   static func stateKey(_ role: CheckpointRole) -> String { "rollout.role.\(role.rawValue)" }
   static func operationKey(_ id: String) -> String { "rollout.operation.\(id)" }
   static func failureKey(_ version: String) -> String { "rollout.failed.\(version)" }
+  static func evaluationKey(_ version: String) -> String { "rollout.evaluation.\(version)" }
 
   /// The rollout of a role that can be activated, or why it cannot.
   private func rollout(for role: CheckpointRole) throws -> any RoleRollout {
     switch role {
     case .policy: return policyRollout
     case .reward: return rewardRollout
-    case .safety:
-      throw RolloutError(
-        kind: .failedPrecondition,
-        description: "safety checkpoints (guard models) are configured with guard_model at startup in this build; activation covers policy and reward")
+    case .safety: return safetyRollout
     }
   }
 
@@ -83,6 +82,7 @@ public actor RolloutController {
     if let policy = models.policy, policy.path == defaultPolicyPath {
       builtin[policy.version] = (.policy, policy.path)
     }
+    if persisted?.active == models.policy?.version { models.policies.restorePrevious(persisted?.previous) }
     if let canary = persisted?.canary, persisted?.canaryPercent ?? 0 > 0, let path = try? path(of: canary, role: .policy) {
       do {
         let snapshot = try await models.loadPolicySnapshot(path: path, version: canary)
@@ -101,6 +101,7 @@ public actor RolloutController {
     do {
       if let active = persisted?.active {
         models.rewards.activate(try await rewards.load(version: active, path: try path(of: active, role: .reward)))
+        models.rewards.restorePrevious(persisted?.previous)
         if let canary = persisted?.canary, let percent = persisted?.canaryPercent, percent > 0 {
           models.rewards.startCanary(
             try await rewards.load(version: canary, path: try path(of: canary, role: .reward)), percent: percent)
@@ -115,60 +116,73 @@ public actor RolloutController {
     }
   }
 
-  /// Builds the safety checker: the policy file (or the built-in default), the lexical model, the
-  /// ported classifiers (tox-block, hatesonar) when the policy enables them and their converted
-  /// files are in `modelsDir`, the rules and, when configured, a guard model.
-  public func startSafety(policyFile: String?, lexicalPath: String, modelsDir: String, guardPath: String?) async throws {
+  /// Builds the startup safety checker — the policy file (or the built-in default) with the
+  /// trained classifier at `classifierPath` (when the policy enables `classifier`), the ported
+  /// classifiers it enables, the rules and, when configured, a guard model — and serves it, unless
+  /// the store records an activated safety checkpoint, which is restored instead.
+  public func startSafety(policyFile: String?, classifierPath: String?, guardPath: String?) async throws {
     let policy = try policyFile.map { try SafetyPolicy(contentsOf: $0) } ?? SafetyPolicy.builtInDefault()
-    var backends: [any SafetyBackend] = [RulesBackend(termLists: policy.termLists)]
-    if policy.enabledBackends.contains("lexical") {
-      do {
-        backends.append(LexicalBackend(classifier: try LexicalClassifier(contentsOf: lexicalPath)))
-      } catch {
-        throw ModelLoadError("the lexical safety model: \(error) (run scripts/fetch-safety-model.sh)")
-      }
-    }
-    let folder = URL(fileURLWithPath: modelsDir)
-    if policy.enabledBackends.contains("toxblock") {
-      let weights = folder.appendingPathComponent(ToxBlockClassifier.defaultWeightsFileName).path
-      let tokenizer = folder.appendingPathComponent(ToxBlockClassifier.defaultTokenizerFileName).path
-      try loadPorted("toxblock", files: [weights, tokenizer], into: &backends) {
-        ToxBlockBackend(classifier: try ToxBlockClassifier(weightsPath: weights, tokenizerPath: tokenizer))
-      }
-    }
-    if policy.enabledBackends.contains("hatesonar") {
-      let path = folder.appendingPathComponent(HateSonarClassifier.defaultFileName).path
-      try loadPorted("hatesonar", files: [path], into: &backends) {
-        HateSonarBackend(classifier: try HateSonarClassifier(contentsOf: path))
-      }
-    }
-    var size: UInt64 = 0
+    var guardBackend: GuardBackend? = nil
     if let guardPath {
       let configuration = GuardBackend.Configuration(batching: models.batching.safety)
-      backends.append(try await Task.detached { try GuardBackend(path: guardPath, configuration: configuration) }.value)
-      size = ModelHost.diskSize(path: guardPath)
+      guardBackend = try await Task.detached { try GuardBackend(path: guardPath, configuration: configuration) }.value
     }
-    let checker = try SafetyChecker(policy: policy, backends: backends)
-    models.safety.activate(SafetySnapshot(checker: checker, sizeBytes: size))
-    logger.info("safety checker ready", metadata: ["version": "\(checker.version)"])
+    safetyRollout.base.state.withLock {
+      $0 = SafetyBase.State(
+        policy: policy, policyFile: policyFile, policyStamp: policyFile.flatMap(SafetyBase.stamp), guardBackend: guardBackend)
+    }
+    let builtin = try await safetyRollout.load(version: nil, path: classifierPath ?? "")
+    self.builtin[builtin.version] = (.safety, classifierPath ?? "")
+    let persisted = (try? await loadState(.safety)) ?? nil
+    if let active = persisted?.active, active != builtin.version {
+      do {
+        models.safety.activate(try await safetyRollout.load(version: active, path: try path(of: active, role: .safety)))
+        models.safety.restorePrevious(persisted?.previous)
+        if let canary = persisted?.canary, let percent = persisted?.canaryPercent, percent > 0 {
+          models.safety.startCanary(
+            try await safetyRollout.load(version: canary, path: try path(of: canary, role: .safety)), percent: percent)
+        }
+        logger.info("restored the active safety checker from the store", metadata: ["version": "\(active)"])
+        return
+      } catch {
+        logger.error(
+          "the recorded safety checkpoint does not load; serving the startup checker", metadata: ["version": "\(active)", "error": "\(error)"])
+      }
+    }
+    models.safety.activate(builtin)
+    logger.info("safety checker ready", metadata: ["version": "\(builtin.version)"])
   }
 
-  /// Adds a ported classifier's backend when its converted files are all present. An absent
-  /// file leaves the backend out (like an unconfigured guard), with a warning; a file that does
-  /// not load stops the start.
-  private func loadPorted(
-    _ name: String, files: [String], into backends: inout [any SafetyBackend], load: () throws -> any SafetyBackend
-  ) throws {
-    if let missing = files.first(where: { !FileManager.default.fileExists(atPath: $0) }) {
-      logger.warning(
-        "the safety policy enables \(name) but its model is absent: not used (run scripts/fetch-safety-ports.sh)",
-        metadata: ["missing": "\(missing)"])
+  /// Reads the startup policy file again when it changed on disk and, while the startup checker
+  /// serves, replaces it with one under the new policy (no restart). A file that no longer parses
+  /// is reported and the serving policy kept.
+  public func reloadSafetyPolicyIfChanged() async {
+    let (file, stamp) = safetyRollout.base.state.withLock { ($0.policyFile, $0.policyStamp) }
+    guard let file, let now = SafetyBase.stamp(file), now != stamp else { return }
+    let policy: SafetyPolicy
+    do {
+      policy = try SafetyPolicy(contentsOf: file)
+    } catch {
+      safetyRollout.base.state.withLock { $0.policyStamp = now }
+      logger.error("the safety policy file changed but does not load; keeping the serving policy", metadata: ["error": "\(error)"])
+      return
+    }
+    safetyRollout.base.state.withLock {
+      $0.policy = policy
+      $0.policyStamp = now
+    }
+    guard let active = models.safety.active, let known = builtin[active.version], known.role == .safety else {
+      logger.info("the safety policy file changed; it applies when the startup checker serves again")
       return
     }
     do {
-      backends.append(try load())
+      let snapshot = try await safetyRollout.load(version: nil, path: known.path)
+      builtin[snapshot.version] = known
+      models.safety.activate(snapshot)
+      try? await state.setState(key: Self.stateKey(.safety), value: Self.encode(currentState(.safety)))
+      logger.info("safety policy reloaded", metadata: ["version": "\(snapshot.version)"])
     } catch {
-      throw ModelLoadError("the \(name) safety model: \(error) (run scripts/fetch-safety-ports.sh)")
+      logger.error("the reloaded safety policy does not build a checker; keeping the serving one", metadata: ["error": "\(error)"])
     }
   }
 
@@ -177,6 +191,8 @@ public actor RolloutController {
     let epoch = operationEpoch
     await sync(policyRollout, epoch: epoch)
     await sync(rewardRollout, epoch: epoch)
+    await sync(safetyRollout, epoch: epoch)
+    await reloadSafetyPolicyIfChanged()
   }
 
   /// Whether an admin operation runs now or ended since `epoch` was read.
@@ -253,8 +269,10 @@ public actor RolloutController {
     let snapshot: R.Snapshot
     do {
       snapshot = try await rollout.gated(version: version, path: path, gates: &gates)
+      await recordEvaluation(version: version, gates: gates)
     } catch var error as RolloutError {
       error.gates = gates
+      await recordEvaluation(version: version, gates: gates)
       try await recordFailure(error, role: role, version: version, operationID: operationID)
       throw error
     }
@@ -351,6 +369,17 @@ public actor RolloutController {
     return PersistedRoleState(
       active: assignment.activeVersion, canary: assignment.canaryVersion,
       canaryPercent: assignment.canaryPercent, previous: assignment.previousVersion)
+  }
+
+  /// What the held-out evaluation gate measured when `version` was last activated (JSON), if it ran.
+  public func evaluation(of version: String) async -> String? {
+    (try? await state.state(key: Self.evaluationKey(version))) ?? nil
+  }
+
+  /// Keeps the eval gate's figures with the checkpoint (ListCheckpoints shows them).
+  private func recordEvaluation(version: String, gates: [GateOutcome]) async {
+    guard let eval = gates.last(where: { $0.name == "eval" }), eval.detail.hasPrefix("{") else { return }
+    try? await state.setState(key: Self.evaluationKey(version), value: eval.detail)
   }
 
   /// Why activating `version` failed last, if it did.

@@ -207,7 +207,8 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
         } else {
           state = .registered
         }
-        infos.append(CheckpointMapping.info(record, state: state, failure: failure))
+        let evaluation = await rollout.evaluation(of: record.version)
+        infos.append(CheckpointMapping.info(record, state: state, failure: failure, evaluation: evaluation))
       }
     }
     return .with { $0.checkpoints = infos }

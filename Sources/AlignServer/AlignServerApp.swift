@@ -53,8 +53,14 @@ public struct AlignServerApp: Sendable {
     let models = makeModelHost()
     let stores = try await openStores()
     let rollout = RolloutController(
-      models: models, registry: stores.registry, state: stores.state, feedback: stores.feedback,
-      rewardGateMargin: configuration.rewardGateMargin, logger: logger)
+      models: models, registry: stores.registry, state: stores.state,
+      rewardGate: RewardGateSet(
+        path: Self.resolve(configuration.rewardGateFile, against: configuration.modelsDir),
+        limit: configuration.rewardGatePairs, margin: configuration.rewardGateMargin),
+      safetyGate: SafetyGateSet(
+        path: Self.resolve(configuration.safetyGateFile, against: configuration.modelsDir),
+        limit: configuration.safetyGateTexts, margin: configuration.safetyGateMargin),
+      logger: logger)
     let pipeline = InferencePipeline(
       status: status, models: models, limits: generationLimits, defaultSafetyMode: configuration.safetyMode)
     let admin = AdminService(
@@ -282,17 +288,22 @@ public struct AlignServerApp: Sendable {
   func modelLoader(models: ModelHost, rollout: RolloutController, status: ServingStatus, logger: Logger) -> ModelLoaderService {
     let config = configuration
     let policyPath = Self.resolve(config.policyModel, against: config.modelsDir)
-    let rewardPath = config.rewardModel.isEmpty ? nil : Self.resolve(config.rewardModel, against: config.modelsDir)
+    let rewardPath =
+      config.rewardModel.isEmpty || config.rewardModel == "judge" ? nil : Self.resolve(config.rewardModel, against: config.modelsDir)
+    let classifierPath = config.safetyClassifier.isEmpty ? nil : Self.resolve(config.safetyClassifier, against: config.modelsDir)
     let safetyPolicyFile = config.safetyPolicy.isEmpty ? nil : config.safetyPolicy
-    let lexicalPath = Self.resolve(LexicalClassifier.defaultFileName, against: config.modelsDir)
     let guardPath = config.guardModel.isEmpty ? nil : Self.resolve(config.guardModel, against: config.modelsDir)
     let modelsDir = config.modelsDir
     return ModelLoaderService(
       models: models, rollout: rollout, status: status,
       startup: {
+        // The trained judges' shared encoder and classifiers, before any judge loads.
+        models.setJudges(
+          try await Task.detached {
+            try JudgeModels.load(modelsDirectory: modelsDir, encoderPath: config.encoderModel, threads: config.engineThreads)
+          }.value)
         try await rollout.startup(defaultPolicyPath: policyPath)
-        try await rollout.startSafety(
-          policyFile: safetyPolicyFile, lexicalPath: lexicalPath, modelsDir: modelsDir, guardPath: guardPath)
+        try await rollout.startSafety(policyFile: safetyPolicyFile, classifierPath: classifierPath, guardPath: guardPath)
         await rollout.startReward(configured: rewardPath)
       },
       syncInterval: config.rolloutSyncSeconds, logger: logger)

@@ -9,7 +9,7 @@ enum CheckpointMapping {
   /// The roles and formats of the wire and of the registry, side by side.
   static let roles: [(Alignd_V1_ModelRole, CheckpointRole)] = [(.policy, .policy), (.reward, .reward), (.safety, .safety)]
   static let formats: [(Alignd_V1_CheckpointFormat, CheckpointFormat)] = [
-    (.gguf, .gguf), (.hfSafetensorsTar, .hfSafetensors), (.rewardHead, .rewardHead),
+    (.gguf, .gguf), (.hfSafetensorsTar, .hfSafetensors), (.rewardHead, .rewardHead), (.embeddingHead, .embeddingHead),
   ]
 
   static func role(_ role: Alignd_V1_ModelRole, field: String = "role") throws -> CheckpointRole {
@@ -25,7 +25,7 @@ enum CheckpointMapping {
 
   static func format(_ format: Alignd_V1_CheckpointFormat) throws -> CheckpointFormat {
     guard let match = formats.first(where: { $0.0 == format }) else {
-      throw InvalidRequest("format must be GGUF, HF_SAFETENSORS_TAR or REWARD_HEAD")
+      throw InvalidRequest("format must be GGUF, HF_SAFETENSORS_TAR, REWARD_HEAD or EMBEDDING_HEAD")
     }
     return match.1
   }
@@ -40,7 +40,9 @@ enum CheckpointMapping {
       sizeBytes: header.sizeBytes, sha256: header.sha256, labels: header.labels)
   }
 
-  static func info(_ record: CheckpointRecord, state: Alignd_V1_CheckpointState, failure: String? = nil) -> Alignd_V1_CheckpointInfo {
+  static func info(
+    _ record: CheckpointRecord, state: Alignd_V1_CheckpointState, failure: String? = nil, evaluation: String? = nil
+  ) -> Alignd_V1_CheckpointInfo {
     .with {
       $0.version = record.version
       $0.role = role(record.role)
@@ -52,6 +54,7 @@ enum CheckpointMapping {
       $0.state = state
       $0.labels = record.labels
       if let failure { $0.failure = failure }
+      if let evaluation { $0.evaluation = evaluation }
     }
   }
 

@@ -76,12 +76,33 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var rolloutSyncSeconds: Double = 5
   /// Largest checkpoint upload in bytes.
   public var maxCheckpointBytes: Int = 8 << 30
-  /// A reward gate fails when the candidate's accuracy on held-out stored preference feedback is
-  /// more than this below the active reward model's.
+  /// A reward gate fails when the candidate's accuracy on the held-out preference pairs of
+  /// `rewardGateFile` is more than this below the serving reward model's.
   public var rewardGateMargin: Double = 0.02
-  /// Reward model served at startup (HF sequence-classification folder or reward-head folder,
-  /// relative to `modelsDir`); empty = the generative judge on the policy until one is activated.
-  public var rewardModel: String = ""
+  /// Held-out preference pairs (TRL JSONL, relative to `modelsDir`) a reward candidate is evaluated
+  /// on before it may serve; candidates must not have trained on them. The default is the
+  /// validation split shipped with the default reward model.
+  public var rewardGateFile: String = "eval/reward-validation.jsonl"
+  /// Most pairs of `rewardGateFile` the gate scores (spread evenly over the file).
+  public var rewardGatePairs: Int = 400
+  /// Reward model served at startup, relative to `modelsDir`: a trained judge
+  /// (`alignd.embedding-head` folder), a sequence-classification or reward-head folder; `judge` (or
+  /// empty) = the generative judge on the policy.
+  public var rewardModel: String = "alignd-reward-minilm"
+  /// Sentence encoder the trained judges (reward model, safety classifier) read, relative to
+  /// `modelsDir` (scripts/fetch-encoder.sh).
+  public var encoderModel: String = "all-MiniLM-L6-v2"
+  /// Trained moderation classifier of the safety checker (`alignd.embedding-head` folder, relative
+  /// to `modelsDir`), used when the safety policy enables the `classifier` backend; empty = none.
+  public var safetyClassifier: String = "alignd-safety-minilm"
+  /// Held-out labelled texts (JSONL `text`, `labels`, relative to `modelsDir`) a safety candidate
+  /// is evaluated on before it may serve.
+  public var safetyGateFile: String = "eval/safety-validation.jsonl"
+  /// A safety gate fails when the candidate's recall on harmful texts of the gate file drops, or
+  /// its false-positive rate on benign ones rises, by more than this against the serving checker.
+  public var safetyGateMargin: Double = 0.02
+  /// Most texts of `safetyGateFile` the safety gate checks (spread evenly over the file).
+  public var safetyGateTexts: Int = 1000
   /// Safety policy file (JSON, see Docs/SAFETY.md); empty = the built-in default policy.
   public var safetyPolicy: String = ""
   /// Guard model (Llama Guard 3 / Qwen3Guard style; GGUF or HF folder, relative to `modelsDir`);
@@ -189,8 +210,15 @@ public enum ConfigurationLoader {
     string("store_url", \.storeURL, "Empty for SQLite under data_dir, or a postgres:// URL shared by replicas."),
     double("rollout_sync_seconds", \.rolloutSyncSeconds, "How often active versions are re-read from the store (0 = off).", min: 0),
     int("max_checkpoint_bytes", \.maxCheckpointBytes, "Largest checkpoint upload in bytes.", range: 1024...(1 << 40)),
-    double("reward_gate_margin", \.rewardGateMargin, "Largest accuracy drop a reward candidate may show on stored preferences.", min: 0),
-    string("reward_model", \.rewardModel, "Reward model at startup (empty = generative judge on the policy)."),
+    double("reward_gate_margin", \.rewardGateMargin, "Largest accuracy drop a reward candidate may show on the held-out pairs.", min: 0),
+    string("reward_gate_file", \.rewardGateFile, "Held-out preference pairs (TRL JSONL) of the reward gate (relative to models_dir)."),
+    int("reward_gate_pairs", \.rewardGatePairs, "Most held-out pairs the reward gate scores.", range: 1...1_000_000),
+    string("reward_model", \.rewardModel, "Reward model at startup (relative to models_dir; judge = generative judge on the policy)."),
+    string("encoder_model", \.encoderModel, "Sentence encoder of the trained judges (relative to models_dir)."),
+    string("safety_classifier", \.safetyClassifier, "Trained moderation classifier (relative to models_dir; empty = none)."),
+    string("safety_gate_file", \.safetyGateFile, "Held-out labelled texts (JSONL) of the safety gate (relative to models_dir)."),
+    double("safety_gate_margin", \.safetyGateMargin, "Largest recall drop or false-positive rise a safety candidate may show.", min: 0),
+    int("safety_gate_texts", \.safetyGateTexts, "Most held-out texts the safety gate checks.", range: 1...1_000_000),
     string("safety_policy", \.safetyPolicy, "Safety policy JSON file (empty = built-in default)."),
     string("guard_model", \.guardModel, "Guard model GGUF or HF folder (empty = none)."),
     enumeration("safety_mode", \.safetyMode, "Default screening of generate requests that leave it unset."),

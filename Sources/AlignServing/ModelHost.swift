@@ -120,6 +120,8 @@ public final class ModelHost: Sendable {
   public let engineSettings: EngineSettings
   /// How judging work (reward, safety models, log-probabilities) is batched.
   public let batching: JudgingBatching
+  /// The trained judges' shared encoder and classifiers, once loaded (``setJudges(_:)``).
+  private let judgeModels = Mutex<JudgeModels?>(nil)
 
   public init(
     scheduler: GenerationScheduler.Configuration = .init(), engine: EngineSettings = EngineSettings(),
@@ -129,6 +131,12 @@ public final class ModelHost: Sendable {
     self.engineSettings = engine
     self.batching = batching
   }
+
+  /// The trained judges' shared encoder and classifiers (nil until the model loader sets them).
+  public var judges: JudgeModels? { judgeModels.withLock { $0 } }
+
+  /// Publishes the judges' shared models (at startup, before any judge loads).
+  public func setJudges(_ judges: JudgeModels) { judgeModels.withLock { $0 = judges } }
 
   /// The active policy snapshot, if loaded (status only: requests take a lease).
   public var policy: PolicySnapshot? { policies.active }

@@ -229,6 +229,14 @@ public final class RoleSlots<Snapshot: ServingSnapshot>: Sendable {
     }
   }
 
+  /// Records the version a rollback returns to when none is known yet: at startup, the one the
+  /// store remembers (activating the restored snapshot alone leaves it unset).
+  public func restorePrevious(_ version: String?) {
+    state.withLock { state in
+      if state.previousVersion == nil, version != state.active?.snapshot.version { state.previousVersion = version }
+    }
+  }
+
   /// Routes `percent` (1...99) of requests to `snapshot`; a previous canary is retired.
   public func startCanary(_ snapshot: Snapshot, percent: Int) {
     state.withLock { state in

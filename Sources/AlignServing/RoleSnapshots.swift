@@ -25,8 +25,10 @@ public final class SafetySnapshot: ServingSnapshot {
   public let sizeBytes: UInt64
   public let checker: SafetyChecker
 
-  public init(checker: SafetyChecker, sizeBytes: UInt64 = 0) {
-    self.version = checker.version
+  /// - Parameter version: the registry version of a safety checkpoint; nil stamps the checker's
+  ///   own version (`policy=…;classifier=…;rules=…`).
+  public init(checker: SafetyChecker, sizeBytes: UInt64 = 0, version: String? = nil) {
+    self.version = version ?? checker.version
     self.sizeBytes = sizeBytes
     self.checker = checker
   }

@@ -185,6 +185,8 @@ public final class CheckpointRegistry: Sendable {
       }
       if header.format == .rewardHead {
         try CheckpointContentCheck.checkRewardHead(entry + "/model")
+      } else if header.format == .embeddingHead {
+        try CheckpointContentCheck.checkEmbeddingHead(entry + "/model")
       } else {
         try CheckpointContentCheck.checkHuggingFaceFolder(entry + "/model")
       }

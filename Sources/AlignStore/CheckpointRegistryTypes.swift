@@ -11,8 +11,8 @@ public enum CheckpointRole: String, Sendable, Hashable, CaseIterable, Codable {
   public var allowedFormats: [CheckpointFormat] {
     switch self {
     case .policy: [.gguf, .hfSafetensors]
-    case .reward: [.hfSafetensors, .rewardHead]
-    case .safety: [.gguf, .hfSafetensors]
+    case .reward: [.hfSafetensors, .rewardHead, .embeddingHead]
+    case .safety: [.gguf, .hfSafetensors, .embeddingHead]
     }
   }
 
@@ -35,11 +35,14 @@ public enum CheckpointFormat: String, Sendable, Hashable, CaseIterable, Codable 
   /// A tar of a reward-head folder (`reward-head.safetensors` and `manifest.json`), extracted
   /// into the folder `model/`.
   case rewardHead = "reward-head"
+  /// A tar of a trained judge's folder (`alignd.embedding-head`: `manifest.json`,
+  /// `weights.safetensors`, for safety optionally `safety-policy.json`), extracted into `model/`.
+  case embeddingHead = "embedding-head"
 
   /// Whether the upload is a tar archive that the registry extracts.
   public var isArchive: Bool { self != .gguf }
 
-  /// Parses a format name ("gguf", "hf-safetensors", "reward-head").
+  /// Parses a format name ("gguf", "hf-safetensors", "reward-head", "embedding-head").
   ///
   /// - Throws: `CheckpointRegistryError.unknownFormat` for any other string.
   public init(parsing name: String) throws(CheckpointRegistryError) {

@@ -145,6 +145,16 @@ enum CheckpointContentCheck {
     try checkSafetensors(folder + "/reward-head.safetensors", name: "reward-head.safetensors", format: .rewardHead)
   }
 
+  /// A trained judge: manifest.json (a JSON object), weights.safetensors and, when present,
+  /// safety-policy.json (a JSON object). The manifest's meaning is checked when it is activated.
+  static func checkEmbeddingHead(_ folder: String) throws(CheckpointRegistryError) {
+    try checkJSONObject(folder + "/manifest.json", name: "manifest.json", format: .embeddingHead)
+    try checkSafetensors(folder + "/weights.safetensors", name: "weights.safetensors", format: .embeddingHead)
+    if RegistryFS.kind(folder + "/safety-policy.json") != .missing {
+      try checkJSONObject(folder + "/safety-policy.json", name: "safety-policy.json", format: .embeddingHead)
+    }
+  }
+
   static func checkJSONObject(_ path: String, name: String, format: CheckpointFormat) throws(CheckpointRegistryError) {
     guard RegistryFS.kind(path) == .file else { throw .invalidContent(format: format, reason: "\(name) is missing") }
     guard try RegistryFS.fileSize(path) <= UInt64(maxJSONBytes) else {

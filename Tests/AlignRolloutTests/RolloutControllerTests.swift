@@ -40,10 +40,25 @@ final class RolloutFixture: Sendable {
       engine: EngineSettings(threads: 1, quantizedActivations: false))
   }
 
+  /// A held-out preference file for the reward gate (the tiny models' rewards mean nothing, so the
+  /// margin lets any finite candidate pass: these tests are about the gates running).
+  var rewardGate: RewardGateSet {
+    let path = folder.appendingPathComponent("gate-pairs.jsonl").path
+    if !FileManager.default.fileExists(atPath: path) {
+      let rows = [
+        #"{"prompt": "What is 2 + 2?", "chosen": "4.", "rejected": "Fish.", "source": "arithmetic"}"#,
+        #"{"prompt": [{"role": "user", "content": "Say hi."}], "chosen": [{"role": "assistant", "content": "Hi!"}], "rejected": "No."}"#,
+      ]
+      try? Data(rows.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: path))
+    }
+    return RewardGateSet(path: path, limit: 100, margin: 1)
+  }
+
   func controller(state: (any RolloutStateStore)? = nil, models: ModelHost? = nil) -> RolloutController {
     RolloutController(
-      models: models ?? self.models, registry: registry, state: state ?? self.state, feedback: feedback,
-      rewardGateMargin: 0.02, logger: Logger(label: "rollout-tests", factory: { _ in SwiftLogNoOpLogHandler() }))
+      models: models ?? self.models, registry: registry, state: state ?? self.state, rewardGate: rewardGate,
+      safetyGate: SafetyGateSet(path: folder.appendingPathComponent("no-safety-gate.jsonl").path, margin: 0.02),
+      logger: Logger(label: "rollout-tests", factory: { _ in SwiftLogNoOpLogHandler() }))
   }
 
   /// A copy of a fixture folder with one more file (so its digest, and its version, differ).
@@ -142,7 +157,7 @@ struct RolloutControllerTests {
     let safety = await #expect(throws: RolloutError.self) {
       try await rollout.activate(role: .safety, version: "guard@000000000000", canaryPercent: 0, operationID: "")
     }
-    #expect(safety?.kind == .failedPrecondition)
+    #expect(safety?.kind == .notFound)
     let noCanary = await #expect(throws: RolloutError.self) {
       try await rollout.promote(role: .policy, operationID: "")
     }
@@ -158,6 +173,11 @@ struct RolloutControllerTests {
     let outcome = try await rollout.activate(role: .reward, version: reward, canaryPercent: 0, operationID: "")
     #expect(outcome.gates.map(\.name) == ["load", "smoke", "eval"])
     #expect(fixture.models.rewards.active?.version == reward)
+    // The eval gate's figures are recorded on the checkpoint: both pairs, per source. The tiny
+    // policy has no chat template, so no judge serves and there is no baseline to beat.
+    let figures = try #require(await rollout.evaluation(of: reward))
+    #expect(figures.contains("\"pairs\":2") && figures.contains("arithmetic") && figures.contains("\"passed\":true"))
+    #expect(!figures.contains("serving_evaluation"))
 
     let back = try await rollout.rollback(role: .reward, toVersion: "", operationID: "")
     #expect(back.gates.map(\.name) == ["judge"])

@@ -15,10 +15,10 @@ struct JudgingEndToEndTests {
 
   static func user(_ text: String) -> Alignd_V1_ChatMessage { .with { $0.role = "user"; $0.content = text } }
 
-  @Test("Score on the default judge equals the in-process judge; pairs are consistent; concurrent calls share batches",
+  @Test("Score on the generative judge equals the in-process judge; pairs are consistent; concurrent calls share batches",
         .enabled(if: defaultPresent, "the default model is not fetched"))
   func judgeScores() async throws {
-    let server = try await ServerProcess()
+    let server = try await ServerProcess(arguments: ["--reward-model", "judge"])
     try await server.waitUntilServing()
     let cases = [
       ("What is the capital of France?", "The capital of France is Paris."),
@@ -290,7 +290,7 @@ struct JudgingEndToEndTests {
       #expect(response.candidateRewards.count == 4)
       let best = try #require(response.completions.first)
       #expect(best.reward == response.candidateRewards.max())
-      #expect(response.versions.reward.hasPrefix("judge:"))
+      #expect(response.versions.reward.hasPrefix("alignd-reward-minilm@"))  // the trained default ranks them
       // The returned text scores what best_of reported for it.
       let rescored = try await inference.score(.with {
         $0.items = [.with { $0.messages = [Self.user("Give me one tip for staying healthy.")]; $0.response = best.text }]

@@ -17,6 +17,8 @@ import Testing
 @Suite("Judging deadlines and priorities over gRPC", .serialized)
 struct JudgingPromisesEndToEndTests {
   static let serving = [
+    // The generative judge: slow enough per item that calls queue behind each other.
+    "--reward-model", "judge",
     "--reward-batch-size", "1", "--reward-batch-wait-ms", "0", "--safety-batch-size", "1", "--safety-batch-wait-ms", "0",
     // No aging within these tests: a LOW request stays LOW.
     "--priority-aging-seconds", "600",

@@ -274,9 +274,9 @@ struct MetricsEndToEndTests {
     // Safety: one flagged e-mail (CheckSafety) and one card number (prompt screen), under the
     // built-in policy's version.
     #expect(
-      delta("alignd_safety_flags_total", ["category": "pii/email", "policy_version": "default@1", "stage": "check"]) == 1)
+      delta("alignd_safety_flags_total", ["category": "pii/email", "policy_version": "default@2", "stage": "check"]) == 1)
     #expect(
-      delta("alignd_safety_flags_total", ["category": "pii/credit_card", "policy_version": "default@1", "stage": "prompt"])
+      delta("alignd_safety_flags_total", ["category": "pii/credit_card", "policy_version": "default@2", "stage": "prompt"])
         == 1)
 
     // Feedback committed, by kind.

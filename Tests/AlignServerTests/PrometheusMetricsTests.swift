@@ -89,7 +89,7 @@ struct PrometheusMetricsTests {
     }
     SafetyMetrics.record(
       [[SafetyCategory(rawValue: "pii/email")], [SafetyCategory(rawValue: "hate")]],
-      policyVersion: "default@1", stage: .check, factory: factory)
+      policyVersion: "default@2", stage: .check, factory: factory)
     let text = registry.emitToString()
 
     var types: [String: [String]] = [:]
@@ -115,7 +115,7 @@ struct PrometheusMetricsTests {
     for (name, sets) in keys { #expect(sets.count == 1, "\(name) has label keys \(sets)") }
     #expect(keys["alignd_safety_flags_total"] == [["category", "policy_version", "stage"]])
     #expect(
-      Self.value(Self.samples(text), "alignd_safety_flags_total", ["category": "pii/email", "policy_version": "default@1"]) == 1)
+      Self.value(Self.samples(text), "alignd_safety_flags_total", ["category": "pii/email", "policy_version": "default@2"]) == 1)
   }
 
   @Test func interceptorCountsRefusedFailedStreamedAndSuccessfulCalls() async throws {

@@ -57,7 +57,11 @@ struct RetrainingEndToEndTests {
   func retrainAndServe() async throws {
     let folder = try TestPaths.temporaryFolder()
     defer { try? FileManager.default.removeItem(at: folder) }
-    let server = try await ServerProcess()
+    // The operator's reward gate: held-out pairs of the same task, none of them trained on; the
+    // generative judge serves until the head beats it there.
+    let gate = folder.appendingPathComponent("gate.jsonl")
+    try FeedbackCLITests.jsonl(Self.rows(60, offset: 500)).write(to: gate, atomically: true, encoding: .utf8)
+    let server = try await ServerProcess(arguments: ["--reward-model", "judge", "--reward-gate-file", gate.path])
     try await server.waitUntilServing()
     let address = FeedbackCLITests.address(server)
 
@@ -79,7 +83,7 @@ struct RetrainingEndToEndTests {
     let heldout = try #require(summary["heldout_accuracy"] as? Double)
     #expect(heldout >= 0.9, "held-out accuracy \(heldout)")
 
-    // 3. Upload and activate it; the gates (load, smoke, eval on stored preferences) pass.
+    // 3. Upload and activate it; the gates (load, smoke, eval on the held-out gate pairs) pass.
     let uploaded = try await FeedbackCLITests.alignctl(
       ["checkpoint", "upload", output.path, "--role", "reward", "--name", "polite-head", "--server", address, "--json"], folder: folder)
     #expect(uploaded.status == 0, "\(uploaded.stderr)")

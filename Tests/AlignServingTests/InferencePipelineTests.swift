@@ -13,11 +13,11 @@ struct LengthReward: RewardBackend {
   func rewards(_ inputs: [RewardInput]) throws -> [Double] { inputs.map { Double($0.response.count) } }
 }
 
-/// A safety backend (under the name the default policy enables) that scores `hate` 1 for user
+/// A safety backend (under the name of the classifier the default policy enables) that scores `hate` 1 for user
 /// texts holding "zebra" and, when `blockOutput`, for every assistant text.
 struct TriggerBackend: SafetyBackend {
   var blockOutput = false
-  var name: String { "lexical" }
+  var name: String { "classifier" }
   var version: String { "trigger-1" }
   var categories: [SafetyCategory] { [.hate] }
   func scores(_ inputs: [SafetyInput], profile: SafetyProfile) async throws -> [[SafetyCategory: Double]] {

@@ -165,7 +165,7 @@ struct SafetyCheckerTests {
   @Test("the default policy blocks card numbers and national ids and flags e-mail and phone")
   func defaultPolicyRules() async throws {
     let checker = try SafetyChecker(policy: .builtInDefault(), backends: [RulesBackend(termLists: [])])
-    #expect(checker.version == "policy=default@1;rules=1")
+    #expect(checker.version == "policy=default@2;rules=1")
     let verdicts = try await checker.check([
       SafetyInput(text: "write to a@example.com"), SafetyInput(text: "card 4111 1111 1111 1111"),
       SafetyInput(text: "SSN 123-45-6789"), SafetyInput(text: "hello"),

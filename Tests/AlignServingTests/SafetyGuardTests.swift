@@ -176,7 +176,7 @@ struct SafetyGuardTests {
     let fixture = try Self.fixture()
     let backend = try Self.backend()
     let checker = try SafetyChecker(policy: .builtInDefault(), backends: [backend, RulesBackend(termLists: [])])
-    #expect(checker.version == "policy=default@1;guard=\(backend.version);rules=1")
+    #expect(checker.version == "policy=default@2;guard=\(backend.version);rules=1")
     #expect(backend.version.hasPrefix("tiny-guard@"))
     let verdicts = try await checker.check(fixture.cases.map(Self.input))
     let decodeThreshold = 0.3  // the lowest default threshold among guard categories (sexual/minors)

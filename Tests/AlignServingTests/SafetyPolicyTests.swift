@@ -8,10 +8,10 @@ struct SafetyPolicyTests {
   func defaultFile() throws {
     let file = try SafetyPolicy(contentsOf: SafetyFixtures.defaultPolicyPath)
     #expect(try file == SafetyPolicy.builtInDefault())
-    #expect(file.versionString == "default@1")
+    #expect(file.versionString == "default@2")
     #expect(file.defaultProfile == "default")
     #expect(Set(file.profiles.keys) == ["default", "strict", "permissive"])
-    #expect(file.enabledBackends == ["lexical", "rules", "guard"])
+    #expect(file.enabledBackends == ["classifier", "rules", "guard"])
     // Every moderation category has a rule in the default profile.
     let rules = try file.profile(named: nil).rules
     for category in SafetyCategory.moderation + SafetyCategory.pii {

@@ -59,7 +59,7 @@ struct ServingMetricsTests {
     let metrics = TestMetrics()
     SafetyMetrics.record(verdicts, policyVersion: policy.versionString, stage: .check, factory: metrics)
     let email = try metrics.expectCounter(
-      MetricNames.safetyFlags, [("category", "pii/email"), ("policy_version", "default@1"), ("stage", "check")])
+      MetricNames.safetyFlags, [("category", "pii/email"), ("policy_version", "default@2"), ("stage", "check")])
     // Two verdicts flag it; the second text's two addresses are one flag.
     #expect(email.totalValue == 2)
     // Every counter is a flagged category of some verdict, counted once per verdict.
@@ -74,7 +74,7 @@ struct ServingMetricsTests {
     let pii = SafetyCategory(rawValue: "pii/email")
     SafetyMetrics.record([[pii, pii]], policyVersion: policy.versionString, stage: .output, factory: metrics)
     let output = try metrics.expectCounter(
-      MetricNames.safetyFlags, [("category", "pii/email"), ("policy_version", "default@1"), ("stage", "output")])
+      MetricNames.safetyFlags, [("category", "pii/email"), ("policy_version", "default@2"), ("stage", "output")])
     #expect(output.totalValue == 1)
   }
 

@@ -132,7 +132,11 @@ struct TrainedJudgeTests {
     #expect(reference.cases.count == 64)
     #expect(backend.version == (try ModelFingerprint(path: TrainedJudges.model("alignd-safety-minilm"))).version)
     #expect(backend.head.thresholds == reference.thresholds)
+    // The default policy flags at the thresholds chosen on the validation split.
     let profile = try SafetyPolicy.builtInDefault().profile(named: nil)
+    for (name, threshold) in reference.thresholds {
+      #expect(profile.rules[SafetyCategory(rawValue: name)]?.threshold == threshold, "\(name)")
+    }
     let scores = try await backend.scores(reference.cases.map { SafetyInput(text: $0.text) }, profile: profile)
     for (c, s) in zip(reference.cases, scores) {
       for (name, want) in c.scores {

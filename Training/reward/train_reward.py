@@ -20,8 +20,9 @@ validation accuracy wins; the shipped network is that set's seed-0 run, at the e
 validation accuracy. The test split is scored once, with the final F32 weights through
 head_format.forward (numpy), the same arithmetic the Swift side implements.
 
-Writes the checkpoint (head_format.save), copies the validation and test pairs to
-Tests/Fixtures/reward/heldout-{validation,test}.jsonl, writes heldout-reference.json (rewards of the
+Writes the checkpoint (head_format.save), copies the validation pairs to
+Models/eval/reward-validation.jsonl (the reward gate's held-out set) and the test pairs to
+Tests/Fixtures/reward/heldout-test.jsonl, writes heldout-reference.json (rewards of the
 first 64 test pairs, with the classifier-score inputs of both responses) and prints a JSON summary.
 """
 from __future__ import annotations
@@ -464,8 +465,10 @@ def main():
     # ---- fixtures: held-out splits and reference rewards for the Swift agreement test
     fx = Path(args.fixtures)
     fx.mkdir(parents=True, exist_ok=True)
-    for s in ("validation", "test"):
-        shutil.copyfile(Path(args.pairs) / f"pairs-{s}.jsonl", fx / f"heldout-{s}.jsonl")
+    shutil.copyfile(Path(args.pairs) / "pairs-test.jsonl", fx / "heldout-test.jsonl")
+    gate = Path(args.out).parent.parent / "eval"
+    gate.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(args.pairs) / "pairs-validation.jsonl", gate / "reward-validation.jsonl")
     mf, tf = head_format.load(args.out)
     ref = te[:REFERENCE_PAIRS]
     rcf, rrf = rewards(mf, tf, inputs, ref, "chosen"), rewards(mf, tf, inputs, ref, "rejected")

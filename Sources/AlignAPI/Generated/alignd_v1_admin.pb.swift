@@ -92,6 +92,11 @@ public nonisolated enum Alignd_V1_CheckpointFormat: SwiftProtobuf.Enum, Swift.Ca
 
   /// A linear reward head on a base model (safetensors + JSON manifest, in a tar).
   case rewardHead // = 3
+
+  /// A trained judge on sentence embeddings (alignd.embedding-head: manifest.json +
+  /// weights.safetensors, and for a safety checkpoint optionally safety-policy.json, in a tar):
+  /// the default reward model's and safety classifier's format (Docs/REWARD.md, Docs/SAFETY.md).
+  case embeddingHead // = 4
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -104,6 +109,7 @@ public nonisolated enum Alignd_V1_CheckpointFormat: SwiftProtobuf.Enum, Swift.Ca
     case 1: self = .gguf
     case 2: self = .hfSafetensorsTar
     case 3: self = .rewardHead
+    case 4: self = .embeddingHead
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -114,6 +120,7 @@ public nonisolated enum Alignd_V1_CheckpointFormat: SwiftProtobuf.Enum, Swift.Ca
     case .gguf: return 1
     case .hfSafetensorsTar: return 2
     case .rewardHead: return 3
+    case .embeddingHead: return 4
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -124,6 +131,7 @@ public nonisolated enum Alignd_V1_CheckpointFormat: SwiftProtobuf.Enum, Swift.Ca
     .gguf,
     .hfSafetensorsTar,
     .rewardHead,
+    .embeddingHead,
   ]
 
 }
@@ -528,6 +536,11 @@ public nonisolated struct Alignd_V1_CheckpointInfo: Sendable {
   /// Why validation failed (state FAILED).
   public var failure: String = String()
 
+  /// What the eval gate measured when the checkpoint was last activated (JSON: the candidate's and
+  /// the serving model's figures on the held-out set, the margin, passed). Empty before any
+  /// activation and for roles without an eval gate.
+  public var evaluation: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -783,7 +796,7 @@ nonisolated extension Alignd_V1_FeedbackKind: SwiftProtobuf._ProtoNameProviding 
 }
 
 nonisolated extension Alignd_V1_CheckpointFormat: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CHECKPOINT_FORMAT_UNSPECIFIED\0\u{1}CHECKPOINT_FORMAT_GGUF\0\u{1}CHECKPOINT_FORMAT_HF_SAFETENSORS_TAR\0\u{1}CHECKPOINT_FORMAT_REWARD_HEAD\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CHECKPOINT_FORMAT_UNSPECIFIED\0\u{1}CHECKPOINT_FORMAT_GGUF\0\u{1}CHECKPOINT_FORMAT_HF_SAFETENSORS_TAR\0\u{1}CHECKPOINT_FORMAT_REWARD_HEAD\0\u{1}CHECKPOINT_FORMAT_EMBEDDING_HEAD\0")
 }
 
 nonisolated extension Alignd_V1_CheckpointState: SwiftProtobuf._ProtoNameProviding {
@@ -1441,7 +1454,7 @@ nonisolated extension Alignd_V1_UploadCheckpointRequest: SwiftProtobuf.Message, 
 
 nonisolated extension Alignd_V1_CheckpointInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}role\0\u{1}name\0\u{1}format\0\u{3}size_bytes\0\u{1}sha256\0\u{3}uploaded_at_unix_ms\0\u{1}state\0\u{1}labels\0\u{1}failure\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}role\0\u{1}name\0\u{1}format\0\u{3}size_bytes\0\u{1}sha256\0\u{3}uploaded_at_unix_ms\0\u{1}state\0\u{1}labels\0\u{1}failure\0\u{1}evaluation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1459,6 +1472,7 @@ nonisolated extension Alignd_V1_CheckpointInfo: SwiftProtobuf.Message, SwiftProt
       case 8: try { try decoder.decodeSingularEnumField(value: &self.state) }()
       case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.failure) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.evaluation) }()
       default: break
       }
     }
@@ -1495,6 +1509,9 @@ nonisolated extension Alignd_V1_CheckpointInfo: SwiftProtobuf.Message, SwiftProt
     if !self.failure.isEmpty {
       try visitor.visitSingularStringField(value: self.failure, fieldNumber: 10)
     }
+    if !self.evaluation.isEmpty {
+      try visitor.visitSingularStringField(value: self.evaluation, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1509,6 +1526,7 @@ nonisolated extension Alignd_V1_CheckpointInfo: SwiftProtobuf.Message, SwiftProt
     if lhs.state != rhs.state {return false}
     if lhs.labels != rhs.labels {return false}
     if lhs.failure != rhs.failure {return false}
+    if lhs.evaluation != rhs.evaluation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

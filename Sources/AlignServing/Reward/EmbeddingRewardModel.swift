@@ -27,10 +27,11 @@ public final class EmbeddingRewardModel: RewardBackend {
   ///     names another, loading fails (the head would read embeddings it was not trained on).
   ///   - stack: the classifiers whose scores the head reads (its manifest's feature blocks).
   ///   - threads: worker threads of this model's encoder session.
+  ///   - version: the registry version; nil stamps the folder's ``ModelFingerprint`` version.
   /// - Throws: ``ModelLoadError`` naming the problem (a classifier the head needs and lacks included).
   public init(
     headDirectory: String, encoder: SentenceEncoder, encoderSHA256: String?, stack: PortedClassifiers = PortedClassifiers(),
-    threads: Int = 2
+    threads: Int = 2, version: String? = nil
   ) throws {
     let head: EmbeddingHead
     do {
@@ -51,7 +52,7 @@ public final class EmbeddingRewardModel: RewardBackend {
     self.stack = stack
     // The one version format (ModelFingerprint): the head folder's name and digest.
     do {
-      version = try ModelFingerprint(path: headDirectory).version
+      self.version = try version ?? ModelFingerprint(path: headDirectory).version
     } catch {
       throw ModelLoadError("\(error)")
     }
