@@ -101,7 +101,29 @@ struct Checkpoint: AsyncParsableCommand {
       for c in list.checkpoints {
         let state = "\(c.state)".uppercased()
         print("\(Checkpoint.roleName(c.role))\t\(c.version)\t\(state)\t\(c.sizeBytes)\t\(c.failure)")
+        if let figures = Self.evaluationSummary(c.evaluation) { print("\t\(figures)") }
       }
+    }
+
+    /// One line of the eval gate's record: the candidate's and the serving model's headline figures.
+    static func evaluationSummary(_ json: String) -> String? {
+      guard let record = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return nil }
+      func headline(_ evaluation: Any?) -> String? {
+        guard let e = evaluation as? [String: Any] else { return nil }
+        if let overall = e["overall"] as? [String: Any], let accuracy = overall["accuracy"] as? Double {
+          return String(format: "accuracy %.3f", accuracy)
+        }
+        if let recall = (e["harmful_recall"] as? [String: Any])?["rate"] as? Double,
+          let fp = (e["benign_false_positives"] as? [String: Any])?["rate"] as? Double
+        {
+          return String(format: "harmful flagged %.3f, benign flagged %.3f", recall, fp)
+        }
+        return nil
+      }
+      guard let candidate = headline(record["candidate"]) else { return nil }
+      var line = "eval gate \((record["passed"] as? Bool ?? false) ? "passed" : "failed"): \(candidate)"
+      if let serving = headline(record["serving_evaluation"]) { line += " vs \(record["serving"] as? String ?? "serving") \(serving)" }
+      return line
     }
   }
 

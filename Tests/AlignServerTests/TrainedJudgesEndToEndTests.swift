@@ -207,6 +207,8 @@ struct TrainedJudgesEndToEndTests {
       }).versions.reward
       #expect(after == before)
     }
+    let listing = try await FeedbackCLITests.alignctl(["checkpoint", "list", "--role", "reward", "--server", address], folder: folder)
+    #expect(listing.stdout.contains("eval gate failed: accuracy 0."), "\(listing.stdout)")
     server.signal(SIGTERM)
     #expect(try await server.waitForExit() == 0)
 

@@ -8,7 +8,10 @@ Checkpoints (made here, in the scratch folder):
 - reward heads HA and HB: reward-head folders with seeded random weights on the default GGUF
   (harness.make_reward_head; untrained, valid and distinct — a swap test needs two different
   heads, not good ones). A head names its base model by SHA-256, so reward swaps run while
-  policy A (the default's weights) serves.
+  policy A (the default's weights) serves. The server starts on the trained default reward model
+  (alignd-reward-minilm), which the first activation replaces; its eval gate would rightly refuse
+  untrained heads against it, so this scenario, about swaps and not quality, runs the gate on a few
+  pairs with a margin any head passes (--reward-gate-pairs 8 --reward-gate-margin 1).
 All four are uploaded with `alignctl checkpoint upload`; HA is activated before the load starts.
 
 Load: C concurrent clients (32, quick 8), three of four calling GenerateStream (chat prompt from a
@@ -78,7 +81,8 @@ def body(ctx: harness.Scenario) -> None:
     head_a = harness.make_reward_head(os.path.join(ctx.workdir, "head-a"), model, seed=1)
     head_b = harness.make_reward_head(os.path.join(ctx.workdir, "head-b"), model, seed=2)
 
-    server = ctx.server(["--batch-invariant", "true", "--max-running-sequences", str(max(32, clients))])
+    server = ctx.server(["--batch-invariant", "true", "--max-running-sequences", str(max(32, clients)),
+                         "--reward-gate-pairs", "8", "--reward-gate-margin", "1"])
     ctx.config = {"command": " ".join(server.command()).replace(harness.REPO + "/", ""), "clients": clients,
                   "policy_swaps": n_swaps, "reward_swaps": n_swaps, "tokens": tokens,
                   "score_clients": clients // 4, "stream_clients": clients - clients // 4}
