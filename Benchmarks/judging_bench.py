@@ -1,32 +1,44 @@
 #!/usr/bin/env python3
 """Judging-benchmark driver for Benchmarks/run-judging-bench.sh (Score and CheckSafety over gRPC).
 
-Subcommands (each writes a JSON file; the shell script starts the server and orchestrates):
+Subcommands (each writes a JSON file; the shell script starts the servers and orchestrates):
 
-  score   Inference.Score on the server's active reward model (by default the generative judge on
-          the policy): the same PAIRS (prompt, chosen, rejected) scored three ways per run,
+  score   Inference.Score on the server's active reward model (by default the trained
+          alignd-reward-minilm; with --reward-model judge the generative judge): the same PAIRS
+          (prompt, chosen, rejected) scored three ways per run,
             sequential  one pair per RPC, one RPC at a time;
             concurrent  one pair per RPC, all RPCs in flight at once (the server's dynamic
                         batcher may group inputs of different RPCs into one forward pass);
-            per-rpc     --per-rpc pairs per RPC (32 = the 64-response limit), RPCs one at a time.
-          pairs/s = pairs / wall time of the mode. Admin.GetStatus is read before and after each
-          mode; the deltas of the "reward:" queue's batches and items show how inputs were grouped.
-  safety  Inference.CheckSafety on TEXTS: one text per RPC sequentially, one text per RPC all
-          concurrent, and all texts in one RPC; each mode repeats whole passes until it has run
-          --min-seconds, texts/s = texts checked / wall time.
-  report  merge meta + score + safety JSON into the "Judging benchmark" section of RESULTS.md.
+            per-rpc     --per-rpc pairs per RPC (32 = the 64-response limit), RPCs one at a time;
+          and, with --reference-cmd, the reference implementation of the same model
+          (Benchmarks/judge_reference.py --serve, a child process in its own venv, loaded once)
+          on the same pairs in the same run: one pair per call and --per-rpc pairs per call, each
+          measured right beside the alignd mode it is compared with. Rewards of both are kept,
+          so the JSON says how far server and reference agree. pairs/s = pairs / wall time of
+          the mode (whole passes over the pairs until --min-seconds). Admin.GetStatus is read
+          before and after each alignd mode; the deltas of the "reward:" queue's batches and items
+          show how inputs were grouped.
+  safety  Inference.CheckSafety on TEXTS against one or more servers (--target NAME=HOST:PORT,
+          repeatable; e.g. the default policy and a lexical-only policy): one text per RPC
+          sequentially, one text per RPC all concurrent, and all texts in one RPC; each mode runs
+          on every server back to back and repeats whole passes over the texts until it has run
+          --min-seconds; texts/s = texts checked / wall time.
+  report  merge meta + score (+ judge score) + safety JSON into the "Judging benchmark" section
+          of RESULTS.md.
 
 Each run starts after the machine is quiet (CPU use < --quiet-max over 3 s, waiting at most
 --quiet-timeout s; the state is recorded either way); the modes of one run follow each other, in
 an order rotated by run, so drift of the shared machine hits all modes of a run alike. Medians are
-over runs; ratios are medians of per-run ratios.
+over runs; ratios are medians of per-run ratios (both sides measured in the same run).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 
@@ -240,12 +252,6 @@ def delta(before: dict, after: dict) -> dict:
             "largest_batch_so_far": after["largest_batch"], "queues": after["queues"]}
 
 
-async def timed(coro_factory):
-    t0 = time.perf_counter(); c0 = time.process_time()
-    out = await coro_factory()
-    return out, time.perf_counter() - t0, time.process_time() - c0
-
-
 def rotated(modes: tuple, k: int) -> tuple:
     """The modes in run k's order: rotated by k, so no mode always runs first after the quiet wait."""
     k %= len(modes)
@@ -267,7 +273,55 @@ async def quiet_runs(a, workload: str, run, progress, save) -> None:
         await save(runs)
 
 
-async def score_run(stub, admin, pb, admin_pb2, pairs, per_rpc: int, timeout: float, k: int) -> dict:
+def group_order(groups: tuple, k: int) -> list:
+    """Run k's order of grouped modes: the groups rotated by k and, inside each group (the modes
+    measured back to back because they are compared), the order reversed on odd runs."""
+    return [m for g in rotated(groups, k) for m in (g if k % 2 == 0 else g[::-1])]
+
+
+# --- Score ------------------------------------------------------------------------------------------------
+
+SERVER_MODES = ("sequential", "concurrent", "per_rpc")
+REF_MODES = ("ref_sequential", "ref_per_call")
+# Each alignd mode is measured right beside the reference mode it is compared with.
+SCORE_GROUPS = (("sequential", "ref_sequential"), ("concurrent",), ("per_rpc", "ref_per_call"))
+REF_OF = {"sequential": "ref_sequential", "concurrent": "ref_sequential", "per_rpc": "ref_per_call"}
+
+
+class ReferenceProcess:
+    """Benchmarks/judge_reference.py --serve: the reference implementation of the reward model,
+    loaded once in its own process (its own venv), timed on command between the server's modes."""
+
+    def __init__(self, cmd: list[str], pairs_file: str, log_file: str):
+        self.log = open(log_file, "w")
+        self.proc = subprocess.Popen(cmd + ["--serve", "--pairs", pairs_file], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.info = self._read()
+        if not self.info.get("ready"):
+            raise SystemExit(f"reference: unexpected first line {self.info}")
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the reference exited (code {self.proc.poll()}); see {self.log.name}")
+        return json.loads(line)
+
+    def run(self, mode: str, per_call: int, min_seconds: float) -> dict:
+        self.proc.stdin.write(json.dumps({"mode": mode, "per_call": per_call, "min_seconds": min_seconds}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+        self.log.close()
+
+
+async def score_run(stub, admin, pb, admin_pb2, pairs, a, ref: ReferenceProcess | None, k: int) -> dict:
     def req(chunk):
         return pb.ScoreRequest(pairs=[pb.ScorePair(prompt=p, chosen=c, rejected=r) for p, c, r in chunk])
 
@@ -275,26 +329,44 @@ async def score_run(stub, admin, pb, admin_pb2, pairs, per_rpc: int, timeout: fl
         return [(s.chosen_reward, s.rejected_reward) for resp in responses for s in resp.pair_scores]
 
     async def sequential():
-        return [await stub.Score(req([x]), timeout=timeout) for x in pairs]
+        return [await stub.Score(req([x]), timeout=a.timeout) for x in pairs]
 
     async def concurrent():
-        return await asyncio.gather(*[stub.Score(req([x]), timeout=timeout) for x in pairs])
+        return await asyncio.gather(*[stub.Score(req([x]), timeout=a.timeout) for x in pairs])
 
     async def per_request():
-        return [await stub.Score(req(pairs[i:i + per_rpc]), timeout=timeout) for i in range(0, len(pairs), per_rpc)]
+        return [await stub.Score(req(pairs[i:i + a.per_rpc]), timeout=a.timeout) for i in range(0, len(pairs), a.per_rpc)]
 
-    out = {"order": []}
-    for name, fn in rotated((("sequential", sequential), ("concurrent", concurrent), ("per_rpc", per_request)), k):
-        out["order"].append(name)
+    fns = {"sequential": sequential, "concurrent": concurrent, "per_rpc": per_request}
+    order = [m for m in group_order(SCORE_GROUPS, k) if m in fns or ref is not None]
+    out = {"order": order}
+    for name in order:
+        if name in REF_MODES:
+            res = ref.run("sequential" if name == "ref_sequential" else "per_call", a.per_rpc, a.min_seconds)
+            if len(res["rewards"]) != len(pairs):
+                raise SystemExit(f"{name}: {len(res['rewards'])} pair scores for {len(pairs)} pairs")
+            out[name] = {k2: res[k2] for k2 in ("wall_s", "pairs_per_s", "passes", "per_call", "rewards")}
+            out[name]["cpu_s"] = res["cpu_s"]
+            continue
         before = await queue_stats(admin, admin_pb2, "reward:")
-        responses, wall, cpu = await timed(fn)
+        t0 = time.perf_counter(); c0 = time.process_time()
+        passes, first, rpcs = 0, None, 0
+        while True:  # whole passes over the pairs until min_seconds have passed
+            responses = await fns[name]()
+            passes += 1
+            rpcs = len(responses)
+            r = rewards(responses)
+            if len(r) != len(pairs):
+                raise SystemExit(f"{name}: {len(r)} pair scores for {len(pairs)} pairs")
+            first = first or r
+            if time.perf_counter() - t0 >= a.min_seconds:
+                break
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         after = await queue_stats(admin, admin_pb2, "reward:")
-        r = rewards(responses)
-        if len(r) != len(pairs):
-            raise SystemExit(f"{name}: {len(r)} pair scores for {len(pairs)} pairs")
-        out[name] = {"wall_s": wall, "pairs_per_s": len(pairs) / wall, "client_cpu_s": round(cpu, 3),
-                     "rpcs": len(responses), "batching": delta(before, after), "rewards": r,
-                     "reward_version": responses[0].versions.reward}
+        out[name] = {"wall_s": wall, "passes": passes, "pairs_per_s": passes * len(pairs) / wall,
+                     "client_cpu_s": round(cpu, 3), "rpcs_per_pass": rpcs, "batching": delta(before, after),
+                     "rewards": first, "reward_version": responses[0].versions.reward}
     return out
 
 
@@ -318,39 +390,77 @@ async def judge_tokens(stub, pb, pairs) -> float:
     return round(statistics.mean(counts), 1)
 
 
-def score_summary(a, pairs, runs, status, tokens) -> dict:
-    ref = runs[0]["sequential"]["rewards"]
-    max_diff = max(abs(x - y) for run in runs for m in ("sequential", "concurrent", "per_rpc")
-                   for pr, pr0 in zip(run[m]["rewards"], ref) for x, y in zip(pr, pr0))
-    return {"pairs": len(pairs), "per_rpc": a.per_rpc, "runs_asked": a.runs, "runs": runs,
-            "mean_chars": round(statistics.mean(len(p) + len(c) + len(r) for p, c, r in pairs), 1),
-            "judge_input_tokens": tokens,
-            "max_reward_diff_across_modes": max_diff, "chosen_above_rejected": sum(1 for c, r in ref if c > r),
-            "queues_end": [{"model": q.model, "batches": q.batches, "largest_batch": q.largest_batch,
-                            "items": q.items} for q in status.queues]}
+def max_abs_diff(a_rows, b_rows) -> float:
+    return max((abs(x - y) for pa, pb_ in zip(a_rows, b_rows) for x, y in zip(pa, pb_)), default=0.0)
+
+
+def score_summary(a, pairs, runs, status, tokens, ref: ReferenceProcess | None, version: str) -> dict:
+    base = runs[0]["sequential"]["rewards"]
+    doc = {"label": a.label, "pairs": len(pairs), "per_rpc": a.per_rpc, "min_seconds": a.min_seconds,
+           "runs_asked": a.runs, "runs": runs, "reward_version": version,
+           "mean_chars": round(statistics.mean(len(p) + len(c) + len(r) for p, c, r in pairs), 1),
+           "judge_input_tokens": tokens,
+           "max_reward_diff_across_modes": max(max_abs_diff(run[m]["rewards"], base) for run in runs for m in SERVER_MODES),
+           "chosen_above_rejected": sum(1 for c, r in base if c > r),
+           "queues_end": [{"model": q.model, "batches": q.batches, "largest_batch": q.largest_batch,
+                           "items": q.items} for q in status.queues]}
+    if ref is not None:
+        by = {f"{sm} vs {rm}": max(max_abs_diff(run[sm]["rewards"], run[rm]["rewards"]) for run in runs)
+              for sm in SERVER_MODES for rm in REF_MODES}
+        rbase = runs[0]["ref_sequential"]["rewards"]
+        doc["reference"] = {k: v for k, v in ref.info.items() if k != "ready"}
+        doc["reference"]["cmd"] = a.reference_cmd
+        doc["agreement"] = {
+            "max_abs_diff": max(by.values()), "by_modes": by,
+            "max_abs_diff_reference_modes": max(max_abs_diff(run["ref_per_call"]["rewards"], rbase) for run in runs),
+            "reward_range": [min(x for pr in base for x in pr), max(x for pr in base for x in pr)],
+            "same_preferred_response": sum(1 for (c, r), (c2, r2) in zip(base, rbase) if (c > r) == (c2 > r2)),
+            "reference_chosen_above_rejected": sum(1 for c, r in rbase if c > r)}
+    return doc
 
 
 async def score_main(a) -> None:
     import grpc
     admin_pb2, admin_pb2_grpc, pb, pb_grpc = load_stubs(a.stubs, *STUB_MODULES)
     pairs = score_pairs(a.pairs)
-    async with grpc.aio.insecure_channel(a.target) as ch:
-        stub, admin = pb_grpc.InferenceStub(ch), admin_pb2_grpc.AdminStub(ch)
-        tokens = await judge_tokens(stub, pb, pairs)
-        # Warm-up: creates the judge (built on first use) and touches the weights.
-        await stub.Score(pb.ScoreRequest(pairs=[pb.ScorePair(prompt=p, chosen=c, rejected=r) for p, c, r in pairs[:2]]),
-                         timeout=a.timeout)
+    ref = None
+    if a.reference_cmd:
+        pairs_file = a.out + ".pairs.jsonl"
+        with open(pairs_file, "w") as f:
+            for p, c, r in pairs:
+                f.write(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n")
+        print("[judging-bench] starting the reference implementation", file=sys.stderr)
+        ref = ReferenceProcess(shlex.split(a.reference_cmd), pairs_file, a.out + ".reference.log")
+        print(f"[judging-bench]   {ref.info['implementation']}", file=sys.stderr)
+    try:
+        async with grpc.aio.insecure_channel(a.target) as ch:
+            stub, admin = pb_grpc.InferenceStub(ch), admin_pb2_grpc.AdminStub(ch)
+            # Warm-up: creates the model if it is built on first use and touches the weights.
+            warm = await stub.Score(pb.ScoreRequest(pairs=[pb.ScorePair(prompt=p, chosen=c, rejected=r)
+                                                           for p, c, r in pairs[:2]]), timeout=a.timeout)
+            version = warm.versions.reward
+            tokens = await judge_tokens(stub, pb, pairs) if version.startswith("judge:") else None
 
-        async def save(runs):
-            status = await admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=30)
-            json.dump(score_summary(a, pairs, runs, status, tokens), open(a.out, "w"), indent=1)
+            async def save(runs):
+                status = await admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=30)
+                json.dump(score_summary(a, pairs, runs, status, tokens, ref, version), open(a.out, "w"), indent=1)
 
-        await quiet_runs(a, "score", lambda k: score_run(stub, admin, pb, admin_pb2, pairs, a.per_rpc, a.timeout, k),
-                         lambda res: ", ".join(f"{m} {res[m]['pairs_per_s']:.2f} pairs/s" for m in
-                                               ("sequential", "concurrent", "per_rpc")), save)
+            def progress(res):
+                return ", ".join(f"{m} {res[m]['pairs_per_s']:.2f} pairs/s" for m in res["order"])
+
+            await quiet_runs(a, f"score ({a.label})", lambda k: score_run(stub, admin, pb, admin_pb2, pairs, a, ref, k),
+                             progress, save)
+    finally:
+        if ref is not None:
+            ref.close()
 
 
-async def safety_run(stub, admin, pb, admin_pb2, texts, min_seconds: float, timeout: float, k: int) -> dict:
+# --- CheckSafety ------------------------------------------------------------------------------------------
+
+SAFETY_MODES = ("sequential", "concurrent", "one_rpc")
+
+
+async def safety_mode(stub, admin, pb, admin_pb2, texts, mode: str, min_seconds: float, timeout: float) -> dict:
     async def sequential():
         return [await stub.CheckSafety(pb.CheckSafetyRequest(texts=[t]), timeout=timeout) for t in texts]
 
@@ -360,29 +470,47 @@ async def safety_run(stub, admin, pb, admin_pb2, texts, min_seconds: float, time
     async def one_rpc():
         return [await stub.CheckSafety(pb.CheckSafetyRequest(texts=texts), timeout=timeout)]
 
-    out = {"order": []}
-    for name, fn in rotated((("sequential", sequential), ("concurrent", concurrent), ("one_rpc", one_rpc)), k):
-        out["order"].append(name)
-        before = await queue_stats(admin, admin_pb2, "safety:")
-        t0 = time.perf_counter(); c0 = time.process_time()
-        passes, actions = 0, None
-        while True:
-            responses = await fn()
-            passes += 1
-            got = [res.action for resp in responses for res in resp.results]
-            if len(got) != len(texts):
-                raise SystemExit(f"{name}: {len(got)} results for {len(texts)} texts")
-            actions = actions or got
-            if got != actions:
-                raise SystemExit(f"{name}: verdicts changed between passes")
-            if time.perf_counter() - t0 >= min_seconds:
-                break
-        wall = time.perf_counter() - t0
-        after = await queue_stats(admin, admin_pb2, "safety:")
-        out[name] = {"wall_s": wall, "passes": passes, "texts": passes * len(texts),
-                     "texts_per_s": passes * len(texts) / wall, "client_cpu_s": round(time.process_time() - c0, 3),
-                     "rpcs_per_pass": len(responses), "batching": delta(before, after), "actions": list(actions),
-                     "safety_version": responses[0].versions.safety}
+    fn = {"sequential": sequential, "concurrent": concurrent, "one_rpc": one_rpc}[mode]
+    before = await queue_stats(admin, admin_pb2, "safety:")
+    t0 = time.perf_counter(); c0 = time.process_time()
+    passes, actions = 0, None
+    while True:
+        responses = await fn()
+        passes += 1
+        got = [res.action for resp in responses for res in resp.results]
+        if len(got) != len(texts):
+            raise SystemExit(f"{mode}: {len(got)} results for {len(texts)} texts")
+        actions = actions or got
+        if got != actions:
+            raise SystemExit(f"{mode}: verdicts changed between passes")
+        if time.perf_counter() - t0 >= min_seconds:
+            break
+    wall = time.perf_counter() - t0
+    after = await queue_stats(admin, admin_pb2, "safety:")
+    return {"wall_s": wall, "passes": passes, "texts": passes * len(texts),
+            "texts_per_s": passes * len(texts) / wall, "client_cpu_s": round(time.process_time() - c0, 3),
+            "rpcs_per_pass": len(responses), "batching": delta(before, after), "actions": list(actions),
+            "safety_version": responses[0].versions.safety}
+
+
+async def safety_run(servers: dict, pb, admin_pb2, texts, a, k: int) -> dict:
+    """Run k: each mode (rotated by run) on every server back to back (server order alternating)."""
+    names = list(servers)
+    out = {"order": [], "servers": {n: {} for n in names}}
+    for mode in rotated(SAFETY_MODES, k):
+        for name in (names if k % 2 == 0 else names[::-1]):
+            stub, admin = servers[name]
+            out["order"].append(f"{name}:{mode}")
+            out["servers"][name][mode] = await safety_mode(stub, admin, pb, admin_pb2, texts, mode, a.min_seconds, a.timeout)
+    return out
+
+
+def parse_targets(targets: list[str]) -> dict:
+    """NAME=HOST:PORT (or HOST:PORT, named "default"), in the order given."""
+    out = {}
+    for t in targets:
+        name, _, addr = t.rpartition("=")
+        out[name or "default"] = addr
     return out
 
 
@@ -390,22 +518,34 @@ async def safety_main(a) -> None:
     import grpc
     admin_pb2, admin_pb2_grpc, pb, pb_grpc = load_stubs(a.stubs, *STUB_MODULES)
     texts = safety_texts(a.texts)
-    async with grpc.aio.insecure_channel(a.target) as ch:
-        stub, admin = pb_grpc.InferenceStub(ch), admin_pb2_grpc.AdminStub(ch)
-        await stub.CheckSafety(pb.CheckSafetyRequest(texts=texts), timeout=a.timeout)  # warm-up
+    targets = parse_targets(a.target)
+    channels = {n: grpc.aio.insecure_channel(addr) for n, addr in targets.items()}
+    try:
+        servers = {n: (pb_grpc.InferenceStub(ch), admin_pb2_grpc.AdminStub(ch)) for n, ch in channels.items()}
+        for stub, _ in servers.values():
+            await stub.CheckSafety(pb.CheckSafetyRequest(texts=texts), timeout=a.timeout)  # warm-up
 
         async def save(runs):
-            actions = runs[0]["one_rpc"]["actions"]
-            consistent = all(run[m]["actions"] == actions for run in runs for m in ("sequential", "concurrent", "one_rpc"))
-            json.dump({"texts": len(texts), "runs_asked": a.runs, "runs": runs,
-                       "actions_consistent_across_modes": consistent,
-                       "action_counts": {str(x): actions.count(x) for x in sorted(set(actions))},
-                       "mean_chars": round(statistics.mean(len(t) for t in texts), 1)},
+            per_server = {}
+            for n in targets:
+                actions = runs[0]["servers"][n]["one_rpc"]["actions"]
+                per_server[n] = {
+                    "target": targets[n], "safety_version": runs[0]["servers"][n]["one_rpc"]["safety_version"],
+                    "actions_consistent_across_modes": all(run["servers"][n][m]["actions"] == actions
+                                                           for run in runs for m in SAFETY_MODES),
+                    "action_counts": {str(x): actions.count(x) for x in sorted(set(actions))}}
+            json.dump({"texts": len(texts), "runs_asked": a.runs, "min_seconds": a.min_seconds, "servers": per_server,
+                       "runs": runs, "mean_chars": round(statistics.mean(len(t) for t in texts), 1)},
                       open(a.out, "w"), indent=1)
 
-        await quiet_runs(a, "safety", lambda k: safety_run(stub, admin, pb, admin_pb2, texts, a.min_seconds, a.timeout, k),
-                         lambda res: ", ".join(f"{m} {res[m]['texts_per_s']:.0f} texts/s" for m in
-                                               ("sequential", "concurrent", "one_rpc")), save)
+        def progress(res):
+            return "; ".join(f"{n}: " + ", ".join(f"{m} {res['servers'][n][m]['texts_per_s']:.0f}" for m in SAFETY_MODES)
+                             for n in targets) + " texts/s"
+
+        await quiet_runs(a, "safety", lambda k: safety_run(servers, pb, admin_pb2, texts, a, k), progress, save)
+    finally:
+        for ch in channels.values():
+            await ch.close()
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -415,102 +555,198 @@ END = "<!-- judging-bench:end -->"
 AFTER = "<!-- load-bench:end -->"  # a new section goes right after the load benchmark
 
 
-def med(runs, mode, key):
-    return statistics.median(r[mode][key] for r in runs)
-
-
 def env_str(e: dict) -> str:
     la = e["loadavg"]
     return f"CPU busy {e['cpu_busy']:.0%}, load {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, waited {e['waited_s']} s" + \
         ("" if e["quiet"] else " (not quiet: measured anyway)")
 
 
+def fmt_rate(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def fmt_ratio(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.3f}"
+
+
+def per_run(values) -> str:
+    return ", ".join(fmt_rate(v) for v in values)
+
+
+def yes_no(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def score_section(meta: dict, sc: dict, jd: dict | None) -> list[str]:
+    runs = sc["runs"]
+    has_ref = "reference" in sc and all(m in runs[0] for m in REF_MODES)
+    judge_target = float(meta["judge_target"])
+    L = [f"### Score: the default reward model (`{sc['reward_version']}`)" + (" beside its reference implementation" if has_ref else ""), ""]
+    L += ["| Mode | alignd pairs/s (median) | alignd per run | reference pairs/s (median) | reference per run | "
+          "ratio alignd / reference (median of per-run ratios; per run) | ≥ 2× reference? | "
+          f"≥ {judge_target:g} pairs/s (judge)? | alignd batches / inputs (mean batch), last run |",
+          "|---|---:|---|---:|---|---|---|---|---|"]
+    n = min(sc["per_rpc"], sc["pairs"])
+    rows = (("(a) one pair per RPC, sequential", "sequential", "one pair per call"),
+            (f"(b) one pair per RPC, {sc['pairs']} concurrent", "concurrent", "one pair per call; it has no concurrent mode"),
+            (f"(c) {n} pairs per RPC", "per_rpc", f"{n} pairs per call"))
+    targets_ok = []
+    for label, m, ref_label in rows:
+        vals = [r[m]["pairs_per_s"] for r in runs]
+        v = statistics.median(vals)
+        bt = runs[-1][m]["batching"]
+        bts = f"{bt['batches']} / {bt['items']} ({bt['mean_batch']})" if bt["queues"] else "no reward queue in GetStatus"
+        fast = v >= judge_target
+        if has_ref:
+            rm = REF_OF[m]
+            rvals = [r[rm]["pairs_per_s"] for r in runs]
+            ratios = [x / y for x, y in zip(vals, rvals)]
+            ratio = statistics.median(ratios)
+            targets_ok += [ratio >= 2.0, fast]
+            L.append(f"| {label} | {fmt_rate(v)} | {per_run(vals)} | {fmt_rate(statistics.median(rvals))} ({ref_label}) | "
+                     f"{per_run(rvals)} | {ratio:.2f}× ({', '.join(f'{x:.2f}' for x in ratios)}) | {yes_no(ratio >= 2.0)} | "
+                     f"{yes_no(fast)} | {bts} |")
+        else:
+            targets_ok.append(fast)
+            L.append(f"| {label} | {fmt_rate(v)} | {per_run(vals)} | — | — | — | — | {yes_no(fast)} | {bts} |")
+    L.append("")
+    L.append(f"Targets (≥ 2× the reference in the same run, ≥ {judge_target:g} pairs/s in every mode): "
+             + ("**all met**." if all(targets_ok) else "**not all met** (see the table)."))
+    if has_ref:
+        ag, rf = sc["agreement"], sc["reference"]
+        L.append(f"Reference implementation, run in the same runs right beside the alignd mode it is compared with: "
+                 f"{rf['implementation']}, on `{rf['head']}` (features {', '.join(rf['features'])}); "
+                 f"`Benchmarks/judge_reference.py` loaded once, then timed in-process per mode: each call embeds the "
+                 "call's distinct texts in one `encode()` (batch 32), runs the three reference classifiers on the call's "
+                 "responses and the numpy head — the server's per-call path, without gRPC (alignd's figures include "
+                 "the client, gRPC and its dynamic batcher). Texts are "
+                 f"{rf['word_pieces_mean']} word pieces on average.")
+        lo, hi = ag["reward_range"]
+        L.append(f"**Reward agreement, server vs reference** on the same {sc['pairs']} pairs ({2 * sc['pairs']} rewards, "
+                 f"range {lo:.2f} … {hi:.2f}): max |Δ| = **{ag['max_abs_diff']:.2e}** over all runs and all alignd × "
+                 "reference modes (compared modes: "
+                 + ", ".join(f"({x}) {ag['by_modes'][f'{m} vs {REF_OF[m]}']:.1e}" for x, m in zip("abc", SERVER_MODES))
+                 + f"); reference one-per-call vs {n}-per-call {ag['max_abs_diff_reference_modes']:.1e}; "
+                 f"same preferred response on {ag['same_preferred_response']} of {sc['pairs']} pairs.")
+    L.append(f"alignd rewards across its modes and runs: largest difference {sc['max_reward_diff_across_modes']:.2e}. "
+             f"The model put chosen above rejected on {sc['chosen_above_rejected']} of {sc['pairs']} pairs.")
+    if jd:
+        jr = jd["runs"]
+        jm = {m: statistics.median(r[m]["pairs_per_s"] for r in jr) for m in SERVER_MODES}
+        best = max(jm.values())
+        L.append(f"Generative judge (`{jd['reward_version']}`, `--reward-model judge`), measured in this run on the same "
+                 f"pairs ({len(jr)} run{'s' if len(jr) != 1 else ''}): (a) {jm['sequential']:.2f}, (b) {jm['concurrent']:.2f}, "
+                 f"(c) {jm['per_rpc']:.2f} pairs/s; the trained model's (c) is "
+                 f"{statistics.median(r['per_rpc']['pairs_per_s'] for r in runs) / best:.0f}× the judge's best mode.")
+    L.append(f"Judge figure of the ≥ {judge_target:g} pairs/s target: {meta['judge_source']}.")
+    L.append("Machine state before each run (mode order): " + "; ".join(
+        f"run {i + 1}: {env_str(r['env'])} ({', '.join(r.get('order', []))})" for i, r in enumerate(runs)) + ".")
+    last = runs[-1]
+    L.append("Passes per mode (last run; each mode repeats whole passes over the pairs for ≥ "
+             f"{sc['min_seconds']:g} s): " + ", ".join(f"{m} {last[m]['passes']}" for m in last["order"]) + ". "
+             "Client CPU (last run): " + ", ".join(f"{m} {last[m]['client_cpu_s']} s over {last[m]['wall_s']:.1f} s"
+                                                     for m in SERVER_MODES)
+             + ("; reference process CPU: " + ", ".join(f"{m} {last[m]['cpu_s']} s over {last[m]['wall_s']:.1f} s"
+                                                        for m in REF_MODES) if has_ref else "") + ".")
+    L.append("")
+    return L
+
+
+def safety_section(meta: dict, sf: dict) -> list[str]:
+    runs = sf["runs"]
+    names = list(sf["servers"])
+    base = names[0]
+    other = names[1] if len(names) > 1 else None
+    labels = meta.get("safety_labels", {})
+    L = [f"### CheckSafety: {labels.get(base, base)}" + (f" vs {labels.get(other, other)}" if other else ""), ""]
+    head = f"| Mode | {base} texts/s (median) | {base} per run |"
+    sep = "|---|---:|---|"
+    if other:
+        head += f" {other} texts/s (median) | {other} per run | ratio {base} / {other} (median of per-run ratios; per run) |"
+        sep += "---:|---|---|"
+    L += [head + f" passes over the {sf['texts']} texts, last run | batches / texts (mean batch), last run |", sep + "---|---|"]
+    for label, m in (("one text per RPC, sequential", "sequential"),
+                     (f"one text per RPC, {sf['texts']} concurrent", "concurrent"),
+                     (f"{sf['texts']} texts per RPC", "one_rpc")):
+        vals = [r["servers"][base][m]["texts_per_s"] for r in runs]
+        row = f"| {label} | {fmt_rate(statistics.median(vals))} | {per_run(vals)} |"
+        passes = f"{base} {runs[-1]['servers'][base][m]['passes']}"
+        bts = []
+        for n in names:
+            bt = runs[-1]["servers"][n][m]["batching"]
+            bts.append(f"{n}: " + (f"{bt['batches']} / {bt['items']} ({bt['mean_batch']})" if bt["queues"] else "no safety queue"))
+        if other:
+            ovals = [r["servers"][other][m]["texts_per_s"] for r in runs]
+            ratios = [x / y for x, y in zip(vals, ovals)]
+            row += (f" {fmt_rate(statistics.median(ovals))} | {per_run(ovals)} | {fmt_ratio(statistics.median(ratios))}× "
+                    f"({', '.join(fmt_ratio(x) for x in ratios)}) |")
+            passes += f", {other} {runs[-1]['servers'][other][m]['passes']}"
+        L.append(row + f" {passes} | {'; '.join(bts)} |")
+    L.append("")
+    for n in names:
+        s = sf["servers"][n]
+        L.append(f"- {n}: `{s['safety_version']}`; verdicts identical in every mode and pass: "
+                 f"{yes_no(s['actions_consistent_across_modes'])}; actions by enum value {s['action_counts']} "
+                 "(1 allow, 2 flag, 3 block).")
+    L.append("")
+    L.append("Machine state before each run (order): " + "; ".join(
+        f"run {i + 1}: {env_str(r['env'])} ({', '.join(r['order'])})" for i, r in enumerate(runs)) + ".")
+    L.append("Client CPU (last run): " + ", ".join(
+        f"{n} {m} {runs[-1]['servers'][n][m]['client_cpu_s']} s over {runs[-1]['servers'][n][m]['wall_s']:.1f} s"
+        for n in names for m in SAFETY_MODES) + ".")
+    L.append("")
+    return L
+
+
 def report_main(a) -> None:
     meta = json.load(open(a.meta))
     sc = optional_json(a.score)
     sf = optional_json(a.safety)
+    jd = optional_json(a.judge)
     L = [START, "## Judging benchmark (Score and CheckSafety over gRPC)", ""]
-    L.append(f"Generated by `Benchmarks/run-judging-bench.sh` on {meta['date']}. Raw outputs: `{meta['out']}` (not committed).")
+    L.append(f"Generated by `Benchmarks/run-judging-bench.sh` on {meta['date']} at commit `{meta['commit']}` "
+             f"({meta.get('tree', 'tree state not recorded')}). "
+             f"Raw outputs: `{meta['out']}` (not committed).")
+    if meta.get("smoke"):
+        L += ["", f"**{meta['smoke']}**"]
     L += ["", "### What was run", ""]
-    L.append(f"- Machine: {meta['machine']}. Load average before the run: {meta['load_before']}; the 2 cores are "
-             "shared with other engineers' builds (machine state before each run is listed below; each run first "
-             f"waits up to {meta['quiet_timeout']} s for whole-machine CPU use below {meta['quiet_max']:.0%}).")
-    L.append(f"- Server: `{meta['alignd_cmd']}` ({meta['alignd_state']}): default models, so the reward model is "
-             f"the generative judge on the policy (`{meta['reward_version']}`) and the safety checker is "
-             f"`{meta['safety_version']}` (lexical classifier + rules, no guard model). Dynamic batcher defaults: "
-             "16 inputs per batch, 5 ms wait. Client: Python grpcio aio, one HTTP/2 connection, on the same 2 cores, "
-             "127.0.0.1 only.")
+    L.append(f"- Machine: {meta['machine']}; SIMD flags (lscpu): {meta['cpu_flags']}. Load average before the run: "
+             f"{meta['load_before']}; the 2 cores are shared with other engineers' builds (machine state before each "
+             f"run is listed below; each run first waits up to {meta['quiet_timeout']:g} s for whole-machine CPU use "
+             f"below {meta['quiet_max']:.0%}).")
+    L.append(f"- alignd binary: {meta['binary']}. Servers ({meta['alignd_state']}), one after another except the two "
+             "CheckSafety servers, which run side by side (the idle one waits):")
+    for s in meta["servers"]:
+        L.append(f"  - **{s['name']}**: `{s['cmd']}` — {s['what']}")
+    L.append("  Dynamic batcher defaults (reward: 16 inputs per batch, 5 ms wait); engine_threads 2. Client: Python "
+             "grpcio aio, one HTTP/2 connection per server, on the same 2 cores, 127.0.0.1 only.")
     if sc:
         L.append(f"- Score workload: {sc['pairs']} distinct (prompt, chosen, rejected) triples — capital-city, arithmetic, "
                  "general-knowledge and how-to questions, a correct answer against a wrong or rude one; "
-                 f"{sc['mean_chars']} characters per triple on average (the judge wraps each response in its rating "
-                 f"prompt: {sc['judge_input_tokens']} tokens per judge input on average, counted with Inference.Tokenize). A pair is two rewards (two judge inputs). Modes of a run follow each other, their order rotated from run to run "
-                 "(run 1: a, b, c; run 2: b, c, a; run 3: c, a, b): **(a) one-at-a-time** = one pair per RPC, the next RPC sent when the previous answered; "
-                 f"**(b) concurrent** = the same {sc['pairs']} one-pair RPCs all in flight at once; **(c) many per RPC** "
-                 f"= {sc['per_rpc']} pairs per RPC (the 64-response limit), the RPCs one after the other. pairs/s = "
-                 "pairs / wall time of the mode.")
+                 f"{sc['mean_chars']} characters per triple on average. A pair is two rewards. Per run: **(a)** one pair "
+                 f"per RPC, the next sent when the previous answered; **(b)** the {sc['pairs']} one-pair RPCs all in "
+                 f"flight at once; **(c)** {sc['per_rpc']} pairs per RPC, the RPCs one after the other; and the reference "
+                 f"implementation one pair per call and {sc['per_rpc']} pairs per call. Each alignd mode runs right "
+                 "beside the reference mode it is compared with; the groups' order rotates from run to run and the "
+                 f"order inside a group alternates. Each mode repeats whole passes over the pairs until ≥ "
+                 f"{sc['min_seconds']:g} s have passed; pairs/s = pairs scored / wall time.")
     if sf:
         L.append(f"- CheckSafety workload: {sf['texts']} distinct short texts ({sf['mean_chars']} characters on average; "
-                 "40 benign, 24 with insults, threats or PII), per run: **one text per RPC** sequentially, one text "
-                 f"per RPC all {sf['texts']} concurrent, and **{sf['texts']} texts in one RPC**; each mode repeats whole "
-                 f"passes over the texts until it has run ≥ {meta['min_seconds']} s; texts/s = texts checked / wall time.")
-    done = [f"{name} {len(x['runs'])} of {x['runs_asked']}" for name, x in (("Score", sc), ("CheckSafety", sf)) if x]
-    L.append(f"- Runs completed: {', '.join(done)}; figures are medians over the completed runs. CheckSafety modes "
-             "rotate from run to run like Score's.")
+                 "about 3 benign : 2 with insults, threats or PII), per run: one text per RPC sequentially, one text "
+                 f"per RPC all {sf['texts']} concurrent, and {sf['texts']} texts in one RPC, each mode on both servers "
+                 f"back to back; each repeats whole passes over the texts until ≥ {sf['min_seconds']:g} s have passed; "
+                 "texts/s = texts checked / wall time. Mode order rotates from run to run, server order alternates.")
+    done = [f"{name} {len(x['runs'])} of {x['runs_asked']}" for name, x in (("Score", sc), ("CheckSafety", sf), ("judge Score", jd)) if x]
+    L.append(f"- Runs completed: {', '.join(done) or 'none'}; figures are medians over the completed runs, ratios "
+             "medians of the per-run ratios (both sides measured in the same run).")
     L.append("")
     if sc:
-        runs = sc["runs"]
-        a_, b_, c_ = (med(runs, m, "pairs_per_s") for m in ("sequential", "concurrent", "per_rpc"))
-        L += ["### Score (generative judge)", "",
-              "| Mode | pairs/s (median) | per-run pairs/s | ratio to one-at-a-time (median of per-run ratios; per run) | target | met? | batches / inputs (mean batch), last run |",
-              "|---|---:|---|---|---:|---|---|"]
-        for label, m, v, tgt in (("(a) one pair per RPC, sequential", "sequential", a_, None),
-                                 (f"(b) one pair per RPC, {sc['pairs']} concurrent", "concurrent", b_, 5.0),
-                                 (f"(c) {sc['per_rpc']} pairs per RPC", "per_rpc", c_, 5.0)):
-            per = ", ".join(f"{r[m]['pairs_per_s']:.2f}" for r in runs)
-            ratios = [r[m]["pairs_per_s"] / r["sequential"]["pairs_per_s"] for r in runs]
-            ratio = statistics.median(ratios)
-            bt = runs[-1][m]["batching"]
-            met = "—" if tgt is None else ("yes" if ratio >= tgt else "**no**")
-            L.append(f"| {label} | {v:.2f} | {per} | {ratio:.2f}× ({', '.join(f'{x:.2f}' for x in ratios)}) | "
-                     f"{'≥ 5×' if tgt else '—'} | {met} | {bt['batches']} / {bt['items']} ({bt['mean_batch']}) |")
-        L.append("")
-        q = [x for x in sc["queues_end"] if x["model"].startswith("reward:")]
-        qs = "; ".join(f"`{x['model']}`: batches {x['batches']}, largest_batch {x['largest_batch']}, items {x['items']}"
-                       for x in q)
-        L.append(f"GetStatus reward queue at the end (warm-up included): {qs}.")
-        L.append(f"Rewards equal across modes and runs (batch-invariant engine): largest difference "
-                 f"{sc['max_reward_diff_across_modes']:.2e}. The judge put chosen above rejected on "
-                 f"{sc['chosen_above_rejected']} of {sc['pairs']} pairs.")
-        L.append("Machine state before each run (mode order): " + "; ".join(
-            f"run {i + 1}: {env_str(r['env'])} ({', '.join(r.get('order', []))})" for i, r in enumerate(runs)) + ".")
-        L.append("Client CPU per mode (last run): " + ", ".join(
-            f"{m} {runs[-1][m]['client_cpu_s']} s over {runs[-1][m]['wall_s']:.1f} s" for m in ("sequential", "concurrent", "per_rpc")) + ".")
-        L.append("")
+        L += score_section(meta, sc, jd)
     if sf:
-        runs = sf["runs"]
-        s_, c2, o_ = (med(runs, m, "texts_per_s") for m in ("sequential", "concurrent", "one_rpc"))
-        L += ["### CheckSafety (lexical + rules)", "",
-              "| Mode | texts/s (median) | per-run texts/s | ratio to one per RPC (median of per-run ratios) | passes × texts (last run) | batches / texts (mean batch), last run |",
-              "|---|---:|---|---:|---|---|"]
-        for label, m, v in (("one text per RPC, sequential", "sequential", s_),
-                            (f"one text per RPC, {sf['texts']} concurrent", "concurrent", c2),
-                            (f"{sf['texts']} texts per RPC", "one_rpc", o_)):
-            per = ", ".join(f"{r[m]['texts_per_s']:.0f}" for r in runs)
-            ratio = statistics.median(r[m]["texts_per_s"] / r["sequential"]["texts_per_s"] for r in runs)
-            bt = runs[-1][m]["batching"]
-            bts = "no safety queue in GetStatus" if not bt["queues"] else f"{bt['batches']} / {bt['items']} ({bt['mean_batch']})"
-            L.append(f"| {label} | {v:.0f} | {per} | {ratio:.2f}× | {runs[-1][m]['passes']} × {sf['texts']} | {bts} |")
-        L.append("")
-        L.append(f"Verdicts identical in every mode and pass: {'yes' if sf['actions_consistent_across_modes'] else '**no**'} "
-                 f"(actions by enum value: {sf['action_counts']}; 1 allow, 2 flag, 3 block).")
-        L.append("Machine state before each run: " + "; ".join(f"run {i + 1}: {env_str(r['env'])}" for i, r in enumerate(runs)) + ".")
-        L.append("Client CPU per mode (last run): " + ", ".join(
-            f"{m} {runs[-1][m]['client_cpu_s']} s over {runs[-1][m]['wall_s']:.1f} s" for m in ("sequential", "concurrent", "one_rpc")) + ".")
-        L.append("")
+        L += safety_section(meta, sf)
     L += ["### Commands", "", "```sh",
-          "Benchmarks/run-judging-bench.sh   # everything above, one command (RUNS, PAIRS, TEXTS, MIN_SECONDS tune it)",
-          meta["alignd_cmd"]] + meta["driver_cmds"].split("\n") + ["```"]
+          "Benchmarks/run-judging-bench.sh   # everything above, one command (RUNS, PAIRS, TEXTS, MIN_SECONDS tune it)"]
+    L += [s["cmd"] for s in meta["servers"]] + meta["driver_cmds"].split("\n") + ["```"]
     if meta.get("notes"):
         L += ["", "### Notes", "", meta["notes"]]
     L.append(END)
@@ -524,16 +760,24 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("score", "safety"):
         p = sub.add_parser(name)
-        p.add_argument("--target", required=True); p.add_argument("--stubs", required=True)
+        p.add_argument("--stubs", required=True)
         p.add_argument("--runs", type=int, default=3); p.add_argument("--out", required=True)
         p.add_argument("--timeout", type=float, default=300)
         p.add_argument("--quiet-max", type=float, default=0.25); p.add_argument("--quiet-timeout", type=float, default=30)
-    sub.choices["score"].add_argument("--pairs", type=int, default=64)
-    sub.choices["score"].add_argument("--per-rpc", type=int, default=32)
-    sub.choices["safety"].add_argument("--texts", type=int, default=64)
-    sub.choices["safety"].add_argument("--min-seconds", type=float, default=3)
+        p.add_argument("--min-seconds", type=float, default=3, help="least wall time of a mode (whole passes)")
+    sc = sub.choices["score"]
+    sc.add_argument("--target", required=True)
+    sc.add_argument("--pairs", type=int, default=64)
+    sc.add_argument("--per-rpc", type=int, default=32)
+    sc.add_argument("--label", default="default")
+    sc.add_argument("--reference-cmd", default="",
+                    help="command line of Benchmarks/judge_reference.py (without --serve/--pairs), e.g. "
+                         "'/var/cache/alignd/venv-train/bin/python Benchmarks/judge_reference.py --head models/alignd-reward-minilm'")
+    sf = sub.choices["safety"]
+    sf.add_argument("--target", required=True, action="append", help="NAME=HOST:PORT (repeatable; first = base of the ratio)")
+    sf.add_argument("--texts", type=int, default=64)
     r = sub.add_parser("report")
-    r.add_argument("--meta", required=True); r.add_argument("--score"); r.add_argument("--safety")
+    r.add_argument("--meta", required=True); r.add_argument("--score"); r.add_argument("--safety"); r.add_argument("--judge")
     r.add_argument("--results", required=True)
     a = ap.parse_args()
     if a.cmd == "score":
