@@ -18,7 +18,8 @@ Against the real alignd binary on loopback (every part; --quick runs the same, i
                to every method (a message holding one unknown field, which every request type
                parses), then 2x and 16x the limit (the transport's backstop), a realistic
                oversized Tokenize and an oversized upload chunk; prompts longer than the context
-               (Generate, GenerateStream, chat, Score, Logprobs); request counts (n, best_of,
+               (Generate, GenerateStream, chat, Logprobs: refused; Score and CheckSafety on the
+               trained judges: embedded truncated); request counts (n, best_of,
                logprobs, stop strings, Score and CheckSafety inputs); max_tokens against
                --max-tokens-limit 16; and a default_max_tokens above max_tokens_limit.
   checkpoints  Names with "..", absolute paths, separators and other non-plain names; versions
@@ -333,8 +334,6 @@ def part_limits(ctx, keys: dict, keys_path: str) -> None:
         cases = {
             "Generate prompt": lambda: inf.Generate(ip.GenerateRequest(prompt=long, sampling=ip.SamplingParams(max_tokens=1)), metadata=admin_md, timeout=30),
             "GenerateStream prompt": lambda: list(inf.GenerateStream(ip.GenerateRequest(prompt=long, sampling=ip.SamplingParams(max_tokens=1)), metadata=admin_md, timeout=30)),
-            "Score item": lambda: inf.Score(ip.ScoreRequest(items=[ip.ScoreItem(prompt=long, response="ok")]), metadata=admin_md, timeout=30),
-            "Score pair": lambda: inf.Score(ip.ScoreRequest(pairs=[ip.ScorePair(prompt="hi", chosen=long, rejected="no")]), metadata=admin_md, timeout=30),
             "Logprobs": lambda: inf.Logprobs(ip.LogprobsRequest(items=[ip.LogprobsItem(context=long, continuation=" x")]), metadata=admin_md, timeout=30),
         }
         cases["Generate chat"] = lambda: inf.Generate(ip.GenerateRequest(chat=chat, sampling=ip.SamplingParams(max_tokens=1)), metadata=admin_md, timeout=30)
@@ -344,9 +343,13 @@ def part_limits(ctx, keys: dict, keys_path: str) -> None:
             prompt_rows[label] = {"status": code, "details": details[:160]}
             expect(ctx, f"prompt of 9000 tokens (context 8192): {label}", "INVALID_ARGUMENT", f"{code}: {details[:100]}",
                    code == "INVALID_ARGUMENT")
-        # Texts the lexical safety checker and the tokenizer take whole (bounded by max_request_bytes).
+        # Texts the tokenizer takes whole and the trained judges (default reward model and safety
+        # classifier) embed truncated at the encoder's 256 word pieces, as documented in
+        # Docs/REWARD.md and Docs/SAFETY.md (bounded by max_request_bytes).
         for label, fn in {"CheckSafety": lambda: inf.CheckSafety(ip.CheckSafetyRequest(texts=[long]), metadata=admin_md, timeout=30),
-                          "Tokenize": lambda: inf.Tokenize(ip.TokenizeRequest(text=long), metadata=admin_md, timeout=30)}.items():
+                          "Tokenize": lambda: inf.Tokenize(ip.TokenizeRequest(text=long), metadata=admin_md, timeout=30),
+                          "Score item": lambda: inf.Score(ip.ScoreRequest(items=[ip.ScoreItem(prompt=long, response="ok")]), metadata=admin_md, timeout=30),
+                          "Score pair": lambda: inf.Score(ip.ScoreRequest(pairs=[ip.ScorePair(prompt="hi", chosen=long, rejected="no")]), metadata=admin_md, timeout=30)}.items():
             code, details = fc.code_of(fn)
             prompt_rows[label] = {"status": code, "details": details[:160]}
             expect(ctx, f"a 9000-token text (bounded only by max_request_bytes): {label}", "OK", code, code == "OK")
