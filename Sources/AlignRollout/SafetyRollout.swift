@@ -125,6 +125,8 @@ struct SafetyRollout: RoleRollout {
       }
     }
     try need("lexical", ported.lexical != nil, "scripts/fetch-safety-model.sh")
+    try need("toxblock", ported.toxBlock != nil, "scripts/fetch-safety-ports.sh")
+    try need("hatesonar", ported.hateSonar != nil, "scripts/fetch-safety-ports.sh")
     if let lexical = ported.lexical, enabled.contains("lexical") { backends.append(LexicalBackend(classifier: lexical)) }
     if let toxBlock = ported.toxBlock, enabled.contains("toxblock") { backends.append(ToxBlockBackend(classifier: toxBlock)) }
     if let hateSonar = ported.hateSonar, enabled.contains("hatesonar") { backends.append(HateSonarBackend(classifier: hateSonar)) }

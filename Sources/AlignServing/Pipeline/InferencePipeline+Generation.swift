@@ -38,6 +38,7 @@ extension InferencePipeline {
     defer { withExtendedLifetime(judging?.hold) {} }
     if let judging { versions.reward = judging.versions.reward }
 
+    try Self.checkNotCancelled()
     let (id, events) = try policy.loop.submit(validated.spec)
     let tally = try await collect(
       events, id: id, on: policy, samples: validated.spec.samples, screens: outputScreens(screening, safety, validated)
@@ -111,6 +112,7 @@ extension InferencePipeline {
         responseID: responseID, versions: versions, scheduling: RequestScheduling(request),
         body: .blocked(Self.blockedCompletions(validated.returnCount, verdict)))
     }
+    try Self.checkNotCancelled()
     let (id, events) = try policy.loop.submit(validated.spec)
     return GenerationStream(
       responseID: responseID, versions: versions, scheduling: RequestScheduling(request),
@@ -135,6 +137,12 @@ extension InferencePipeline {
       completion.flaggedCategories = verdict.flaggedCategories
       return completion
     }
+  }
+
+  /// A task cancelled before its request reaches the engine does not submit it: otherwise a short
+  /// generation can run to its end before the cancellation handler sees the request.
+  static func checkNotCancelled() throws(ServingError) {
+    if Task.isCancelled { throw ServingError.cancelled("the request was cancelled") }
   }
 
   /// Runs a request's generation events to their end, for unary and streamed generation alike.
