@@ -198,15 +198,12 @@ struct RewardRollout: RoleRollout {
       if let serving { baseline = try await RewardEvaluation.evaluate(kept, scorer: serving) }
       let floor = (baseline?.overall.accuracy ?? 0) - gateSet.margin
       let passed = candidate.overall.accuracy + 1e-9 >= floor
-      let record = GateRecord(
+      try GateRecord(
         file: gateSet.path, candidate: candidate, serving: serving?.version, servingEvaluation: baseline,
-        margin: gateSet.margin, passed: passed)
-      gates.append(GateOutcome(name: "eval", passed: passed, detail: record.json))
-      if !passed {
-        throw RolloutError(
-          kind: .failedPrecondition,
-          description: "\(version) failed the eval gate: held-out \(candidate.summary) is more than \(gateSet.margin) below "
-            + "\(serving?.version ?? "none")'s \(baseline?.summary ?? "-") on \(examples.count) pairs of \(gateSet.path)")
+        margin: gateSet.margin, passed: passed
+      ).conclude(&gates) {
+        "\(version) failed the eval gate: held-out \(candidate.summary) is more than \(gateSet.margin) below "
+          + "\(serving?.version ?? "none")'s \(baseline?.summary ?? "-") on \(examples.count) pairs of \(gateSet.path)"
       }
     } catch {
       throw gateFailure(error, gate: "eval", "eval gate", version: version, gates: &gates)
@@ -265,4 +262,11 @@ struct GateRecord<Evaluation: Codable>: Codable {
   }
 
   var json: String { RolloutController.encode(self) }
+
+  /// Adds the eval gate's outcome (this record as its detail) and, when it did not pass, throws
+  /// FAILED_PRECONDITION with `failure`.
+  func conclude(_ gates: inout [GateOutcome], failure: () -> String) throws {
+    gates.append(GateOutcome(name: "eval", passed: passed, detail: json))
+    if !passed { throw RolloutError(kind: .failedPrecondition, description: failure()) }
+  }
 }

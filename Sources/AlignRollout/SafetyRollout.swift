@@ -163,15 +163,12 @@ struct SafetyRollout: RoleRollout {
       let passed =
         candidate.harmfulRecall.rate + 1e-9 >= recallFloor
         && candidate.benignFalsePositives.rate <= falsePositiveCeiling + 1e-9
-      let record = GateRecord(
+      try GateRecord(
         file: gateSet.path, candidate: candidate, serving: serving?.version, servingEvaluation: baseline,
-        margin: gateSet.margin, passed: passed)
-      gates.append(GateOutcome(name: "eval", passed: passed, detail: record.json))
-      if !passed {
-        throw RolloutError(
-          kind: .failedPrecondition,
-          description: "\(version) failed the eval gate on \(texts.count) held-out texts of \(gateSet.path): \(candidate.summary) "
-            + "against \(serving?.version ?? "none")'s \(baseline?.summary ?? "-") (allowed change \(gateSet.margin))")
+        margin: gateSet.margin, passed: passed
+      ).conclude(&gates) {
+        "\(version) failed the eval gate on \(texts.count) held-out texts of \(gateSet.path): \(candidate.summary) "
+          + "against \(serving?.version ?? "none")'s \(baseline?.summary ?? "-") (allowed change \(gateSet.margin))"
       }
     } catch {
       throw gateFailure(error, gate: "eval", "eval gate", version: version, gates: &gates)
