@@ -1,4 +1,5 @@
 import AlignAPI
+import AlignEngine
 import AlignServing
 import AlignShared
 import Foundation
@@ -28,16 +29,12 @@ struct TrainedJudgesEndToEndTests {
     try? FileManager.default.removeItem(at: target)
     try FileManager.default.copyItem(at: source, to: target)
     let weights = target.appendingPathComponent("weights.safetensors")
+    let header = try SafeTensorsFile(path: weights.path).tensors
+    let infos = try tensors.map { name in try #require(header[name], "no tensor \(name)") }
     var data = try Data(contentsOf: weights)
-    let headerLength = Int(data.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
-    let header = try #require(try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as? [String: Any])
-    for name in tensors {
-      let entry = try #require(header[name] as? [String: Any], "no tensor \(name)")
-      #expect(entry["dtype"] as? String == "F32")
-      let offsets = try #require(entry["data_offsets"] as? [Int])
-      for byte in stride(from: 8 + headerLength + offsets[0] + 3, to: 8 + headerLength + offsets[1], by: 4) {
-        data[byte] ^= 0x80
-      }
+    for info in infos {
+      #expect(info.dtype == "F32")
+      for byte in stride(from: info.fileOffset + 3, to: info.fileOffset + info.byteCount, by: 4) { data[byte] ^= 0x80 }
     }
     try data.write(to: weights)
     return target
