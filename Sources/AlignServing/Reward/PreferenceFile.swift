@@ -91,20 +91,7 @@ extension RewardEvaluation {
   public static func evaluate(_ examples: [PreferenceExample], scorer: RewardScorer, chunk: Int = 32) async throws
     -> RewardEvaluation
   {
-    var chosen: [Double] = []
-    var rejected: [Double] = []
-    for start in stride(from: 0, to: examples.count, by: max(1, chunk)) {
-      let batch = examples[start..<min(examples.count, start + max(1, chunk))]
-      let inputs = batch.flatMap {
-        [RewardInput(context: $0.context, response: $0.chosen), RewardInput(context: $0.context, response: $0.rejected)]
-      }
-      let rewards = try await scorer.score(inputs)
-      for i in stride(from: 0, to: rewards.count, by: 2) {
-        chosen.append(rewards[i])
-        rejected.append(rewards[i + 1])
-      }
-    }
-    return RewardEvaluation(examples: examples, chosen: chosen, rejected: rejected)
+    try await scored(examples, scorer: scorer, chunk: chunk, skippingRefused: false).evaluation
   }
 
   /// ``evaluate(_:scorer:chunk:)`` over the pairs `scorer` can take: a chunk the model refuses
@@ -114,29 +101,32 @@ extension RewardEvaluation {
   public static func evaluateSkippingRefused(_ examples: [PreferenceExample], scorer: RewardScorer, chunk: Int = 32) async throws
     -> (evaluation: RewardEvaluation, kept: [PreferenceExample])
   {
+    try await scored(examples, scorer: scorer, chunk: chunk, skippingRefused: true)
+  }
+
+  private static func scored(
+    _ examples: [PreferenceExample], scorer: RewardScorer, chunk: Int, skippingRefused: Bool
+  ) async throws -> (evaluation: RewardEvaluation, kept: [PreferenceExample]) {
     var kept: [PreferenceExample] = []
     var chosen: [Double] = []
     var rejected: [Double] = []
-    func score(_ batch: ArraySlice<PreferenceExample>) async throws -> [Double] {
-      try await scorer.score(
+    func score(_ batch: ArraySlice<PreferenceExample>) async throws {
+      let rewards = try await scorer.score(
         batch.flatMap { [RewardInput(context: $0.context, response: $0.chosen), RewardInput(context: $0.context, response: $0.rejected)] })
+      kept += batch
+      for i in stride(from: 0, to: rewards.count, by: 2) {
+        chosen.append(rewards[i])
+        rejected.append(rewards[i + 1])
+      }
     }
     for start in stride(from: 0, to: examples.count, by: max(1, chunk)) {
       let batch = examples[start..<min(examples.count, start + max(1, chunk))]
-      var results: [(PreferenceExample, [Double])] = []
       do {
-        let rewards = try await score(batch)
-        results = batch.enumerated().map { ($0.element, [rewards[2 * $0.offset], rewards[2 * $0.offset + 1]]) }
-      } catch is InvalidRequest {
-        for example in batch {
-          guard let rewards = try? await score([example][...]) else { continue }
-          results.append((example, rewards))
+        try await score(batch)
+      } catch is InvalidRequest where skippingRefused {
+        for i in batch.indices {
+          do { try await score(batch[i...i]) } catch is InvalidRequest {}
         }
-      }
-      for (example, rewards) in results {
-        kept.append(example)
-        chosen.append(rewards[0])
-        rejected.append(rewards[1])
       }
     }
     return (RewardEvaluation(examples: kept, chosen: chosen, rejected: rejected), kept)
