@@ -99,6 +99,14 @@ struct RewardSequenceClassificationTests {
       let alone = try model.rewards([input])[0]
       #expect(abs(batched[i] - alone) < 1e-5, "input \(i): \(batched[i]) batched vs \(alone) alone")
     }
+    // The same inputs in any order give the same bits (the runner sorts them before its passes).
+    var shuffled = Array(inputs.indices)
+    var rng = Xoshiro256(seed: 7)
+    shuffled.shuffle(using: &rng)
+    let permuted = try model.rewards(shuffled.map { inputs[$0] })
+    for (k, i) in shuffled.enumerated() {
+      #expect(permuted[k] == batched[i], "input \(i) at position \(k): \(permuted[k]) vs \(batched[i])")
+    }
   }
 
   @Test func modelsThatAreNotOneLabelRewardModelsAreRefused() throws {
@@ -175,8 +183,13 @@ struct RewardSequenceClassificationTests {
     #expect(abs(pair.rejected - second.reward) < 1e-4)
     let p = 1 / (1 + exp(-(first.reward - second.reward)))
     #expect(abs(pair.probabilityChosenPreferred - p) < 1e-4)
+    // Listing the two answers the other way round runs the same forward pass (the runner sorts its
+    // inputs), so the rewards are the same bits and the probabilities sum to 1 on every CPU — on
+    // OpenBLAS's AVX2 sgemm kernels a row's place in the batch changes its last bits, and without
+    // the sorting this was 5.3e-8 (OPENBLAS_CORETYPE=Haswell reproduces it on an AVX-512 machine).
     let swapped = try await scorer.pairwise(context: context, chosen: second.response, rejected: first.response)
-    #expect(abs(swapped.probabilityChosenPreferred + pair.probabilityChosenPreferred - 1) < 1e-9)
+    #expect(swapped.chosen == pair.rejected && swapped.rejected == pair.chosen)
+    #expect(abs(swapped.probabilityChosenPreferred + pair.probabilityChosenPreferred - 1) < 1e-12)
     // Extreme gaps stay finite and in [0, 1].
     #expect(preferenceProbability(chosen: 1000, rejected: -1000) == 1)
     #expect(preferenceProbability(chosen: -1000, rejected: 1000) == 0)

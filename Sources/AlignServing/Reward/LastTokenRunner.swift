@@ -51,7 +51,15 @@ struct LastTokenRunner: Sendable {
     }
   }
 
-  /// The last-token outputs of every sequence, in order.
+  /// The last-token outputs of every sequence, in the order given.
+  ///
+  /// The outputs do not depend on that order: the sequences run sorted by their tokens (ties keep
+  /// their positions), so the same set of inputs makes the same forward calls with the same rows in
+  /// the same places whatever order a caller lists them in. That matters where the weights are
+  /// floats: sgemm's result for a row can depend on its place in the batch (OpenBLAS's AVX2 kernels
+  /// differ in the last bits between a block's edge rows and its inner ones), so without it
+  /// `pairwise(a, b)` and `pairwise(b, a)` could disagree in the 8th digit. Quantized weights go
+  /// through the batch-invariant integer products and are unaffected either way.
   /// - Parameters:
   ///   - logits: `.last` for the output row (classifier score or next-token logits), `.none` when
   ///     only the hidden state is needed.
@@ -59,20 +67,24 @@ struct LastTokenRunner: Sendable {
   /// - Throws: ``InvalidRequest`` (see ``validate(_:)``), `EngineError` on internal failures.
   func run(_ sequences: [[Int32]], logits: LogitsRequest, wantHidden: Bool) throws -> [ForwardOutput] {
     try validate(sequences)
-    var outputs: [ForwardOutput] = []
-    outputs.reserveCapacity(sequences.count)
+    let order = sequences.indices.sorted { a, b in
+      sequences[a] == sequences[b] ? a < b : sequences[a].lexicographicallyPrecedes(sequences[b])
+    }
+    let sorted = order.map { sequences[$0] }
+    var outputs: [ForwardOutput?] = Array(repeating: nil, count: sequences.count)
     var start = 0
-    while start < sequences.count {
+    while start < sorted.count {
       var end = start
       var tokens = 0
-      while end < sequences.count, end == start || tokens + sequences[end].count <= maxTokensPerPass {
-        tokens += sequences[end].count
+      while end < sorted.count, end == start || tokens + sorted[end].count <= maxTokensPerPass {
+        tokens += sorted[end].count
         end += 1
       }
-      outputs += try pass(sequences[start..<end], logits: logits, wantHidden: wantHidden)
+      let group = try pass(sorted[start..<end], logits: logits, wantHidden: wantHidden)
+      for (k, output) in group.enumerated() { outputs[order[start + k]] = output }
       start = end
     }
-    return outputs
+    return outputs.map { $0! }
   }
 
   /// The fewest tokens worth a shared root (a root costs one more forked sequence and a copied
