@@ -65,8 +65,10 @@ if [[ "${LLAMA_CPP_FORCE:-0}" != "1" ]] && all_present "${wanted_outputs[@]}" \
     exit 0
 fi
 
-command -v cmake >/dev/null || { log "cmake not found (apt-get install cmake)"; exit 1; }
-command -v g++ >/dev/null || { log "g++ not found (apt-get install g++)"; exit 1; }
+if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then
+    log "installing the build tools (scripts/setup.sh --bench)"
+    "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/setup.sh" --bench >&2
+fi
 
 mkdir -p "$SRC_PARENT" "$BUILD_DIR"
 

@@ -7,12 +7,14 @@
 # Measurements (all with --threads 2 / -t 2, on $MODEL):
 #   llama.cpp  llama-bench -p 128 -n 64 -r $LLAMA_REPS   -> prefill pp128 and batch-1 decode tg64
 #                                                          (median of the per-repetition samples)
-#   llama.cpp  llama-batched-bench -npp 128 -ntg 64 -npl 32, $BATCHED_RUNS separate runs
-#                                                       -> aggregate decode S_TG over 32 sequences
-#                                                          (median over the runs)
+#   llama.cpp  llama-batched-bench -npp 16,128 -ntg 64 -npl 32, $BATCHED_RUNS separate runs
+#                                                       -> aggregate decode S_TG over 32 sequences with
+#                                                          16- and 128-token prompts (median over runs)
 #   alignd     "$ALIGNCTL" bench --model $MODEL --threads 2 --json --prompt-tokens 128
-#              --gen-tokens 64 --batch 32 --runs $ENGINE_RUNS
-#              -> {"prefill_tok_s","decode_tok_s","batched_decode_tok_s","batch"} (medians from alignctl)
+#              --gen-tokens 64 --batch 32 --batch-prompt-tokens 128 --runs $ENGINE_RUNS --roofs
+#              -> prefill, decode, batched decode (npp 128) and the machine's roofs measured in the
+#                 same process: read bandwidth (1 GiB buffer) and int8/f32 multiply-add peaks
+#              the same with --batch-prompt-tokens 16 (no roofs) -> batched decode at npp 16
 #              If $ALIGNCTL is missing the engine side is recorded as "not run".
 #
 # Environment:
@@ -43,6 +45,7 @@ BATCHED_RUNS="${BATCHED_RUNS:-3}"
 ENGINE_RUNS="${ENGINE_RUNS:-3}"
 NICE="${NICE:-0}"
 PP=128
+NPP_LIST=(16 128)
 TG=64
 NPL=32
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -91,7 +94,7 @@ wait_quiet() {
 # --- llama.cpp side ---------------------------------------------------------------------------
 CMD_LLAMA_BENCH=("$BIN/llama-bench" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$LLAMA_REPS" -o json)
 CMD_BATCHED=("$BIN/llama-batched-bench" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -c $((NPL * (PP + TG)))
-             -b 2048 -ub 512 -npp "$PP" -ntg "$TG" -npl "$NPL" --output-format jsonl)
+             -b 2048 -ub 512 -npp "$(IFS=,; echo "${NPP_LIST[*]}")" -ntg "$TG" -npl "$NPL" --output-format jsonl)
 if [[ "${SKIP_LLAMA:-0}" == "1" ]]; then
     cp "${REUSE_LLAMA_JSON:?set REUSE_LLAMA_JSON to a previous llama.json}" "$BENCH_OUT/llama.json"
 else
@@ -119,27 +122,32 @@ for t in tests:
     res.setdefault("backends", t.get("backends"))
     res.setdefault("flash_attn", t.get("flash_attn"))
     res.setdefault("model_type", t.get("model_type"))
-samples = []
+samples = {}
 for i in range(1, runs + 1):
     for line in (out / f"batched-{i}.jsonl").read_text().splitlines():
         line = line.strip()
         if line.startswith("{"):
-            samples.append(json.loads(line)["speed_tg"])
+            row = json.loads(line)
+            samples.setdefault(str(row["pp"]), []).append(row["speed_tg"])
 res["batched_decode_samples"] = samples
-res["batched_decode_tok_s"] = statistics.median(samples)
+res["batched_decode_tok_s"] = {pp: statistics.median(v) for pp, v in samples.items()}
 (out / "llama.json").write_text(json.dumps(res, indent=1))
 PY
 fi
 
 # --- alignd side ------------------------------------------------------------------------------
 CMD_ENGINE=("$ALIGNCTL" bench --model "$MODEL" --threads "$THREADS" --json --prompt-tokens "$PP"
-            --gen-tokens "$TG" --batch "$NPL" --runs "$ENGINE_RUNS")
+            --gen-tokens "$TG" --batch "$NPL" --batch-prompt-tokens "$PP" --runs "$ENGINE_RUNS" --roofs)
+CMD_ENGINE_NPP16=("$ALIGNCTL" bench --model "$MODEL" --threads "$THREADS" --json --prompt-tokens "$PP"
+            --gen-tokens "$TG" --batch "$NPL" --batch-prompt-tokens 16 --runs "$ENGINE_RUNS")
 ENGINE_STATUS="not run"
 if [[ -n "$ALIGNCTL" && -x "$ALIGNCTL" ]]; then
     log "alignctl bench"
     wait_quiet engine
     if run "${CMD_ENGINE[@]}" >"$BENCH_OUT/engine.json" 2>"$BENCH_OUT/engine.stderr" \
-            && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$BENCH_OUT/engine.json" 2>/dev/null; then
+            && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$BENCH_OUT/engine.json" 2>/dev/null \
+            && { wait_quiet engine-npp16; run "${CMD_ENGINE_NPP16[@]}" >"$BENCH_OUT/engine-npp16.json" 2>>"$BENCH_OUT/engine.stderr"; } \
+            && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$BENCH_OUT/engine-npp16.json" 2>/dev/null; then
         ENGINE_STATUS="ok"
     else
         ENGINE_STATUS="failed"
@@ -153,6 +161,10 @@ fi
 printf '%q ' "${CMD_LLAMA_BENCH[@]}" >"$BENCH_OUT/cmd-llama-bench.txt"
 printf '%q ' "${CMD_BATCHED[@]}" >"$BENCH_OUT/cmd-batched.txt"
 printf '%q ' "${CMD_ENGINE[@]}" >"$BENCH_OUT/cmd-engine.txt"
+printf '%q ' "${CMD_ENGINE_NPP16[@]}" >"$BENCH_OUT/cmd-engine-npp16.txt"
+COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then COMMIT="$COMMIT (tree NOT clean)"; fi
+export COMMIT
 python3 - "$BENCH_OUT" "$ENGINE_STATUS" "$REPO" "$MODEL" "$THREADS" "$LLAMA_CPP_DIR" "$NICE" \
     >"$BENCH_OUT/engine-section.md" <<'PY'
 import json, os, pathlib, platform, re, subprocess, sys, datetime
@@ -182,66 +194,86 @@ def cmd(name):
     s = (out / name).read_text().strip()
     return s.replace(repo + "/", "").replace(llama_dir, "$LLAMA_CPP_DIR")
 
+E16 = json.loads((out / "engine-npp16.json").read_text()) if engine_status == "ok" else None
+lb = L["batched_decode_tok_s"]
+# (label, llama.cpp figure, alignd figure, roof or None, target ratio from issue 17)
 rows = [
-    ("Prefill, 128-token prompt (tok/s)", "prefill_tok_s", "prefill_tok_s", 0.8, "pp128"),
-    ("Decode, batch 1 (tok/s)", "decode_tok_s", "decode_tok_s", 1.0, "tg64"),
-    ("Aggregate decode, 32 sequences (tok/s)", "batched_decode_tok_s", "batched_decode_tok_s", 1.5, "npl32 S_TG"),
+    ("Prefill, 128-token prompt (tok/s)", L["prefill_tok_s"], E and E["prefill_tok_s"],
+     E and E.get("compute_roof_tok_s"), 1.8),
+    ("Decode, batch 1 (tok/s)", L["decode_tok_s"], E and E["decode_tok_s"], E and E.get("decode_roof_tok_s"), 1.5),
+    ("Aggregate decode, 32 sequences, 128-token prompts (tok/s)", lb["128"], E and E["batched_decode_tok_s"],
+     E and E.get("compute_roof_tok_s"), 2.0),
+    ("Aggregate decode, 32 sequences, 16-token prompts (tok/s)", lb["16"], E16 and E16["batched_decode_tok_s"],
+     E and E.get("compute_roof_tok_s"), None),
 ]
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 p = print
 p("<!-- engine-bench:start -->")
 p("# Engine benchmark: alignd vs llama.cpp")
 p()
-p(f"Generated by `Benchmarks/run-engine-bench.sh` on {now}. Raw outputs: `{out}` (not committed).")
+p(f"Generated by `Benchmarks/run-engine-bench.sh` on {now} at commit `{os.environ.get('COMMIT', 'unknown')}`. "
+  f"Raw outputs: `{out}` (not committed).")
 p()
 p("## Machine and setup")
 p()
-p(f"- CPU: {cpu}, {os.cpu_count()} cores visible ({flags}); RAM {mem_kb / 1048576:.1f} GiB; "
+p(f"- CPU: {cpu}, {os.cpu_count()} cores visible; flags: {flags}; RAM {mem_kb / 1048576:.1f} GiB; "
   f"{platform.system()} {platform.release()}")
 p(f"- Model: `{rel(model)}` (SmolLM2-135M-Instruct, Q4_1 matrices, Q8_0 embeddings), {threads} threads on both sides")
 p(f"- Peer: llama.cpp vendored in the PyPI sdist llama-cpp-python==0.3.36 (build_commit `{L.get('build_commit')}`, "
   f"build_number {L.get('build_number')}), Release, CPU backend `{L.get('backends')}`, GGML_NATIVE, OpenMP, "
   f"built by `Benchmarks/build-llama-cpp.sh`; llama-bench flash_attn={L.get('flash_attn')}")
-batched_q = "; ".join(f"run {i}: " + quiet(f"batched-{i}") for i in range(1, len(L["batched_decode_samples"]) + 1))
+batched_q = "; ".join(f"run {i}: " + quiet(f"batched-{i}") for i in range(1, len(L["batched_decode_samples"]["128"]) + 1))
 p(f"- Machine state just before each measurement (whole-machine CPU use over 3 s, 1-min load, time waited for "
-  f"quiet): llama-bench {quiet('llama-bench')}; batched {batched_q}; alignd {quiet('engine')}. "
-  f"The 2 cores are shared with other engineers' builds; llama.cpp's spinning threads lose ~10x when a core "
-  f"is taken, so only figures measured on a quiet machine mean anything. Niceness of measured processes: {niceness}.")
+  f"quiet): llama-bench {quiet('llama-bench')}; batched {batched_q}; alignd {quiet('engine')}, npp 16 {quiet('engine-npp16')}. "
+  f"llama.cpp's spinning threads lose ~10x when a core is taken, so only figures measured on a quiet machine "
+  f"mean anything. Niceness of measured processes: {niceness}.")
 err = (out / "engine.stderr").read_text().strip().splitlines()[:1] if (out / "engine.stderr").exists() else []
 p(f"- alignd engine: {'measured' if E else engine_status}" + (f" (`{err[0]}`)" if not E and err else ""))
+if E and "read_gb_s" in E:
+    p(f"- Roofs, measured by `alignctl bench --roofs` in the alignd run: read bandwidth {E['read_gb_s']:.1f} GB/s on "
+      f"{threads} threads ({E['read_gb_s_1_thread']:.1f} GB/s on one; a 1 GiB buffer, far larger than the L3) → "
+      f"**decode roof {E['decode_roof_tok_s']:.0f} tok/s** for {E['weight_bytes_per_token'] / 1e6:.1f} MB of weights "
+      f"read per token; int8 multiply-add peak {E.get('int8_gmacs', 0):.1f} GMAC/s (the AVX2 maddubs/madd mix the "
+      f"engine's kernels use; f32 FMA {E.get('f32_gmacs', 0):.1f} GMAC/s; the faster of the two counts) → **compute roof "
+      f"{E.get('compute_roof_tok_s', 0):.0f} tok/s** for {E['matrix_parameters'] / 1e6:.1f} M matrix weights "
+      f"(one multiply-add per weight per token; attention's own products left out).")
 p()
 p("## Results (medians)")
 p()
-p("| Metric | llama.cpp | alignd | ratio alignd / llama.cpp | target | met? |")
-p("|---|---:|---:|---:|---:|---|")
-for label, lk, ek, target, _ in rows:
-    lv = L[lk]
-    if E and isinstance(E.get(ek), (int, float)):
-        ev = E[ek]; ratio = ev / lv
-        met = "yes" if ratio >= target else "**no**"
-        p(f"| {label} | {lv:.1f} | {ev:.1f} | {ratio:.2f}× | ≥ {target}× | {met} |")
+p("| Metric | llama.cpp | alignd | alignd / llama.cpp | target | met? | roof | llama.cpp share of roof | alignd share of roof |")
+p("|---|---:|---:|---:|---:|---|---:|---:|---:|")
+for label, lv, ev, roof, target in rows:
+    roof_cell = f"{roof:.0f}" if roof else "—"
+    lshare = f"{lv / roof:.0%}" if roof else "—"
+    if isinstance(ev, (int, float)):
+        ratio = ev / lv
+        met = "—" if target is None else ("yes" if ratio >= target else "**no**")
+        tcell = "—" if target is None else f"≥ {target}×"
+        eshare = f"{ev / roof:.0%}" if roof else "—"
+        p(f"| {label} | {lv:.1f} | {ev:.1f} | {ratio:.2f}× | {tcell} | {met} | {roof_cell} | {lshare} | {eshare} |")
     else:
-        p(f"| {label} | {lv:.1f} | {engine_status} | — | ≥ {target}× | not measured |")
+        p(f"| {label} | {lv:.1f} | {engine_status} | — | — | not measured | {roof_cell} | {lshare} | — |")
 p()
 p("Per-run samples (tok/s): "
   f"llama.cpp pp128 {[round(x, 1) for x in L['prefill_samples']]}; "
   f"tg64 {[round(x, 1) for x in L['decode_samples']]}; "
-  f"npl32 S_TG {[round(x, 1) for x in L['batched_decode_samples']]}.")
+  + "; ".join(f"npl32 npp{pp} S_TG {[round(x, 1) for x in v]}" for pp, v in L['batched_decode_samples'].items()) + ".")
 if E:
-    extra = {k: v for k, v in E.items() if k not in ('prefill_tok_s', 'decode_tok_s', 'batched_decode_tok_s')}
-    p(f"alignd JSON extras: `{json.dumps(extra)}`.")
+    p(f"alignd JSON: `{json.dumps(E, sort_keys=True)}`; npp 16: `{json.dumps(E16, sort_keys=True)}`.")
 p()
 p("Definitions: prefill = 128 prompt tokens in one forward, tokens/s; decode = batch-1 generation of 64 tokens "
   "starting from an empty context on both sides (one token per forward call, the KV cache growing to 64); aggregate decode = 32 sequences, each with its own "
-  "128-token prompt, advanced together one token per step for 64 steps, total generated tokens / decode time "
-  "(llama-batched-bench S_TG, prompt time excluded).")
+  "16- or 128-token prompt (the same on both sides), advanced together one token per step for 64 steps, total generated tokens / decode time "
+  "(llama-batched-bench S_TG, prompt time excluded). Targets are issue 17's.")
 p()
 p("## Commands")
 p()
 p("```sh")
 p("Benchmarks/run-engine-bench.sh    # the whole measurement, one command")
 p(cmd("cmd-llama-bench.txt"))
-p(cmd("cmd-batched.txt") + f"   # x{len(L['batched_decode_samples'])} runs")
+p(cmd("cmd-batched.txt") + f"   # x{len(L['batched_decode_samples']['128'])} runs")
+if engine_status != "not run":
+    p(cmd("cmd-engine-npp16.txt"))
 p(cmd("cmd-engine.txt") if engine_status != "not run" else
   "$ALIGNCTL bench --model models/SmolLM2-135M-Instruct.Q4_1.gguf --threads 2 --json --prompt-tokens 128 "
   "--gen-tokens 64 --batch 32 --runs 3   # not run: alignctl not built yet")

@@ -127,7 +127,7 @@ if [[ "${SKIP_LLAMA:-0}" != "1" ]]; then
     fi
 fi
 if [[ "${SKIP_LLAMA:-0}" != "1" && -x "$LLAMA_SERVER" ]]; then
-    LLAMA_VERSION="$("$LLAMA_SERVER" --version 2>&1 | grep -m1 version || true); llama-cpp-python sdist $(sed -n 's/^llama-cpp-python sdist: //p' "$LLAMA_CPP_DIR/PROVENANCE.txt" 2>/dev/null)"
+    LLAMA_VERSION="$("$LLAMA_SERVER" --version 2>&1 | grep -m1 version || true); llama-cpp-python sdist $(sed -n 's/^llama-cpp-python sdist: //p' "$LLAMA_CPP_DIR/PROVENANCE.txt" 2>/dev/null || echo "unknown (no PROVENANCE.txt)")"
     idx=0
     for n in "${NLIST[@]}"; do
         wait_quiet "llama-server N=$n"

@@ -3,14 +3,19 @@
 # system packages (only the missing ones) and the default model (scripts/fetch-models.sh).
 #   scripts/setup.sh          what serving needs
 #   scripts/setup.sh --test   also what the tests need
+#   scripts/setup.sh --bench  also what the benchmarks need (Benchmarks/*.sh call it)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(libopenblas-dev libsqlite3-dev)
-if [[ "${1:-}" == "--test" ]]; then
+if [[ "${1:-}" == "--test" || "${1:-}" == "--bench" ]]; then
   # protoc: the generated-code drift check; curl (built with nghttp2): the HTTP gateway tests,
   # HTTP/2 with prior knowledge included.
   packages+=(protobuf-compiler curl)
+fi
+if [[ "${1:-}" == "--bench" ]]; then
+  # cmake and g++: the llama.cpp peer (Benchmarks/build-llama-cpp.sh); h2load: the load benchmarks.
+  packages+=(cmake g++ nghttp2-client)
 fi
 
 missing=()

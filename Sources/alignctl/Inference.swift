@@ -308,31 +308,68 @@ struct Logprobs: AsyncParsableCommand {
 
 struct Bench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Measure the engine: prefill, batch-1 decode and batched decode tokens/s (medians).")
+    abstract: "Measure the engine: prefill, batch-1 decode and batched decode tokens/s (medians).",
+    discussion: """
+      With --roofs, also measures this machine's read bandwidth and compute peaks in the same run and \
+      states each figure as a share of its roof: decode against bandwidth ÷ weight bytes per token, \
+      prefill and batched decode against the faster multiply-add peak (int8 or f32) ÷ matrix weights.
+      """)
   @Option(help: "GGUF model file.") var model: String
   @Option(help: "Engine threads.") var threads: Int = 2
   @Option(help: "Prompt length for prefill.") var promptTokens: Int = 128
   @Option(help: "Tokens decoded at batch 1.") var genTokens: Int = 64
   @Option(help: "Sequences decoded together.") var batch: Int = 32
+  @Option(help: "Prompt length of each sequence in the batched measurement (llama-batched-bench's npp).")
+  var batchPromptTokens: Int = 128
   @Option(help: "Runs per figure (the median is reported).") var runs: Int = 3
+  @Flag(help: "Also measure the machine's roofs (read bandwidth, compute peaks).") var roofs = false
   @Flag(help: "Print JSON.") var json = false
 
   func run() throws {
     let transformer = try TransformerModel(ggufPath: model)
     let engine = try Engine(model: transformer, settings: EngineSettings(threads: threads))
     let result = try engine.benchmark(
-      promptTokens: promptTokens, decodeTokens: genTokens, batchSequences: batch, batchSteps: genTokens,
-      repetitions: runs)
+      promptTokens: promptTokens, decodeTokens: genTokens, batchSequences: batch, batchPromptTokens: batchPromptTokens,
+      batchSteps: genTokens, repetitions: runs)
+    let measured = roofs ? MachineRoofs.measure(threads: threads) : nil
+    let weightBytes = transformer.weightBytes, parameters = transformer.matrixParameters
+    var fields: [String: Any] = [
+      "prefill_tok_s": result.prefillTokensPerSecond,
+      "decode_tok_s": result.decodeTokensPerSecond,
+      "batched_decode_tok_s": result.batchedDecodeTokensPerSecond,
+      "batch": result.batchSequences,
+      "batch_prompt_tokens": result.batchPromptTokens,
+      "threads": result.threads,
+      "weight_bytes_per_token": weightBytes,
+      "matrix_parameters": parameters,
+    ]
+    var lines = [result.description]
+    if let r = measured {
+      let decodeRoof = r.decodeRoof(weightBytes: weightBytes)
+      fields["read_gb_s_1_thread"] = r.readBytesPerSecondOneThread / 1e9
+      fields["read_gb_s"] = r.readBytesPerSecond / 1e9
+      fields["decode_roof_tok_s"] = decodeRoof
+      fields["decode_share_of_roof"] = result.decodeTokensPerSecond / decodeRoof
+      lines.append(String(
+        format: "roofs | read %.1f GB/s (1 thread %.1f) → decode roof %.0f tok/s for %.1f MB per token: decode at %.0f%%",
+        r.readBytesPerSecond / 1e9, r.readBytesPerSecondOneThread / 1e9, decodeRoof, Double(weightBytes) / 1e6,
+        100 * result.decodeTokensPerSecond / decodeRoof))
+      if let f32 = r.f32MultiplyAddsPerSecond { fields["f32_gmacs"] = f32 / 1e9 }
+      if let int8 = r.int8MultiplyAddsPerSecond, let roof = r.computeRoof(matrixParameters: parameters) {
+        fields["int8_gmacs"] = int8 / 1e9
+        fields["compute_roof_tok_s"] = roof
+        fields["prefill_share_of_roof"] = result.prefillTokensPerSecond / roof
+        fields["batched_decode_share_of_roof"] = result.batchedDecodeTokensPerSecond / roof
+        lines.append(String(
+          format: "roofs | int8 %.1f GMAC/s, f32 %.1f GMAC/s → compute roof %.0f tok/s for %.1f M weights: prefill at %.0f%%, batched at %.0f%%",
+          int8 / 1e9, (r.f32MultiplyAddsPerSecond ?? 0) / 1e9, roof, Double(parameters) / 1e6,
+          100 * result.prefillTokensPerSecond / roof, 100 * result.batchedDecodeTokensPerSecond / roof))
+      }
+    }
     if json {
-      try printJSON([
-        "prefill_tok_s": result.prefillTokensPerSecond,
-        "decode_tok_s": result.decodeTokensPerSecond,
-        "batched_decode_tok_s": result.batchedDecodeTokensPerSecond,
-        "batch": result.batchSequences,
-        "threads": result.threads,
-      ])
+      try printJSON(fields)
     } else {
-      print(result.description)
+      print(lines.joined(separator: "\n"))
     }
   }
 }

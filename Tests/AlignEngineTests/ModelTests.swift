@@ -238,3 +238,26 @@ struct SmolLM2SmokeTests {
     #expect(top == (0..<6).map { argmax(logits[($0 * hp.vocabSize)..<(($0 + 1) * hp.vocabSize)]) })
   }
 }
+
+@Suite("Machine roofs", .enabled(if: FileManager.default.fileExists(atPath: EngineFixtures.smolLM2)))
+struct MachineRoofsTests {
+  @Test("weights per token come from the model's shapes, and the roofs divide the measured peaks by them")
+  func roofsOfSmolLM2() throws {
+    let model = try TransformerModel(path: EngineFixtures.smolLM2)
+    let hp = model.hyperparameters
+    let h = hp.hiddenSize, kv = hp.kvDim, ff = hp.intermediateSize
+    // q, o: h×h; k, v: kv×h; gate, up, down: ff×h; the tied output head: vocab×h.
+    #expect(model.matrixParameters == hp.layerCount * (2 * h * h + 2 * kv * h + 3 * ff * h) + hp.vocabSize * h)
+    // Q4_1 matrices: 20 bytes per 32 weights; the Q8_0 output head: 34 bytes per 32.
+    #expect(model.weightBytes == hp.layerCount * (2 * h * h + 2 * kv * h + 3 * ff * h) / 32 * 20 + hp.vocabSize * h / 32 * 34)
+
+    let roofs = MachineRoofs.measure(threads: 2, bufferBytes: 64 << 20, runs: 1)
+    #expect(roofs.readBytesPerSecond > 1e8 && roofs.readBytesPerSecond.isFinite)
+    #expect(roofs.readBytesPerSecondOneThread > 1e8 && roofs.readBytesPerSecondOneThread.isFinite)
+    #expect(roofs.decodeRoof(weightBytes: model.weightBytes) == roofs.readBytesPerSecond / Double(model.weightBytes))
+    let peaks = [roofs.int8MultiplyAddsPerSecond, roofs.f32MultiplyAddsPerSecond].compactMap { $0 }
+    #expect(peaks.allSatisfy { $0 > 1e8 && $0.isFinite })
+    #expect(roofs.computeRoof(matrixParameters: model.matrixParameters) == peaks.max().map { $0 / Double(model.matrixParameters) })
+  }
+}
+

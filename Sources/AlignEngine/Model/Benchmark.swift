@@ -14,14 +14,18 @@ public struct BenchmarkResult: Sendable, Equatable, CustomStringConvertible {
   public var decodeTokensPerSecond: Double
   /// Sequences in the batched measurement.
   public var batchSequences: Int
+  /// Prompt length of each sequence in the batched measurement (llama-batched-bench's npp): the
+  /// decode steps attend over it, so it must match the peer's.
+  public var batchPromptTokens: Int
   /// Total tokens per second decoding `batchSequences` sequences, one token each per forward call.
   public var batchedDecodeTokensPerSecond: Double
 
   /// A human-readable description.
   public var description: String {
     String(
-      format: "threads %d | prefill %d tok: %.1f tok/s | decode batch 1: %.1f tok/s | decode %d seqs: %.1f tok/s total",
-      threads, promptTokens, prefillTokensPerSecond, decodeTokensPerSecond, batchSequences, batchedDecodeTokensPerSecond)
+      format: "threads %d | prefill %d tok: %.1f tok/s | decode batch 1: %.1f tok/s | decode %d seqs (%d-token prompts): %.1f tok/s total",
+      threads, promptTokens, prefillTokensPerSecond, decodeTokensPerSecond, batchSequences, batchPromptTokens,
+      batchedDecodeTokensPerSecond)
   }
 }
 
@@ -31,18 +35,19 @@ extension Engine {
   ///   - promptTokens: prompt length for the prefill measurement (llama-bench's pp).
   ///   - decodeTokens: tokens generated at batch 1 from an empty context (llama-bench's tg).
   ///   - batchSequences: sequences decoded together in the batched measurement.
+  ///   - batchPromptTokens: prompt length of each of those sequences (llama-batched-bench's npp).
   ///   - batchSteps: forward calls timed in the batched measurement.
   ///   - repetitions: each figure is the median of this many runs.
   public func benchmark(
-    promptTokens: Int = 128, decodeTokens: Int = 64, batchSequences: Int = 32, batchSteps: Int = 16,
-    repetitions: Int = 3
+    promptTokens: Int = 128, decodeTokens: Int = 64, batchSequences: Int = 32, batchPromptTokens: Int = 128,
+    batchSteps: Int = 16, repetitions: Int = 3
   ) throws -> BenchmarkResult {
     let vocab = model.hyperparameters.vocabSize
     var rng = Xoshiro256(seed: 1234)
     func tokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(vocab)) } }
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     let now = { DispatchTime.now().uptimeNanoseconds }
-    let capacity = max(promptTokens + decodeTokens, batchSequences * (16 + batchSteps)) + 64
+    let capacity = max(promptTokens + decodeTokens, batchSequences * (batchPromptTokens + batchSteps + 16)) + 64
     let cache = try makeCache(capacityTokens: capacity)
 
     var prefill: [Double] = []
@@ -71,7 +76,7 @@ extension Engine {
       var items: [BatchItem] = []
       for s in 0..<batchSequences {
         try cache.addSequence(SequenceID(s))
-        items.append(BatchItem(sequence: SequenceID(s), tokens: tokens(16)))
+        items.append(BatchItem(sequence: SequenceID(s), tokens: tokens(batchPromptTokens)))
       }
       out = try forward(items, cache: cache)
       t0 = now()
@@ -84,6 +89,6 @@ extension Engine {
     return BenchmarkResult(
       threads: settings.threads, promptTokens: promptTokens, prefillTokensPerSecond: median(prefill),
       decodeTokens: decodeTokens, decodeTokensPerSecond: median(decode), batchSequences: batchSequences,
-      batchedDecodeTokensPerSecond: median(batched))
+      batchPromptTokens: batchPromptTokens, batchedDecodeTokensPerSecond: median(batched))
   }
 }

@@ -241,4 +241,14 @@ public final class TransformerModel: Sendable {
     }
     return total
   }
+
+  /// Weights of all matrices (the output head included): the multiply-adds one token costs in the
+  /// matrix products, the compute side of the roofs (``MachineRoofs``).
+  public var matrixParameters: Int {
+    var total = output.rows * output.cols
+    for l in layers {
+      for w in [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] { total += w.rows * w.cols }
+    }
+    return total
+  }
 }
