@@ -77,7 +77,9 @@ if [[ ! -f "$SRC_DIR/CMakeLists.txt" ]]; then
     tarball="$SRC_PARENT/llama_cpp_python-$PY_VERSION.tar.gz"
     if [[ ! -f "$tarball" ]]; then
         log "downloading llama-cpp-python==$PY_VERSION sdist from PyPI"
-        python3 -m pip download --quiet --no-binary :all: --no-deps \
+        # --no-binary for this package only: with :all: pip builds the sdist's build tools (ninja, cmake)
+        # from source just to read its metadata, which takes many minutes.
+        python3 -m pip download --quiet --no-binary llama-cpp-python --no-deps \
             "llama-cpp-python==$PY_VERSION" -d "$SRC_PARENT"
     fi
     if [[ "$PY_VERSION" == "0.3.36" ]]; then
