@@ -467,7 +467,9 @@ public final class GenerationLoop: @unchecked Sendable {
     var finish: FinishReason? = nil
     var text = ""
     var emittedTokens: [SampledToken] = []
-    let isEnd = spec.extraStopTokenIDs.contains(token) || (!spec.ignoreEOS && model.stopTokenIDs.contains(token))
+    // A constraint lets an end token through only where the document is complete: it always ends.
+    let endsOnEOS = !spec.ignoreEOS || spec.constraint != nil
+    let isEnd = spec.extraStopTokenIDs.contains(token) || (endsOnEOS && model.stopTokenIDs.contains(token))
     if isEnd {
       // The end token itself is not part of the completion; release held-back text.
       text = context.held + context.detokenizer.finish()

@@ -43,7 +43,7 @@ struct JSONGrammarTests {
     (.string(minLength: 0, maxLength: 1), #""\n""#),
   ]
 
-  @Test("Accepts valid documents byte by byte", arguments: 0..<valid.count)
+  @Test("Accepts valid documents byte by byte", arguments: 0..<Self.valid.count)
   func acceptsValid(index: Int) throws {
     let (shape, text) = Self.valid[index]
     #expect(try Self.accepts(shape, text), "\(text)")
@@ -74,7 +74,7 @@ struct JSONGrammarTests {
     (.string(minLength: 0, maxLength: 1), #""ab""#),
   ]
 
-  @Test("Rejects invalid documents", arguments: 0..<invalid.count)
+  @Test("Rejects invalid documents", arguments: 0..<Self.invalid.count)
   func rejectsInvalid(index: Int) throws {
     let (shape, text) = Self.invalid[index]
     #expect(try !Self.accepts(shape, text), "\(text)")

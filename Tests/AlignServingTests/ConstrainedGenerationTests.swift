@@ -53,8 +53,8 @@ struct ConstrainedGenerationTests {
       (#"{"type": "string", "format": "date-time"}"#, "\"format\""),
       (#"{"type": "integer", "minimum": 3}"#, "\"minimum\""),
       (#"{"oneOf": [{"type": "string"}]}"#, "\"oneOf\""),
-      (#"{"$ref": "#/$defs/Node", "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}}}"#, "recursive"),
-      (#"{"$ref": "#/$defs/Missing"}"#, "points nowhere"),
+      (##"{"$ref": "#/$defs/Node", "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}}}"##, "recursive"),
+      (##"{"$ref": "#/$defs/Missing"}"##, "points nowhere"),
       (#"{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]}"#, "required property b"),
       (#"{"type": "object", "properties": {"a": {}}, "additionalProperties": true}"#, "additionalProperties must be false"),
       (#"{"type": "text"}"#, "unknown type text"),
@@ -143,6 +143,7 @@ struct ConstrainedGenerationTests {
     #expect(stopped >= 8, "most completions should finish their document within 120 tokens")
     let masks = try metrics.expectTimer("alignd_constraint_mask_seconds", [("model", "smollm2-test")])
     let nanos = masks.values.sorted()
+    try #require(!nanos.isEmpty)
     let mean = Double(nanos.reduce(0, +)) / Double(max(1, nanos.count)) / 1e6
     print(
       "constraint mask: \(nanos.count) steps, mean \(String(format: "%.3f", mean)) ms, median \(Double(nanos[nanos.count / 2]) / 1e6) ms, max \(Double(nanos.last ?? 0) / 1e6) ms"
