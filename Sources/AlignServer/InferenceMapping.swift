@@ -1,6 +1,8 @@
 import AlignAPI
 import AlignEngine
 import AlignServing
+import AlignShared
+import Foundation
 
 /// Conversions between the alignd.v1.Inference messages and the serving pipeline's values, both
 /// ways. No logic beyond the wire format: what a field means is the pipeline's business.
@@ -19,8 +21,8 @@ public enum InferenceMapping {
     messages.map { ChatMessage(role: $0.role, content: $0.content) }
   }
 
-  /// - Throws: ``InvalidRequest`` for an unknown safety mode (the only thing the enum can say
-  ///   that the pipeline cannot).
+  /// - Throws: ``InvalidRequest`` for an unknown safety mode or response format type (what the
+  ///   enums can say that the pipeline cannot), or a response format schema that is not JSON.
   public static func generateRequest(
     _ message: Alignd_V1_GenerateRequest, deadline: ContinuousClock.Instant?
   ) throws(InvalidRequest) -> GenerationRequest {
@@ -47,6 +49,17 @@ public enum InferenceMapping {
     request.stopTokenIDs = s.stopTokenIds
     request.ignoreEOS = s.ignoreEos
     request.returnTokenIDs = message.returnTokenIds
+    request.logitBias = message.logitBias
+    switch message.responseFormat.type {
+    case .text: request.responseFormat = .text
+    case .jsonObject: request.responseFormat = .jsonObject
+    case .jsonSchema:
+      guard let schema = try? JSONDecoder().decode(JSONValue.self, from: Data(message.responseFormat.schema.utf8)) else {
+        throw InvalidRequest("response_format.schema is not valid JSON")
+      }
+      request.responseFormat = .jsonSchema(schema)
+    case .UNRECOGNIZED(let value): throw InvalidRequest("response_format.type \(value) is not a type")
+    }
     switch message.safety.mode {
     case .unspecified: request.safetyMode = nil
     case .off: request.safetyMode = .off

@@ -16,14 +16,19 @@ public struct GenerationSpec: Sendable {
   /// Token ids that end a completion besides the model's own end tokens.
   public var extraStopTokenIDs: Set<Int32>
   public var ignoreEOS: Bool
+  /// When set, every sampled token keeps the completion inside this JSON grammar, and the
+  /// completion ends (with an end token) exactly when the document does.
+  public var constraint: JSONTokenConstraint?
   public var priority: RequestPriority
   public var deadline: ContinuousClock.Instant?
 
   public init(
     promptTokens: [Int32], maxTokens: Int, samples: Int = 1, sampling: SamplingParameters = .init(),
     stopStrings: [String] = [], extraStopTokenIDs: Set<Int32> = [], ignoreEOS: Bool = false,
-    priority: RequestPriority = .normal, deadline: ContinuousClock.Instant? = nil
+    constraint: JSONTokenConstraint? = nil, priority: RequestPriority = .normal,
+    deadline: ContinuousClock.Instant? = nil
   ) {
+    self.constraint = constraint
     self.promptTokens = promptTokens
     self.maxTokens = maxTokens
     self.samples = samples
@@ -125,6 +130,8 @@ public final class GenerationLoop: @unchecked Sendable {
     var promptLength: Int
     var done = false
     var lastTokenAt: ContinuousClock.Instant? = nil
+    /// Where the completion stands in `spec.constraint`'s grammar.
+    var grammarState: JSONGrammar.State?
   }
 
   public let model: PolicyModel
@@ -385,7 +392,8 @@ public final class GenerationLoop: @unchecked Sendable {
         guard let sampler = try? Sampler(parameters: parameters, promptTokens: spec.promptTokens) else { continue }
         slots[slot] = SlotContext(
           request: request, spec: spec, sample: sample, sampler: sampler,
-          detokenizer: StreamingDetokenizer(tokenizer: model.tokenizer), promptLength: spec.promptTokens.count)
+          detokenizer: StreamingDetokenizer(tokenizer: model.tokenizer), promptLength: spec.promptTokens.count,
+          grammarState: spec.constraint?.grammar.initialState)
       }
       do {
         try cache.addSequence(SequenceID(first))
@@ -439,7 +447,18 @@ public final class GenerationLoop: @unchecked Sendable {
     let spec = context.spec
     let sampled: SampledToken
     do {
-      sampled = try context.sampler.sample(logits)
+      if let constraint = spec.constraint, let state = context.grammarState {
+        let maskStart = ContinuousClock.now
+        let mask = constraint.mask(for: state)
+        metrics.constraintMask.record(duration: ContinuousClock.now - maskStart)
+        sampled = try context.sampler.sample(logits, mask: mask)
+        // An end token carries no bytes of the document: the completion stops on it.
+        if !constraint.endTokens.contains(sampled.token) {
+          context.grammarState = constraint.grammar.advance(state, by: model.tokenizer.bytes(of: sampled.token))
+        }
+      } else {
+        sampled = try context.sampler.sample(logits)
+      }
     } catch {
       failRequest(context.request, message: "sampling failed: \(error)")
       return
@@ -448,7 +467,9 @@ public final class GenerationLoop: @unchecked Sendable {
     var finish: FinishReason? = nil
     var text = ""
     var emittedTokens: [SampledToken] = []
-    let isEnd = spec.extraStopTokenIDs.contains(token) || (!spec.ignoreEOS && model.stopTokenIDs.contains(token))
+    // A constraint lets an end token through only where the document is complete: it always ends.
+    let endsOnEOS = !spec.ignoreEOS || spec.constraint != nil
+    let isEnd = spec.extraStopTokenIDs.contains(token) || (endsOnEOS && model.stopTokenIDs.contains(token))
     if isEnd {
       // The end token itself is not part of the completion; release held-back text.
       text = context.held + context.detokenizer.finish()

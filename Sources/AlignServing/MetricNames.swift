@@ -15,6 +15,8 @@ public enum MetricNames {
   public static let timeToFirstToken = "alignd_time_to_first_token_seconds"
   /// Histogram (seconds): gap between successive tokens of one sequence.
   public static let interTokenLatency = "alignd_inter_token_latency_seconds"
+  /// Histogram (seconds): computing the token mask of one constrained (JSON) sampling step.
+  public static let constraintMask = "alignd_constraint_mask_seconds"
   /// Counter: generated tokens.
   public static let generatedTokens = "alignd_generated_tokens_total"
   /// Counter: prompt tokens prefilled.

@@ -14,6 +14,8 @@ public final class PolicyModel: Sendable {
   public let stopTokenIDs: Set<Int32>
   public let bosText: String
   public let eosText: String
+  /// Compiled `response_format` constraints over this policy's vocabulary.
+  public let outputConstraints: OutputConstraintCache
 
   /// Loads a policy: a GGUF file, or a Hugging Face folder (config.json, *.safetensors,
   /// tokenizer.json, tokenizer_config.json).
@@ -47,6 +49,7 @@ public final class PolicyModel: Sendable {
       self.stopTokenIDs = stops
       self.bosText = description.bosTokenID.flatMap { tokenizer.tokenText($0) } ?? ""
       self.eosText = description.eosTokenID.flatMap { tokenizer.tokenText($0) } ?? ""
+      self.outputConstraints = OutputConstraintCache(tokenizer: tokenizer, endTokens: stops)
     } catch let error as ModelLoadError {
       throw error
     } catch {

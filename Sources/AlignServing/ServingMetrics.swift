@@ -21,6 +21,8 @@ public struct ServingMetrics: Sendable {
   let timeToFirstToken: Timer
   /// Gap between successive tokens of one sequence.
   let interTokenLatency: Timer
+  /// Computing the token mask of a constrained (response_format) sampling step.
+  let constraintMask: Timer
   /// Generated tokens (rate = tokens per second).
   let generatedTokens: Counter
   /// Prompt tokens prefilled.
@@ -42,6 +44,7 @@ public struct ServingMetrics: Sendable {
     stepTokens = Recorder(label: MetricNames.batchTokens, dimensions: labels, aggregate: true, factory: factory)
     timeToFirstToken = Timer(label: MetricNames.timeToFirstToken, dimensions: labels, factory: factory)
     interTokenLatency = Timer(label: MetricNames.interTokenLatency, dimensions: labels, factory: factory)
+    constraintMask = Timer(label: MetricNames.constraintMask, dimensions: labels, factory: factory)
     generatedTokens = Counter(label: MetricNames.generatedTokens, dimensions: labels, factory: factory)
     prefillTokens = Counter(label: MetricNames.prefillTokens, dimensions: labels, factory: factory)
     tokensPerSecond = Gauge(label: MetricNames.decodeTokensPerSecond, dimensions: labels, factory: factory)

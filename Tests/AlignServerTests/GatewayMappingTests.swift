@@ -47,6 +47,14 @@ struct GatewayMappingTests {
       (#"{"prompt": "hi", "priority": "urgent"}"#, "priority"),
       (#"{"prompt": "hi", "safety": "loud"}"#, "safety"),
       (#"{"prompt": "hi", "stream_options": {"include_usage": true}}"#, "stream_options"),
+      (#"{"prompt": "hi", "response_format": {"type": "xml"}}"#, "response_format"),
+      (#"{"prompt": "hi", "response_format": {"type": "json_schema"}}"#, "response_format"),
+      (#"{"prompt": "hi", "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}"#, "response_format"),
+      (#"{"prompt": "hi", "logit_bias": [1, 2]}"#, "logit_bias"),
+      (#"{"prompt": "hi", "logit_bias": {"x": 1}}"#, "logit_bias"),
+      (#"{"prompt": "hi", "logit_bias": {"-3": 1}}"#, "logit_bias"),
+      (#"{"prompt": "hi", "logit_bias": {"3": 100.5}}"#, "logit_bias"),
+      (#"{"prompt": "hi", "logit_bias": {"3": "up"}}"#, "logit_bias"),
     ])
   func refusedBodies(json: String, param: String) throws {
     let error = #expect(throws: GatewayError.self) {
@@ -54,6 +62,33 @@ struct GatewayMappingTests {
     }
     #expect(error?.status == .badRequest)
     #expect(error?.param == param)
+  }
+
+  @Test("response_format and logit_bias map onto the request (chat and completions)")
+  func responseFormatAndLogitBias() throws {
+    let schema = #"{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}"#
+    let chat = try GenerationParameters(
+      try Self.body(
+        #"{"messages": [], "logit_bias": {"17": -100, "42": 3.5}, "response_format": {"type": "json_schema", "json_schema": {"name": "n", "strict": true, "schema": "# + schema + "}}}"),
+      endpoint: .chat)
+    #expect(chat.template.logitBias == [17: -100, 42: 3.5])
+    guard case .jsonSchema(let value) = chat.template.responseFormat else {
+      Issue.record("not a json_schema: \(chat.template.responseFormat)")
+      return
+    }
+    #expect(value.objectFields?["required"].map(Self.text) == #"["a"]"#)
+    let completions = try GenerationParameters(
+      try Self.body(#"{"prompt": "hi", "response_format": {"type": "json_object"}}"#), endpoint: .completions)
+    guard case .jsonObject = completions.template.responseFormat else {
+      Issue.record("not json_object: \(completions.template.responseFormat)")
+      return
+    }
+    let text = try GenerationParameters(
+      try Self.body(#"{"prompt": "hi", "response_format": {"type": "text"}}"#), endpoint: .completions)
+    guard case .text = text.template.responseFormat else {
+      Issue.record("not text: \(text.template.responseFormat)")
+      return
+    }
   }
 
   @Test("a generation result becomes OpenAI's completion: choices across prompts, content_filter, versions, rewards")

@@ -14,7 +14,8 @@ status, error body and retry headers instead of failing the script, so typed err
 Usage: openai_check.py --base-url http://127.0.0.1:PORT/v1 [--api-key KEY] [--model NAME] SCENARIO...
 Scenarios: completion, chat, chat_stream, completion_stream, chat_logprobs, completion_n,
            moderation, models, bad_temperature, unknown_model, unknown_route, auth, rate_limit,
-           admin_status, deadline
+           admin_status, deadline, structured_parse, structured_stream, json_object,
+           unsupported_schema, logit_bias, bad_logit_bias
 """
 from __future__ import annotations
 
@@ -218,12 +219,198 @@ def rate_limit(client: OpenAI, model: str) -> dict:
     return outcome
 
 
+# Structured output (constrained decoding): Pydantic models the client turns into strict JSON
+# schemas ($defs and $refs, enums, nested objects, arrays, Optional). A 135M model writes silly
+# content; what is checked is that every finished answer parses and validates.
+from typing import Literal, Optional  # noqa: E402
+
+from openai.lib._pydantic import to_strict_json_schema  # noqa: E402
+from pydantic import BaseModel, Field, ValidationError  # noqa: E402
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=30)
+    age: int
+
+
+class Recipe(BaseModel):
+    title: str = Field(max_length=40)
+    ingredients: list[str] = Field(max_length=5)
+    minutes: int
+
+
+class Weather(BaseModel):
+    city: str = Field(max_length=20)
+    condition: Literal["sunny", "rainy", "cloudy", "snowy"]
+    temperature_c: float
+
+
+class Item(BaseModel):
+    name: str = Field(max_length=20)
+    quantity: int
+
+
+class Order(BaseModel):
+    items: list[Item] = Field(max_length=3)
+    total: float
+    paid: bool
+
+
+class Review(BaseModel):
+    rating: Literal[1, 2, 3, 4, 5]
+    summary: str = Field(max_length=60)
+    recommend: bool
+
+
+class Address(BaseModel):
+    street: str = Field(max_length=30)
+    city: str = Field(max_length=20)
+
+
+class Company(BaseModel):
+    name: str = Field(max_length=30)
+    address: Address
+    employees: int
+    ceo: Optional[Person]
+
+
+class Sentiment(BaseModel):
+    label: Literal["positive", "negative", "neutral"]
+    confidence: float
+
+
+class Event(BaseModel):
+    name: str = Field(max_length=30)
+    attendees: list[str] = Field(max_length=4)
+    location: Optional[str] = Field(max_length=20)
+
+
+STRUCTURED_CASES = [
+    (Person, "Invent a person and give their name and age."),
+    (Person, "Who wrote Hamlet? Give the name and the age at death."),
+    (Recipe, "Give me a recipe for pancakes."),
+    (Recipe, "How do I make a tomato salad?"),
+    (Weather, "What is the weather like in Paris today?"),
+    (Weather, "Describe a winter day in Oslo."),
+    (Order, "I bought two apples and a loaf of bread for 4.50 and paid cash."),
+    (Order, "Create an order for three notebooks."),
+    (Review, "Review the movie Jaws."),
+    (Review, "Write a short review of a cheap hotel."),
+    (Company, "Describe a small bakery company."),
+    (Company, "Describe Apple Inc."),
+    (Sentiment, "Classify the sentiment: I love this phone!"),
+    (Sentiment, "Classify the sentiment: the food was cold and late."),
+    (Event, "Plan a birthday party."),
+    (Event, "Describe a team meeting on Monday."),
+    (Person, "Describe the oldest person you know."),
+    (Weather, "Report the weather in Cairo in summer."),
+    (Review, "Rate a pizza restaurant."),
+    (Event, "Describe a wedding."),
+]
+
+
+def structured_parse(client: OpenAI, model: str) -> dict:
+    """20 prompt/schema pairs through `beta.chat.completions.parse` at temperature 0.8."""
+    outcomes = []
+    for i, (schema, prompt) in enumerate(STRUCTURED_CASES):
+        messages = [{"role": "system", "content": "Answer with JSON."}, {"role": "user", "content": prompt}]
+        try:
+            completion = client.beta.chat.completions.parse(
+                model=model, messages=messages, response_format=schema, temperature=0.8, seed=100 + i,
+                max_tokens=300)
+        except openai.LengthFinishReasonError:
+            outcomes.append({"schema": schema.__name__, "finish_reason": "length", "valid": False})
+            continue
+        except ValidationError as error:
+            outcomes.append({"schema": schema.__name__, "finish_reason": "stop", "valid": False, "error": str(error)})
+            continue
+        message = completion.choices[0].message
+        parsed = message.parsed
+        outcomes.append({
+            "schema": schema.__name__, "finish_reason": completion.choices[0].finish_reason,
+            "valid": isinstance(parsed, schema), "content": message.content,
+        })
+    return {"outcomes": outcomes}
+
+
+def structured_stream(client: OpenAI, model: str) -> dict:
+    """A streamed json_schema chat: the concatenated deltas validate."""
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Describe a small bakery company."}],
+        response_format={"type": "json_schema", "json_schema": {
+            "name": "Company", "schema": to_strict_json_schema(Company), "strict": True}},
+        temperature=0.8, seed=3, max_tokens=300, stream=True)
+    content, finish = "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    try:
+        Company.model_validate_json(content)
+        valid = True
+    except ValidationError:
+        valid = False
+    return {"content": content, "finish_reason": finish, "valid": valid}
+
+
+def json_object(client: OpenAI, model: str) -> dict:
+    """json_object mode on chat (5 prompts) and on completions: always a JSON object when it stops."""
+    outcomes = []
+    prompts = ["List three fruits.", "Who are you?", "Tell me a joke.", "What is 2+2?", "Describe the sea."]
+    for i, prompt in enumerate(prompts):
+        response = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt}], response_format={"type": "json_object"},
+            temperature=0.9, seed=i, max_tokens=200)
+        outcomes.append((response.choices[0].finish_reason, response.choices[0].message.content))
+    response = client.completions.create(
+        model=model, prompt="A JSON object describing a cat:", max_tokens=200, temperature=0.9, seed=1,
+        extra_body={"response_format": {"type": "json_object"}})
+    outcomes.append((response.choices[0].finish_reason, response.choices[0].text))
+    results = []
+    for finish, text in outcomes:
+        try:
+            is_object = isinstance(json.loads(text), dict)
+        except ValueError:
+            is_object = False
+        results.append({"finish_reason": finish, "is_object": is_object, "text": text})
+    return {"outcomes": results}
+
+
+def unsupported_schema(client: OpenAI, model: str) -> dict:
+    client.chat.completions.create(
+        model=model, messages=CHAT_MESSAGES, max_tokens=8,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}},
+            "required": ["code"], "additionalProperties": False}}})
+    return {"exception": None}
+
+
+def logit_bias(client: OpenAI, model: str) -> dict:
+    """+100 on one token makes every sampled token that one, even at temperature 1."""
+    response = client.completions.create(
+        model=model, prompt=COMPLETION_PROMPT, max_tokens=5, temperature=1, seed=3, logit_bias={"1326": 100},
+        logprobs=1)
+    return {"text": response.choices[0].text, "tokens": response.choices[0].logprobs.tokens}
+
+
+def bad_logit_bias(client: OpenAI, model: str) -> dict:
+    results = {}
+    for name, bias in [("not_an_id", {"abc": 1}), ("out_of_range", {"5": 500}), ("unknown_token", {"99999999": 1})]:
+        try:
+            client.chat.completions.create(model=model, messages=CHAT_MESSAGES, max_tokens=4, logit_bias=bias)
+            results[name] = {"exception": None}
+        except openai.APIStatusError as error:
+            results[name] = error_result(error)
+    return results
+
+
 SCENARIOS = {
     name: function for name, function in globals().items()
     if callable(function) and name in {
         "completion", "completion_stream", "chat", "chat_stream", "chat_logprobs", "completion_n",
         "moderation", "models", "bad_temperature", "unknown_model", "unknown_route", "auth", "rate_limit",
-        "admin_status", "deadline",
+        "admin_status", "deadline", "structured_parse", "structured_stream", "json_object",
+        "unsupported_schema", "logit_bias", "bad_logit_bias",
     }
 }
 

@@ -387,6 +387,23 @@ public nonisolated struct Alignd_V1_GenerateRequest: @unchecked Sendable {
     set {_uniqueStorage()._returnTokenIds = newValue}
   }
 
+  /// Constrained decoding: every sampled token keeps the completion inside this format (OpenAI's
+  /// response_format). Unset or TYPE_TEXT: free text.
+  public var responseFormat: Alignd_V1_ResponseFormat {
+    get {_storage._responseFormat ?? Alignd_V1_ResponseFormat()}
+    set {_uniqueStorage()._responseFormat = newValue}
+  }
+  /// Returns true if `responseFormat` has been explicitly set.
+  public var hasResponseFormat: Bool {_storage._responseFormat != nil}
+  /// Clears the value of `responseFormat`. Subsequent reads from it will return its default value.
+  public mutating func clearResponseFormat() {_uniqueStorage()._responseFormat = nil}
+
+  /// Token id → bias added to its logit before sampling, in -100...100 (OpenAI's logit_bias).
+  public var logitBias: Dictionary<Int32,Float> {
+    get {_storage._logitBias}
+    set {_uniqueStorage()._logitBias = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Input: Equatable, Sendable {
@@ -400,6 +417,65 @@ public nonisolated struct Alignd_V1_GenerateRequest: @unchecked Sendable {
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// What a completion must look like.
+public nonisolated struct Alignd_V1_ResponseFormat: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var type: Alignd_V1_ResponseFormat.TypeEnum = .text
+
+  /// TYPE_JSON_SCHEMA: the JSON schema as JSON text (objects, arrays, strings, numbers, integers,
+  /// booleans, null, enum, const, anyOf, local $refs; an unsupported keyword is INVALID_ARGUMENT).
+  public var schema: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum TypeEnum: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case text // = 0
+
+    /// Any JSON object.
+    case jsonObject // = 1
+
+    /// A JSON value valid against `schema`.
+    case jsonSchema // = 2
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .text
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .text
+      case 1: self = .jsonObject
+      case 2: self = .jsonSchema
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .text: return 0
+      case .jsonObject: return 1
+      case .jsonSchema: return 2
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Alignd_V1_ResponseFormat.TypeEnum] = [
+      .text,
+      .jsonObject,
+      .jsonSchema,
+    ]
+
+  }
+
+  public init() {}
 }
 
 public nonisolated struct Alignd_V1_Completion: Sendable {
@@ -1057,7 +1133,7 @@ nonisolated extension Alignd_V1_SafetyOptions.Mode: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prompt\0\u{1}chat\0\u{1}sampling\0\u{1}priority\0\u{1}safety\0\u{3}client_request_id\0\u{3}return_token_ids\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prompt\0\u{1}chat\0\u{1}sampling\0\u{1}priority\0\u{1}safety\0\u{3}client_request_id\0\u{3}return_token_ids\0\u{4}!response_format\0\u{3}logit_bias\0")
 
   fileprivate class _StorageClass {
     var _input: Alignd_V1_GenerateRequest.OneOf_Input?
@@ -1066,6 +1142,8 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
     var _safety: Alignd_V1_SafetyOptions? = nil
     var _clientRequestID: String = String()
     var _returnTokenIds: Bool = false
+    var _responseFormat: Alignd_V1_ResponseFormat? = nil
+    var _logitBias: Dictionary<Int32,Float> = [:]
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1082,6 +1160,8 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
       _safety = source._safety
       _clientRequestID = source._clientRequestID
       _returnTokenIds = source._returnTokenIds
+      _responseFormat = source._responseFormat
+      _logitBias = source._logitBias
     }
   }
 
@@ -1126,6 +1206,8 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
         case 5: try { try decoder.decodeSingularMessageField(value: &_storage._safety) }()
         case 6: try { try decoder.decodeSingularStringField(value: &_storage._clientRequestID) }()
         case 7: try { try decoder.decodeSingularBoolField(value: &_storage._returnTokenIds) }()
+        case 40: try { try decoder.decodeSingularMessageField(value: &_storage._responseFormat) }()
+        case 41: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: &_storage._logitBias) }()
         default: break
         }
       }
@@ -1164,6 +1246,12 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
       if _storage._returnTokenIds != false {
         try visitor.visitSingularBoolField(value: _storage._returnTokenIds, fieldNumber: 7)
       }
+      try { if let v = _storage._responseFormat {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+      } }()
+      if !_storage._logitBias.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: _storage._logitBias, fieldNumber: 41)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1179,6 +1267,8 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
         if _storage._safety != rhs_storage._safety {return false}
         if _storage._clientRequestID != rhs_storage._clientRequestID {return false}
         if _storage._returnTokenIds != rhs_storage._returnTokenIds {return false}
+        if _storage._responseFormat != rhs_storage._responseFormat {return false}
+        if _storage._logitBias != rhs_storage._logitBias {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1186,6 +1276,45 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
+}
+
+nonisolated extension Alignd_V1_ResponseFormat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResponseFormat"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}schema\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.type) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.schema) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.type != .text {
+      try visitor.visitSingularEnumField(value: self.type, fieldNumber: 1)
+    }
+    if !self.schema.isEmpty {
+      try visitor.visitSingularStringField(value: self.schema, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_ResponseFormat, rhs: Alignd_V1_ResponseFormat) -> Bool {
+    if lhs.type != rhs.type {return false}
+    if lhs.schema != rhs.schema {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_ResponseFormat.TypeEnum: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TYPE_TEXT\0\u{1}TYPE_JSON_OBJECT\0\u{1}TYPE_JSON_SCHEMA\0")
 }
 
 nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

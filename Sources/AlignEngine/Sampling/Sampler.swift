@@ -21,12 +21,16 @@ public struct SamplingParameters: Sendable, Equatable {
   public var seed: UInt64 = 0
   /// How many most likely alternatives to report with each sampled token (0 = none).
   public var topLogprobs: Int = 0
+  /// OpenAI style: added to a token's logit after the penalties (−100...100; −100 in effect bans it).
+  public var logitBias: [Int32: Float] = [:]
 
   /// Creates a value from its fields.
   public init(
     temperature: Float = 1, topK: Int = 0, topP: Float = 1, minP: Float = 0, repetitionPenalty: Float = 1,
-    frequencyPenalty: Float = 0, presencePenalty: Float = 0, seed: UInt64 = 0, topLogprobs: Int = 0
+    frequencyPenalty: Float = 0, presencePenalty: Float = 0, seed: UInt64 = 0, topLogprobs: Int = 0,
+    logitBias: [Int32: Float] = [:]
   ) {
+    self.logitBias = logitBias
     self.temperature = temperature
     self.topK = topK
     self.topP = topP
@@ -49,6 +53,10 @@ public struct SamplingParameters: Sendable, Equatable {
     guard repetitionPenalty > 0, repetitionPenalty.isFinite else { throw bad("repetition_penalty must be > 0") }
     guard frequencyPenalty.isFinite, presencePenalty.isFinite else { throw bad("penalties must be finite") }
     guard topLogprobs >= 0, topLogprobs <= 100 else { throw bad("top_logprobs \(topLogprobs) must be in 0...100") }
+    for (token, bias) in logitBias.sorted(by: { $0.key < $1.key }) {
+      guard token >= 0 else { throw bad("logit_bias: \(token) is not a token id") }
+      guard bias >= -100, bias <= 100 else { throw bad("logit_bias for token \(token) is \(bias); it must be in -100...100") }
+    }
   }
 }
 
@@ -104,8 +112,15 @@ public struct Sampler: Sendable {
   public var generatedCounts: [Int32: Int] { counts }
 
   /// Picks the next token from one row of logits and records it in the sequence's history.
-  /// - Throws: `EngineError.invalidArgument` for an empty or non-finite row.
-  public mutating func sample(_ logits: some Collection<Float>) throws -> SampledToken {
+  /// - Parameters:
+  ///   - logits: the row (vocab).
+  ///   - mask: when given, only these tokens can be chosen (constrained decoding). It applies after
+  ///     the penalties and the logit bias and before temperature and truncation, so the draw is
+  ///     the same renormalized distribution over the allowed tokens; reported log-probabilities
+  ///     stay those of the raw distribution.
+  /// - Throws: `EngineError.invalidArgument` for an empty or non-finite row, or a mask that allows
+  ///   no token of it.
+  public mutating func sample(_ logits: some Collection<Float>, mask: TokenMask? = nil) throws -> SampledToken {
     let n = logits.count
     guard n > 0 else { throw EngineError.invalidArgument("empty logits") }
     work.removeAll(keepingCapacity: true)
@@ -123,14 +138,28 @@ public struct Sampler: Sendable {
     let rawCopyOfChosen: (Int) -> Float = { [work] i in work[i] - rawLogZ }
 
     applyPenalties()
+    if let mask { try applyMask(mask) }
     let chosen: Int
     if parameters.temperature == 0 || parameters.topK == 1 {
       chosen = argmax(work)
     } else {
-      chosen = draw()
+      chosen = draw(mask: mask)
     }
     counts[Int32(chosen), default: 0] += 1
     return SampledToken(token: Int32(chosen), logprob: rawCopyOfChosen(chosen), topLogprobs: topReport)
+  }
+
+  /// Disallowed tokens get −∞ (so argmax and the candidate sort never see them).
+  private mutating func applyMask(_ mask: TokenMask) throws {
+    var any = false
+    work.withUnsafeMutableBufferPointer { buf in
+      for i in buf.indices {
+        if mask.allows(i) { any = true } else { buf[i] = -.infinity }
+      }
+    }
+    guard any, work.contains(where: { $0.isFinite }) else {
+      throw EngineError.invalidArgument("the output constraint allows no token here")
+    }
   }
 
   private mutating func applyPenalties() {
@@ -148,10 +177,11 @@ public struct Sampler: Sendable {
         work[Int(t)] -= p.frequencyPenalty * Float(c) + p.presencePenalty
       }
     }
+    for (t, bias) in p.logitBias where Int(t) < work.count && t >= 0 { work[Int(t)] += bias }
   }
 
   /// Temperature, then top-k / top-p / min-p truncation, then one draw from what is left.
-  private mutating func draw() -> Int {
+  private mutating func draw(mask: TokenMask?) -> Int {
     let p = parameters
     let invT = 1 / p.temperature
     let maxLogit = work.max() ?? 0
@@ -159,7 +189,15 @@ public struct Sampler: Sendable {
     let total = Double(work.withUnsafeMutableBufferPointer { buf -> Float in
       let b = buf.baseAddress!
       for i in 0..<buf.count { b[i] *= invT }
-      return expShiftedInPlace(b, buf.count, shift: maxLogit * invT)
+      var sum = expShiftedInPlace(b, buf.count, shift: maxLogit * invT)
+      if let mask {
+        // The vectorized exp clamps −∞ to a tiny positive value: masked tokens must weigh exactly 0.
+        sum = 0
+        for i in 0..<buf.count {
+          if mask.allows(i) { sum += b[i] } else { b[i] = 0 }
+        }
+      }
+      return sum
     })
     let truncating = p.topK > 0 || p.topP < 1 || p.minP > 0
     if !truncating {
@@ -193,6 +231,11 @@ public struct Sampler: Sendable {
       }
       let w = work
       candidates.sort { w[Int($0)] != w[Int($1)] ? w[Int($0)] > w[Int($1)] : $0 < $1 }
+    }
+    if mask != nil {
+      // Masked tokens weigh 0; keep them out of the candidates (the top token is always allowed).
+      let w = work
+      candidates.removeAll { w[Int($0)] == 0 }
     }
     var kept = candidates.count
     if p.minP > 0, let first = candidates.first {

@@ -22,8 +22,8 @@ public struct GenerationParameters: Sendable {
   /// Fields OpenAI defines that alignd does not implement: a request using them gets a 400
   /// rather than an answer that silently ignores them.
   static let unsupported: [Endpoint: [String]] = [
-    .completions: ["suffix", "logit_bias"],
-    .chat: ["tools", "tool_choice", "functions", "function_call", "logit_bias", "audio", "modalities", "prediction"],
+    .completions: ["suffix"],
+    .chat: ["tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction"],
   ]
 
   public init(_ body: JSONObject, endpoint: Endpoint) throws(GatewayError) {
@@ -37,10 +37,9 @@ public struct GenerationParameters: Sendable {
     if endpoint == .completions, try body.bool("echo") == true {
       throw .invalid("echo is not supported by alignd", param: "echo")
     }
-    if endpoint == .chat, let format = try body.object("response_format"), try format.string("type") != "text" {
-      throw .invalid("response_format other than {\"type\": \"text\"} is not supported by alignd", param: "response_format")
-    }
     model = try body.string("model")
+    template.responseFormat = try Self.responseFormat(body)
+    template.logitBias = try Self.logitBias(body)
 
     // max_tokens: OpenAI's completions default is 16; chat has no default (the server's applies).
     let tokenRange = 0...Int64(UInt32.max)
@@ -100,6 +99,55 @@ public struct GenerationParameters: Sendable {
     template.clientRequestID = user.isEmpty ? nil : user
     if let priority = try Self.priority(body) { template.priority = priority }
     (template.safetyMode, template.safetyProfile) = try Self.safetyOptions(body)
+  }
+
+  /// `response_format`: `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema",
+  /// "json_schema": {"name": ..., "schema": {...}, "strict": ...}}` (on completions too, as vLLM
+  /// serves it). Whether the schema is supported is the pipeline's to say.
+  static func responseFormat(_ body: JSONObject) throws(GatewayError) -> ResponseFormat {
+    guard let format = try body.object("response_format") else { return .text }
+    switch try format.string("type") {
+    case "text"?: return .text
+    case "json_object"?: return .jsonObject
+    case "json_schema"?:
+      guard let spec = try format.object("json_schema") else {
+        throw .invalid("response_format json_schema needs a json_schema object", param: "response_format")
+      }
+      guard let schema = spec["schema"] else {
+        throw .invalid("response_format.json_schema needs a schema", param: "response_format")
+      }
+      return .jsonSchema(schema)
+    case let other:
+      throw .invalid(
+        "response_format.type must be text, json_object or json_schema; got \(other ?? "nothing")",
+        param: "response_format")
+    }
+  }
+
+  /// `logit_bias`: an object of token ids (as strings, the way JSON keys are) to biases in
+  /// -100...100.
+  static func logitBias(_ body: JSONObject) throws(GatewayError) -> [Int32: Float] {
+    guard let value = body["logit_bias"] else { return [:] }
+    guard case .object(let pairs) = value else {
+      throw .invalid("logit_bias must be an object of token ids to biases", param: "logit_bias")
+    }
+    var biases: [Int32: Float] = [:]
+    for (key, value) in pairs {
+      guard let id = Int32(key), id >= 0 else {
+        throw .invalid("logit_bias: key \(key.debugDescription) is not a token id", param: "logit_bias")
+      }
+      let bias: Double
+      switch value {
+      case .int(let number): bias = Double(number)
+      case .double(let number): bias = number
+      default: throw .invalid("logit_bias: the bias of token \(key) must be a number", param: "logit_bias")
+      }
+      guard bias >= -100 && bias <= 100 else {
+        throw .invalid("logit_bias: the bias of token \(key) is \(bias); it must be in -100...100", param: "logit_bias")
+      }
+      biases[id] = Float(bias)
+    }
+    return biases
   }
 
   /// The `priority` extension: `low`, `normal` or `high`.

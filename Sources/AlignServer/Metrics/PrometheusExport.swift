@@ -28,6 +28,7 @@ public enum PrometheusExport {
   static let durationBuckets: [String: [Duration]] = [
     MetricNames.timeToFirstToken: seconds([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]),
     MetricNames.interTokenLatency: seconds([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]),
+    MetricNames.constraintMask: seconds([0.00001, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]),
     MetricNames.swapDuration: seconds([0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]),
     MetricNames.grpcRequestDuration: seconds([
       0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,

@@ -59,6 +59,10 @@ public struct GenerationRequest: Sendable {
   public var stop: [String] = []
   public var stopTokenIDs: [Int32] = []
   public var ignoreEOS = false
+  /// Constrained decoding: JSON output (OpenAI's `response_format`).
+  public var responseFormat: ResponseFormat = .text
+  /// Token id → bias added to its logit (OpenAI's `logit_bias`, −100...100).
+  public var logitBias: [Int32: Float] = [:]
   public var returnTokenIDs = false
   /// nil: the server's `safety_mode`.
   public var safetyMode: SafetyMode?
@@ -160,6 +164,19 @@ extension GenerationRequest {
       throw InvalidRequest("stop_token_ids: \(id) is not a token id (vocabulary size \(vocabulary))")
     }
 
+    for (id, bias) in logitBias.sorted(by: { $0.key < $1.key }) {
+      guard id >= 0 && id < vocabulary else {
+        throw InvalidRequest("logit_bias: \(id) is not a token id (vocabulary size \(vocabulary))")
+      }
+      guard bias >= -100 && bias <= 100 else {
+        throw InvalidRequest("logit_bias: the bias of token \(id) is \(bias); it must be in -100...100")
+      }
+    }
+    let constraint = try model.outputConstraints.constraint(for: responseFormat)
+    if constraint != nil && ignoreEOS {
+      throw InvalidRequest("ignore_eos cannot be combined with a JSON response_format: the document must end")
+    }
+
     var sampling = SamplingParameters()
     if let temperature { sampling.temperature = temperature }
     if let topK { sampling.topK = topK }
@@ -170,6 +187,7 @@ extension GenerationRequest {
     if let presencePenalty { sampling.presencePenalty = presencePenalty }
     sampling.seed = seed ?? UInt64.random(in: 0...UInt64.max)
     sampling.topLogprobs = logprobs
+    sampling.logitBias = logitBias
     do {
       try sampling.validate()
     } catch {
@@ -178,7 +196,8 @@ extension GenerationRequest {
 
     let spec = GenerationSpec(
       promptTokens: tokens, maxTokens: maxTokens, samples: candidates, sampling: sampling, stopStrings: stop,
-      extraStopTokenIDs: Set(stopTokenIDs), ignoreEOS: ignoreEOS, priority: priority, deadline: deadline)
+      extraStopTokenIDs: Set(stopTokenIDs), ignoreEOS: ignoreEOS, constraint: constraint, priority: priority,
+      deadline: deadline)
     return ValidatedGenerate(spec: spec, returnTokenIDs: returnTokenIDs, logprobs: logprobs, returnCount: n)
   }
 }
