@@ -30,7 +30,11 @@ struct GenerationLogWriterTests {
     func generation(completionID: String) async throws -> StoredGeneration? {
       try await generations(GenerationLogFilter()).first { $0.entry.completionID == completionID }
     }
-    func pruneGenerations(_ retention: GenerationLogRetention) async throws -> Int { 0 }
+    let retentions = Mutex<[GenerationLogRetention]>([])
+    func pruneGenerations(_ retention: GenerationLogRetention) async throws -> Int {
+      retentions.withLock { $0.append(retention) }
+      return 0
+    }
   }
 
   static func record(_ texts: [String], prompt: String = "Hi", key: String = "web") -> GenerationRecord {
@@ -140,5 +144,29 @@ struct GenerationLogWriterTests {
     off.record(Self.record(["x"]))
     await off.flush()
     #expect(store.entries.withLock { $0.isEmpty })
+  }
+
+  @Test("run writes batches on its own within the flush interval and prunes by age and rows")
+  func runLoop() async throws {
+    let store = FakeLog()
+    let writer = Self.writer(store) {
+      $0.flushInterval = .milliseconds(10)
+      $0.pruneInterval = .milliseconds(10)
+      $0.retentionDays = 1
+      $0.retentionRows = 5
+    }
+    let running = Task { try await writer.run() }
+    writer.record(Self.record(["background"]))
+    let deadline = ContinuousClock.now + .seconds(10)
+    while ContinuousClock.now < deadline
+      && (store.entries.withLock({ $0.isEmpty }) || store.retentions.withLock({ $0.isEmpty }))
+    {
+      try await Task.sleep(for: .milliseconds(10))
+    }
+    running.cancel()
+    _ = try? await running.value
+    #expect(store.entries.withLock { $0.map(\.text) } == ["background"])
+    let retention = try #require(store.retentions.withLock { $0.first })
+    #expect(retention.olderThanUnixMs == 1_234 - 86_400_000 && retention.maxRows == 5)
   }
 }
