@@ -58,8 +58,28 @@ struct GenerationLogEndToEndTests {
     let responseID = try #require(chat.json?["id"] as? String)
     let policy = try #require((chat.json?["versions"] as? [String: Any])?["policy"] as? String)
 
+    // A streamed HTTP chat completion names its completion in the last choice event.
+    let streamed = try await Self.post(
+      server, "/v1/chat/completions",
+      ["messages": [["role": "user", "content": "Say hi."]], "max_tokens": 6, "seed": 2, "stream": true],
+      key: Self.webKey)
+    #expect(streamed.status == 200, "\(streamed.text)")
+    var sseText = ""
+    var sseID = ""
+    for line in streamed.text.split(separator: "\n") where line.hasPrefix("data: {") {
+      let event = try JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any]
+      for choice in event?["choices"] as? [[String: Any]] ?? [] {
+        sseText += ((choice["delta"] as? [String: Any])?["content"] as? String) ?? ""
+        if let id = choice["completion_id"] as? String { sseID = id }
+      }
+    }
+    #expect(sseID.hasPrefix("cmpl-"), "\(streamed.text)")
+
     try await server.withClient { client in
       let inference = Alignd_V1_Inference.Client(wrapping: client)
+      let sseLogged = try await Alignd_V1_Admin.Client(wrapping: client).getGeneration(
+        .with { $0.completionID = sseID }, metadata: Self.bearer(Self.adminKey))
+      #expect(sseLogged.text == sseText && sseLogged.endpoint == "http.chat.completions")
       let admin = Alignd_V1_Admin.Client(wrapping: client)
       // 2. gRPC Generate and GenerateStream name their completions too.
       let unary = try await inference.generate(
@@ -122,11 +142,11 @@ struct GenerationLogEndToEndTests {
       // List: newest first, filtered by key, paged.
       let firstPage = try await admin.listGenerations(
         .with { $0.filter.apiKeyID = "web"; $0.limit = 2 }, metadata: Self.bearer(Self.adminKey))
-      #expect(firstPage.completions.map(\.completionID) == [unaryID, chatIDs[1]])
+      #expect(firstPage.completions.map(\.completionID) == [unaryID, sseID])
       let secondPage = try await admin.listGenerations(
-        .with { $0.filter.apiKeyID = "web"; $0.limit = 2; $0.pageToken = firstPage.nextPageToken },
+        .with { $0.filter.apiKeyID = "web"; $0.limit = 3; $0.pageToken = firstPage.nextPageToken },
         metadata: Self.bearer(Self.adminKey))
-      #expect(secondPage.completions.map(\.completionID) == [chatIDs[0]])
+      #expect(secondPage.completions.map(\.completionID) == [chatIDs[1], chatIDs[0]])
       #expect(secondPage.nextPageToken.isEmpty)
       let badToken = await statusCode {
         _ = try await admin.listGenerations(.with { $0.pageToken = "x" }, metadata: Self.bearer(Self.adminKey))
@@ -138,7 +158,7 @@ struct GenerationLogEndToEndTests {
         for try await entry in response.messages { all.append(entry) }
         return all
       }
-      #expect(exported.map(\.completionID) == chatIDs + [unaryID, streamID])
+      #expect(exported.map(\.completionID) == chatIDs + [sseID, unaryID, streamID])
       // An infer key cannot read the log.
       let denied = await statusCode {
         _ = try await admin.listGenerations(.init(), metadata: Self.bearer(Self.webKey))
@@ -239,7 +259,7 @@ struct GenerationLogEndToEndTests {
     let folder = try TestPaths.temporaryFolder()
     let logFile = folder.appendingPathComponent("log.jsonl").path
     #expect(try ctl(["log", "export", "--output", logFile]).status == 0)
-    #expect(try String(contentsOfFile: logFile, encoding: .utf8).split(separator: "\n").count == 4)
+    #expect(try String(contentsOfFile: logFile, encoding: .utf8).split(separator: "\n").count == 5)
     let trlFile = folder.appendingPathComponent("prefs.jsonl").path
     let exported = try ctl(["feedback", "export", "--format", "trl-chat", "--output", trlFile])
     #expect(exported.status == 0, "\(exported.output)")
