@@ -23,6 +23,42 @@ public enum FeedbackRowWriter {
     }
   }
 
+  /// TRL preference rows in conversational form: `prompt` is the conversation as chat messages,
+  /// `chosen` and `rejected` are one assistant message each. `conversation` is the prompt's
+  /// messages as the generation log recorded them (app feedback names its completions); without
+  /// it the stored prompt text becomes one user message. Each row also carries the versions that
+  /// produced the texts (`policy_version`, and for app preferences `chosen_policy_version` and
+  /// `rejected_policy_version`) and the completion ids when known; TRL ignores extra columns.
+  public static func trlConversationalRows(
+    _ record: Alignd_V1_FeedbackRecord, conversation: [Alignd_V1_ChatMessage]? = nil
+  ) -> [[String: Any]] {
+    let rows = trlRows(record)
+    guard !rows.isEmpty else { return [] }
+    func assistant(_ text: Any?) -> [[String: String]] { [["role": "assistant", "content": text as? String ?? ""]] }
+    return rows.map { row in
+      let prompt: [[String: String]] =
+        conversation.map { messages in messages.map { ["role": $0.role, "content": $0.content] } }
+        ?? [["role": "user", "content": row["prompt"] as? String ?? ""]]
+      var out: [String: Any] = [
+        "prompt": prompt, "chosen": assistant(row["chosen"]), "rejected": assistant(row["rejected"]),
+        "policy_version": record.versions.policy, "reward_version": record.versions.reward,
+      ]
+      for key in [
+        "chosen_policy_version", "rejected_policy_version", "chosen_completion_id", "rejected_completion_id",
+        "completion_id", "feedback_type",
+      ] {
+        if let value = record.metadata[key] { out[key] = value }
+      }
+      return out
+    }
+  }
+
+  /// The logged completion whose conversation a record's conversational row takes its prompt
+  /// from: app feedback names it in its metadata.
+  public static func loggedCompletionID(_ record: Alignd_V1_FeedbackRecord) -> String? {
+    record.metadata["chosen_completion_id"] ?? record.metadata["completion_id"]
+  }
+
   /// Every field of a stored record, in the shape `feedback upload` reads.
   public static func fullRow(_ stored: Alignd_V1_StoredFeedback) -> [String: Any] {
     let record = stored.record
@@ -171,8 +207,11 @@ public struct FeedbackExport: Sendable {
   /// `trl`: `{"prompt", "chosen", "rejected"}` rows (TRL's standard preference format), one per
   /// preference and one per ordered pair of a ranking; `jsonl`: every field of every record, as
   /// the upload reads it back.
+  /// `trl-chat`: TRL's conversational preference format (``FeedbackRowWriter/trlConversationalRows(_:conversation:)``),
+  /// the prompt's messages read from the generation log when the feedback names a completion.
   public enum Format: String, Sendable, CaseIterable {
     case trl
+    case trlChat = "trl-chat"
     case jsonl
   }
 
@@ -193,10 +232,11 @@ public struct FeedbackExport: Sendable {
   ) throws(ClientError) {
     var selected: [Alignd_V1_FeedbackKind] = []
     for kind in kinds { selected.append(try FeedbackRowParser.kind(kind)) }
-    if format == .trl {
+    if format != .jsonl {
       if selected.isEmpty { selected = [.preference, .ranking] }
       guard selected.allSatisfy({ $0 == .preference || $0 == .ranking }) else {
-        throw ClientError("--format trl holds only preference and ranking records; drop --kind or use --format jsonl")
+        throw ClientError(
+          "--format \(format.rawValue) holds only preference and ranking records; drop --kind or use --format jsonl")
       }
     }
     let sinceMs = try since.map { text throws(ClientError) in try Self.unixMs(text, option: "--since") } ?? 0
@@ -233,8 +273,26 @@ public struct FeedbackExport: Sendable {
   }
 
   /// The rows of one stored record in this format.
-  public func rows(_ stored: Alignd_V1_StoredFeedback) -> [[String: Any]] {
-    format == .trl ? FeedbackRowWriter.trlRows(stored.record) : [FeedbackRowWriter.fullRow(stored)]
+  public func rows(_ stored: Alignd_V1_StoredFeedback, conversation: [Alignd_V1_ChatMessage]? = nil) -> [[String: Any]] {
+    switch format {
+    case .trl: FeedbackRowWriter.trlRows(stored.record)
+    case .trlChat: FeedbackRowWriter.trlConversationalRows(stored.record, conversation: conversation)
+    case .jsonl: [FeedbackRowWriter.fullRow(stored)]
+    }
+  }
+
+  /// The conversation of the logged completion `stored` names, for `trl-chat` (nil for other
+  /// formats, for records that name none, or when the log no longer holds it).
+  func conversation(
+    _ stored: Alignd_V1_StoredFeedback, admin: any Alignd_V1_Admin.ClientProtocol, metadata: Metadata
+  ) async throws -> [Alignd_V1_ChatMessage]? {
+    guard format == .trlChat, let id = FeedbackRowWriter.loggedCompletionID(stored.record) else { return nil }
+    do {
+      let logged = try await admin.getGeneration(.with { $0.completionID = id }, metadata: metadata)
+      return logged.messages.isEmpty ? nil : logged.messages
+    } catch let error as RPCError where error.code == .notFound {
+      return nil
+    }
   }
 
   /// Streams every matching record into `sink`, resuming after the last record received when a
@@ -256,7 +314,7 @@ public struct FeedbackExport: Sendable {
           try await connector.withAdmin { admin, metadata in
             try await admin.exportFeedback(page, metadata: metadata) { response in
               for try await stored in response.messages {
-                let rows = self.rows(stored)
+                let rows = self.rows(stored, conversation: try await self.conversation(stored, admin: admin, metadata: metadata))
                 for row in rows { try sink.write(row) }
                 counter.add(id: stored.id, rows: rows.count)
               }

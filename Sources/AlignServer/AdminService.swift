@@ -14,6 +14,10 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
   let status: ServingStatus
   let models: ModelHost
   let feedback: any FeedbackStore
+  /// The generation log (same database as the feedback).
+  let generations: any GenerationLogStore
+  /// Writes the log writer's queue out, so admin reads see every answer given so far.
+  let flushGenerationLog: @Sendable () async -> Void
   let registry: CheckpointRegistry
   let rollout: RolloutController
   let logger: Logger

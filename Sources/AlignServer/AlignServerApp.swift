@@ -61,13 +61,23 @@ public struct AlignServerApp: Sendable {
         path: Self.resolve(configuration.safetyGateFile, against: configuration.modelsDir),
         limit: configuration.safetyGateTexts, margin: configuration.safetyGateMargin),
       logger: logger)
+    let generationLog = GenerationLogWriter(
+      store: stores.generations, settings: configuration.generationLogSettings, logger: logger)
     let pipeline = InferencePipeline(
-      status: status, models: models, limits: generationLimits, defaultSafetyMode: configuration.safetyMode)
+      status: status, models: models, limits: generationLimits, defaultSafetyMode: configuration.safetyMode,
+      recorder: configuration.generationLog ? generationLog : nil)
     let admin = AdminService(
-      status: status, models: models, feedback: stores.feedback, registry: stores.registry, rollout: rollout,
-      logger: logger)
+      status: status, models: models, feedback: stores.feedback, generations: stores.generations,
+      flushGenerationLog: { await generationLog.flush() }, registry: stores.registry, rollout: rollout, logger: logger)
+    let feedback =
+      configuration.generationLog
+      ? AppFeedback(
+        store: stores.feedback, log: stores.generations, flushLog: { await generationLog.flush() },
+        ratePerMinute: configuration.feedbackRatePerMinute, allowOtherKeys: configuration.feedbackAllowOtherKeys)
+      : nil
     let services = try await grpcServices(
-      pipeline: pipeline, admin: admin, interceptors: access.interceptors, security: security, logger: logger)
+      pipeline: pipeline, feedback: feedback, admin: admin, interceptors: access.interceptors, security: security,
+      logger: logger)
     let loader = modelLoader(models: models, rollout: rollout, status: status, logger: logger)
     // The HTTP/JSON gateway maps onto the same pipeline (Docs/HTTP.md). It is last in the group
     // so that it is the first to hear of a graceful shutdown: it turns the status to draining at
@@ -75,12 +85,14 @@ public struct AlignServerApp: Sendable {
     let http = HTTPGatewayService(
       gateway: HTTPGateway(
         pipeline: pipeline, keys: access.gatewayKeys, maxRequestBytes: configuration.maxRequestBytes,
-        metrics: metricsRegistry, admin: configuration.adminPort == nil ? admin : nil),
+        metrics: metricsRegistry, admin: configuration.adminPort == nil ? admin : nil, feedback: feedback),
       host: bindHost, port: configuration.httpPort, idleTimeoutSeconds: configuration.idleTimeoutSeconds,
       tls: security?.http, logger: logger)
     let adminListener: [ServiceGroupConfiguration.ServiceConfiguration] = services.admin.map { [.init(service: $0)] } ?? []
+    // The log writer comes first so that it stops last, after the listeners' final answers.
     try await runServiceGroup(
-      [.init(service: services.main), .init(service: loader, successTerminationBehavior: .ignore)] + adminListener
+      [.init(service: generationLog), .init(service: services.main), .init(service: loader, successTerminationBehavior: .ignore)]
+        + adminListener
         + [.init(service: http)],
       logger: logger)
     models.shutdown()
@@ -184,6 +196,7 @@ public struct AlignServerApp: Sendable {
   /// The feedback store (which also keeps the rollout state) and the checkpoint registry.
   struct Stores {
     let feedback: any FeedbackStore
+    let generations: any GenerationLogStore
     let state: any RolloutStateStore
     let registry: CheckpointRegistry
     /// Closes the store (after the services stopped).
@@ -192,7 +205,7 @@ public struct AlignServerApp: Sendable {
 
   func openStores() async throws -> Stores {
     let config = configuration
-    let feedback: any FeedbackStore & RolloutStateStore
+    let feedback: any FeedbackStore & RolloutStateStore & GenerationLogStore
     let close: @Sendable () async -> Void
     if config.storeURL.isEmpty {
       do {
@@ -218,7 +231,7 @@ public struct AlignServerApp: Sendable {
       limits.maxExtractedBytes = UInt64(config.maxCheckpointBytes) * 2
       let registry = try CheckpointRegistry(
         root: URL(fileURLWithPath: config.dataDir).appendingPathComponent("checkpoints").path, limits: limits)
-      return Stores(feedback: feedback, state: feedback, registry: registry, close: close)
+      return Stores(feedback: feedback, generations: feedback, state: feedback, registry: registry, close: close)
     } catch {
       await close()
       throw StartupError("cannot open the checkpoint registry in \(config.dataDir)/checkpoints: \(error)", exitCode: 73)
@@ -231,7 +244,7 @@ public struct AlignServerApp: Sendable {
   /// The gRPC listeners: health, reflection, Inference and (unless `admin_port` gives it a
   /// listener of its own, mutual TLS there when configured) Admin on the main port.
   func grpcServices(
-    pipeline: InferencePipeline, admin: AdminService, interceptors: [ConditionalInterceptor<any ServerInterceptor>],
+    pipeline: InferencePipeline, feedback: AppFeedback?, admin: AdminService, interceptors: [ConditionalInterceptor<any ServerInterceptor>],
     security: ListenerSecurity?, logger: Logger
   ) async throws -> (main: GRPCServerService, admin: GRPCServerService?) {
     let config = configuration
@@ -247,7 +260,7 @@ public struct AlignServerApp: Sendable {
       health,
       ReflectionService(index: index),
       ReflectionServiceV1Alpha(index: index),
-      InferenceService(pipeline: pipeline),
+      InferenceService(pipeline: pipeline, feedback: feedback),
     ] + adminOnMain
     let transportConfig = HTTP2ServerTransport.Posix.Config.defaults { transport in
       // The transport's own limit is a backstop at twice the configured one; messages between the

@@ -144,6 +144,16 @@ public struct AuthInterceptor: ServerInterceptor {
         code: .permissionDenied,
         message: "\(context.descriptor.fullyQualifiedMethod) requires the '\(required.rawValue)' role; key '\(entry.name)' has '\(entry.role.rawValue)'")
     }
-    return try await next(request, context)
+    return try await CallerIdentity.$apiKeyID.withValue(entry.name) {
+      try await next(request, context)
+    }
   }
+}
+
+/// Who is calling: the name of the API key that authenticated the request, set by the gRPC
+/// AuthInterceptor and the HTTP gateway's middleware around the handler ("" when authentication
+/// is off). The generation log and app feedback record it; feedback checks ownership with it.
+/// Handlers read it before they return a streamed response (the stream body may run outside it).
+public enum CallerIdentity {
+  @TaskLocal public static var apiKeyID = ""
 }

@@ -122,8 +122,38 @@ public struct ServerConfiguration: Sendable, Equatable {
   /// A separate listener for the Admin service (0 picks a free port); nil serves Admin on `port`
   /// beside Inference. With it, the main port answers UNIMPLEMENTED for Admin RPCs.
   public var adminPort: Int? = nil
+  /// Record every answered generation (Generate, GenerateStream, HTTP completions) in the store's
+  /// generation log: prompt, completions with their ids, tokens, versions, verdicts, timing.
+  public var generationLog: Bool = true
+  /// Share of generation requests the log records (0...1).
+  public var generationLogSampleRate: Double = 1
+  /// Log entries older than this many days are pruned (0 = no age limit).
+  public var generationLogRetentionDays: Double = 30
+  /// The log keeps at most this many completions, pruning the oldest (0 = no row limit).
+  public var generationLogRetentionRows: Int = 1_000_000
+  /// Redact PII spans (e-mail, phone, card and id numbers, as the rules safety backend finds
+  /// them) from logged prompts and completions.
+  public var generationLogRedactPII: Bool = false
+  /// Answered requests waiting to be written to the log; beyond it they are dropped and counted.
+  public var generationLogQueueCapacity: Int = 4096
+  /// Feedback requests (SubmitFeedback, POST /v1/feedback) one API key may make per minute.
+  public var feedbackRatePerMinute: Int = 120
+  /// Let a key send feedback on completions another key asked for.
+  public var feedbackAllowOtherKeys: Bool = false
 
   public init() {}
+
+  /// The generation log writer's settings.
+  public var generationLogSettings: GenerationLogSettings {
+    var settings = GenerationLogSettings()
+    settings.enabled = generationLog
+    settings.sampleRate = generationLogSampleRate
+    settings.retentionDays = generationLogRetentionDays
+    settings.retentionRows = generationLogRetentionRows
+    settings.redactPII = generationLogRedactPII
+    settings.queueCapacity = generationLogQueueCapacity
+    return settings
+  }
 
   /// True when the listeners speak TLS.
   public var tlsEnabled: Bool { !tlsCertFile.isEmpty }
@@ -241,6 +271,28 @@ public enum ConfigurationLoader {
         config.adminPort = value
       },
       current: { $0.adminPort.map(String.init) ?? "" }),
+    bool("generation_log", \.generationLog, "Record every answered generation in the store's generation log."),
+    double(
+      "generation_log_sample_rate", \.generationLogSampleRate, "Share of generation requests the log records.",
+      min: 0, max: 1),
+    double(
+      "generation_log_retention_days", \.generationLogRetentionDays,
+      "Generation log entries older than this are pruned (0 = no age limit).", min: 0),
+    int(
+      "generation_log_retention_rows", \.generationLogRetentionRows,
+      "Most completions the generation log keeps (0 = no limit).", range: 0...1_000_000_000),
+    bool(
+      "generation_log_redact_pii", \.generationLogRedactPII,
+      "Redact PII spans (rules scanner) from logged prompts and completions."),
+    int(
+      "generation_log_queue_capacity", \.generationLogQueueCapacity,
+      "Answered requests waiting for the log writer before new ones are dropped.", range: 1...1_000_000),
+    int(
+      "feedback_rate_per_minute", \.feedbackRatePerMinute,
+      "Feedback requests (SubmitFeedback, POST /v1/feedback) per API key per minute.", range: 1...1_000_000),
+    bool(
+      "feedback_allow_other_keys", \.feedbackAllowOtherKeys,
+      "Accept feedback on completions another API key asked for."),
   ]
 
   /// Builds the configuration from its sources.
@@ -465,7 +517,7 @@ public enum ConfigurationLoader {
 
   private static func double(
     _ name: String, _ path: WritableKeyPath<ServerConfiguration, Double> & Sendable, _ help: String,
-    min: Double
+    min: Double, max: Double = .infinity
   ) -> Key {
     Key(
       name: name, help: help,
@@ -474,6 +526,7 @@ public enum ConfigurationLoader {
           throw ConfigurationError("\(name) must be a number, got '\(raw)'")
         }
         guard value >= min else { throw ConfigurationError("\(name) must be at least \(min), got \(value)") }
+        guard value <= max else { throw ConfigurationError("\(name) must be at most \(max), got \(value)") }
         config[keyPath: path] = value
       },
       current: { config in

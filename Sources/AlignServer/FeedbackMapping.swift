@@ -111,3 +111,36 @@ enum FeedbackMapping {
 struct FeedbackRejection: Error {
   var reason: String
 }
+
+extension FeedbackMapping {
+  /// An app's SubmitFeedback request as a submission.
+  static func submission(_ request: Alignd_V1_SubmitFeedbackRequest) -> AppFeedback.Submission {
+    var submission = AppFeedback.Submission()
+    submission.idempotencyKey = request.idempotencyKey
+    submission.annotatorID = request.annotatorID
+    submission.metadata = request.metadata
+    switch request.feedback {
+    case .rating(let r):
+      submission.judgement = .rating(
+        completionID: r.completionID, value: r.value, scaleMin: r.scaleMin, scaleMax: r.scaleMax)
+    case .thumbs(let t): submission.judgement = .thumbs(completionID: t.completionID, up: t.up)
+    case .preference(let p):
+      submission.judgement = .preference(
+        chosenCompletionID: p.chosenCompletionID, rejectedCompletionID: p.rejectedCompletionID)
+    case .correction(let c):
+      submission.judgement = .correction(completionID: c.completionID, correctedText: c.correctedText)
+    case .safetyLabel(let s):
+      submission.judgement = .safetyLabel(completionID: s.completionID, categories: s.categories)
+    case nil: break
+    }
+    return submission
+  }
+
+  static func submitResponse(_ outcome: AppFeedback.Outcome) -> Alignd_V1_SubmitFeedbackResponse {
+    .with {
+      $0.feedbackID = UInt64(outcome.feedbackID)
+      $0.duplicate = outcome.duplicate
+      $0.versions = InferenceMapping.versions(outcome.versions)
+    }
+  }
+}

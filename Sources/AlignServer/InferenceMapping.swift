@@ -156,6 +156,7 @@ public enum InferenceMapping {
   public static func completion(_ completion: GeneratedCompletion) -> Alignd_V1_Completion {
     .with {
       $0.index = UInt32(completion.index)
+      $0.completionID = completion.completionID
       $0.text = completion.text
       $0.tokenIds = completion.tokenIDs
       $0.finishReason = finishReason(completion.finishReason)
@@ -188,6 +189,7 @@ public enum InferenceMapping {
       $0.responseID = responseID
       $0.chunk = .with {
         $0.index = UInt32(chunk.sample)
+        $0.completionID = chunk.completionID
         $0.text = chunk.text
         $0.tokenIds = chunk.tokenIDs
         $0.logprobs = tokenLogprobs(chunk.logprobs)

@@ -7,24 +7,41 @@ import GRPCCore
 /// pipeline does the work (validation, screening, scheduling, ranking, version stamping).
 public struct InferenceService: Alignd_V1_Inference.ServiceProtocol {
   public let pipeline: InferencePipeline
+  /// Feedback from apps on logged completions; nil answers SubmitFeedback with UNAVAILABLE.
+  public let feedback: AppFeedback?
 
-  public init(pipeline: InferencePipeline) {
+  public init(pipeline: InferencePipeline, feedback: AppFeedback? = nil) {
     self.pipeline = pipeline
+    self.feedback = feedback
+  }
+
+  public func submitFeedback(
+    request: ServerRequest<Alignd_V1_SubmitFeedbackRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Alignd_V1_SubmitFeedbackResponse> {
+    guard let feedback else {
+      throw RPCError(code: .unavailable, message: "app feedback needs the generation log (generation_log = true)")
+    }
+    let submission = FeedbackMapping.submission(request.message)
+    let caller = CallerIdentity.apiKeyID
+    let outcome = try await run(context) { try await feedback.submit(submission, apiKeyID: caller) }
+    return ServerResponse(message: FeedbackMapping.submitResponse(outcome))
   }
 
   public func generate(
     request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
   ) async throws -> ServerResponse<Alignd_V1_GenerateResponse> {
-    let domain = try InferenceMapping.generateRequest(request.message, deadline: Self.deadline(request.metadata))
-    let result = try await run(context) { try await pipeline.generate(domain) }
+    var domain = try InferenceMapping.generateRequest(request.message, deadline: Self.deadline(request.metadata))
+    (domain.apiKeyID, domain.endpoint) = (CallerIdentity.apiKeyID, "grpc.Generate")
+    let result = try await run(context) { [domain] in try await pipeline.generate(domain) }
     return ServerResponse(message: InferenceMapping.generateResponse(result))
   }
 
   public func generateStream(
     request: ServerRequest<Alignd_V1_GenerateRequest>, context: ServerContext
   ) async throws -> StreamingServerResponse<Alignd_V1_GenerateStreamResponse> {
-    let domain = try InferenceMapping.generateRequest(request.message, deadline: Self.deadline(request.metadata))
-    let stream = try await run(context) { try await pipeline.stream(domain) }
+    var domain = try InferenceMapping.generateRequest(request.message, deadline: Self.deadline(request.metadata))
+    (domain.apiKeyID, domain.endpoint) = (CallerIdentity.apiKeyID, "grpc.GenerateStream")
+    let stream = try await run(context) { [domain] in try await pipeline.stream(domain) }
     return StreamingServerResponse { writer in
       let end = try await run(context) {
         try await stream.run { chunk in

@@ -49,4 +49,11 @@ public enum MetricNames {
   public static let feedbackRecords = "alignd_feedback_records_total"
   /// Counter: HTTP requests answered by the HTTP gateway, labelled `route`, `status`.
   public static let httpRequests = "alignd_http_requests_total"
+  /// Counter: generation-log records by outcome (`written`, `dropped` when the queue was full,
+  /// `failed` when the store refused a batch, `sampled_out`), labelled `outcome`.
+  public static let generationLogRecords = "alignd_generation_log_records_total"
+  /// Counter: generation-log entries removed by the retention pruner.
+  public static let generationLogPruned = "alignd_generation_log_pruned_total"
+  /// Counter: feedback submitted by apps (SubmitFeedback, POST /v1/feedback), labelled `outcome`.
+  public static let appFeedback = "alignd_app_feedback_total"
 }

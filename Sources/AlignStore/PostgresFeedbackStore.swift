@@ -235,7 +235,8 @@ public final class PostgresFeedbackStore: FeedbackStore, RolloutStateStore {
           )
           """,
         ]
-      )
+      ),
+      ("v2-generation-log", generationLogMigration(schema: schema)),
     ]
   }
 
@@ -488,7 +489,7 @@ public final class PostgresFeedbackStore: FeedbackStore, RolloutStateStore {
   /// not noticed yet. With `idempotent`, a `body` that fails because its connection was lost is
   /// run again on another connection, as many times as the pool has connections plus one; the
   /// error is only returned when a fresh connection fails too.
-  private func withConnection<T: Sendable>(
+  func withConnection<T: Sendable>(
     idempotent: Bool = true,
     _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
   ) async throws -> T {
@@ -552,7 +553,7 @@ public final class PostgresFeedbackStore: FeedbackStore, RolloutStateStore {
   /// retried on another connection (as many times as the pool has connections plus one):
   /// nothing was sent yet, so that is always safe. Later failures are not retried: the caller
   /// decides (for an append, a resend is safe because of the idempotency keys).
-  private func transaction<T: Sendable>(
+  func transaction<T: Sendable>(
     _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
   ) async throws -> T {
     let location = self.location
@@ -693,7 +694,7 @@ extension PostgresConnection {
   /// the connection's close future that stays until the connection closes, so it is only for
   /// rare statements (ROLLBACK after a failure).
   @discardableResult
-  fileprivate func rows(
+  func rows(
     _ query: PostgresQuery, logger: Logger, watchClose: Bool = false
   ) async throws -> [PostgresRow] {
     if isClosed { throw ConnectionLost() }

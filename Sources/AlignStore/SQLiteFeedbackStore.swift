@@ -191,6 +191,9 @@ public final class SQLiteFeedbackStore: FeedbackStore, RolloutStateStore {
           );
           """)
     }
+    migrator.registerMigration("v2-generation-log") { db in
+      try db.execute(sql: SQLiteFeedbackStore.generationLogSchema)
+    }
     return migrator
   }
 
@@ -342,7 +345,7 @@ public final class SQLiteFeedbackStore: FeedbackStore, RolloutStateStore {
 
   // MARK: - Plumbing
 
-  private func perform<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws
+  func perform<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws
     -> T
   {
     do {
@@ -354,7 +357,7 @@ public final class SQLiteFeedbackStore: FeedbackStore, RolloutStateStore {
     }
   }
 
-  private func read<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws
+  func read<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws
     -> T
   {
     do {

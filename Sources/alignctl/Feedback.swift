@@ -136,6 +136,12 @@ struct Feedback: AsyncParsableCommand {
         standard preference format): one per preference record and one per
         ordered pair of a ranking (a > b > c gives a/b, a/c, b/c). Other kinds
         do not fit that format and are left out.
+        --format trl-chat writes the same pairs in TRL's conversational form:
+        {"prompt": [messages], "chosen": [assistant message], "rejected":
+        [assistant message]}, the prompt's messages taken from the generation
+        log for app feedback (which names its completion ids), plus the
+        versions that produced the texts (policy_version,
+        chosen_policy_version, rejected_policy_version) and the completion ids.
         --format jsonl writes every field of every record, one object per
         line, as `feedback upload` reads it back (plus stored_id and
         received_at_unix_ms).
@@ -144,7 +150,7 @@ struct Feedback: AsyncParsableCommand {
         The count goes to stderr.
         """)
     @OptionGroup var remote: RemoteOptions
-    @Option(help: "trl or jsonl.") var format: ExportFormat = .jsonl
+    @Option(help: "trl, trl-chat or jsonl.") var format: ExportFormat = .jsonl
     @Option(
       name: .customLong("kind"),
       help: "Only this kind (rating, preference, ranking, safety_label, comment); repeatable.")

@@ -133,4 +133,33 @@ struct FeedbackRowsTests {
     #expect(throws: ClientError.self) { try ServerConnection(address: "h:1", certFile: "/nonexistent") }
     #expect(throws: ClientError.self) { try ServerConnection(address: "h:1", caFile: "/nonexistent/ca.pem") }
   }
+
+  @Test("trl-chat rows: the logged conversation as the prompt, assistant messages, the versions served")
+  func trlConversational() throws {
+    let record = Alignd_V1_FeedbackRecord.with {
+      $0.versions = .with { $0.policy = "smol@1"; $0.reward = "rm@2" }
+      $0.metadata = [
+        "chosen_completion_id": "cmpl-a", "rejected_completion_id": "cmpl-b", "chosen_policy_version": "smol@1",
+        "rejected_policy_version": "smol@0", "feedback_type": "preference", "campaign": "x",
+      ]
+      $0.preference = .with { $0.prompt = "<rendered>"; $0.chosen = "Blue."; $0.rejected = "No." }
+    }
+    #expect(FeedbackRowWriter.loggedCompletionID(record) == "cmpl-a")
+    let conversation: [Alignd_V1_ChatMessage] = [
+      .with { $0.role = "system"; $0.content = "Be brief." }, .with { $0.role = "user"; $0.content = "A colour?" },
+    ]
+    let rows = FeedbackRowWriter.trlConversationalRows(record, conversation: conversation)
+    #expect(rows.count == 1)
+    let row = try #require(rows.first)
+    #expect(row["prompt"] as? [[String: String]] == [["role": "system", "content": "Be brief."], ["role": "user", "content": "A colour?"]])
+    #expect(row["chosen"] as? [[String: String]] == [["role": "assistant", "content": "Blue."]])
+    #expect(row["rejected"] as? [[String: String]] == [["role": "assistant", "content": "No."]])
+    #expect(row["policy_version"] as? String == "smol@1" && row["rejected_policy_version"] as? String == "smol@0")
+    #expect(row["chosen_completion_id"] as? String == "cmpl-a" && row["campaign"] == nil)
+    // Without a logged conversation the stored prompt is one user message; other kinds give no rows.
+    let plain = FeedbackRowWriter.trlConversationalRows(record)
+    #expect(plain.first?["prompt"] as? [[String: String]] == [["role": "user", "content": "<rendered>"]])
+    #expect(FeedbackRowWriter.trlConversationalRows(.with { $0.comment = .with { $0.text = "hi" } }).isEmpty)
+    #expect(throws: ClientError.self) { try FeedbackExport(format: .trlChat, kinds: ["rating"]) }
+  }
 }

@@ -76,6 +76,16 @@ final class FakeAdmin: Alignd_V1_Admin.SimpleServiceProtocol {
   func getStatus(request: Alignd_V1_GetStatusRequest, context: ServerContext) async throws
     -> Alignd_V1_GetStatusResponse
   { throw RPCError(code: .unimplemented, message: "") }
+  func listGenerations(request: Alignd_V1_ListGenerationsRequest, context: ServerContext) async throws
+    -> Alignd_V1_ListGenerationsResponse
+  { throw RPCError(code: .unimplemented, message: "") }
+  func getGeneration(request: Alignd_V1_GetGenerationRequest, context: ServerContext) async throws
+    -> Alignd_V1_LoggedCompletion
+  { throw RPCError(code: .unimplemented, message: "") }
+  func exportGenerations(
+    request: Alignd_V1_ExportGenerationsRequest, response: RPCWriter<Alignd_V1_LoggedCompletion>,
+    context: ServerContext
+  ) async throws { throw RPCError(code: .unimplemented, message: "") }
 }
 
 /// Hands out clients of an in-process server.

@@ -20,7 +20,7 @@ enum StoreBackend: String, Sendable, CaseIterable, CustomTestStringConvertible {
 /// A store under test and how to clean up after it.
 struct TestStore: Sendable {
   let backend: StoreBackend
-  let store: any FeedbackStore & RolloutStateStore
+  let store: any FeedbackStore & RolloutStateStore & GenerationLogStore
 
   /// `states(prefix:)`, which both stores offer outside the protocol.
   func states(prefix: String) async throws -> [(key: String, value: String)] {

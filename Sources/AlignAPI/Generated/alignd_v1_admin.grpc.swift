@@ -129,6 +129,45 @@ public enum Alignd_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListGenerations" metadata.
+        public enum ListGenerations: Sendable {
+            /// Request type for "ListGenerations".
+            public typealias Input = Alignd_V1_ListGenerationsRequest
+            /// Response type for "ListGenerations".
+            public typealias Output = Alignd_V1_ListGenerationsResponse
+            /// Descriptor for "ListGenerations".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "alignd.v1.Admin"),
+                method: "ListGenerations",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetGeneration" metadata.
+        public enum GetGeneration: Sendable {
+            /// Request type for "GetGeneration".
+            public typealias Input = Alignd_V1_GetGenerationRequest
+            /// Response type for "GetGeneration".
+            public typealias Output = Alignd_V1_LoggedCompletion
+            /// Descriptor for "GetGeneration".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "alignd.v1.Admin"),
+                method: "GetGeneration",
+                type: .unary
+            )
+        }
+        /// Namespace for "ExportGenerations" metadata.
+        public enum ExportGenerations: Sendable {
+            /// Request type for "ExportGenerations".
+            public typealias Input = Alignd_V1_ExportGenerationsRequest
+            /// Response type for "ExportGenerations".
+            public typealias Output = Alignd_V1_LoggedCompletion
+            /// Descriptor for "ExportGenerations".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "alignd.v1.Admin"),
+                method: "ExportGenerations",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "alignd.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             StreamFeedback.descriptor,
@@ -138,7 +177,10 @@ public enum Alignd_V1_Admin: Sendable {
             PromoteCanary.descriptor,
             Rollback.descriptor,
             ListCheckpoints.descriptor,
-            GetStatus.descriptor
+            GetStatus.descriptor,
+            ListGenerations.descriptor,
+            GetGeneration.descriptor,
+            ExportGenerations.descriptor
         ]
     }
 }
@@ -305,6 +347,60 @@ extension Alignd_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Alignd_V1_GetStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_GetStatusResponse>
+
+        /// Handle the "ListGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists logged completions matching the filter, newest first, a page at a time.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Alignd_V1_ListGenerationsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Alignd_V1_ListGenerationsResponse` messages.
+        func listGenerations(
+            request: GRPCCore.StreamingServerRequest<Alignd_V1_ListGenerationsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_ListGenerationsResponse>
+
+        /// Handle the "GetGeneration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One logged completion by its completion id (NOT_FOUND if unknown, unsampled or pruned).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Alignd_V1_GetGenerationRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Alignd_V1_LoggedCompletion` messages.
+        func getGeneration(
+            request: GRPCCore.StreamingServerRequest<Alignd_V1_GetGenerationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion>
+
+        /// Handle the "ExportGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams logged completions matching the filter, oldest first (resumable with after_id).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Alignd_V1_ExportGenerationsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Alignd_V1_LoggedCompletion` messages.
+        func exportGenerations(
+            request: GRPCCore.StreamingServerRequest<Alignd_V1_ExportGenerationsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion>
     }
 
     /// Service protocol for the "alignd.v1.Admin" service.
@@ -455,6 +551,60 @@ extension Alignd_V1_Admin {
             request: GRPCCore.ServerRequest<Alignd_V1_GetStatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Alignd_V1_GetStatusResponse>
+
+        /// Handle the "ListGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists logged completions matching the filter, newest first, a page at a time.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ListGenerationsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Alignd_V1_ListGenerationsResponse` message.
+        func listGenerations(
+            request: GRPCCore.ServerRequest<Alignd_V1_ListGenerationsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Alignd_V1_ListGenerationsResponse>
+
+        /// Handle the "GetGeneration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One logged completion by its completion id (NOT_FOUND if unknown, unsampled or pruned).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_GetGenerationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Alignd_V1_LoggedCompletion` message.
+        func getGeneration(
+            request: GRPCCore.ServerRequest<Alignd_V1_GetGenerationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Alignd_V1_LoggedCompletion>
+
+        /// Handle the "ExportGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams logged completions matching the filter, oldest first (resumable with after_id).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ExportGenerationsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Alignd_V1_LoggedCompletion` messages.
+        func exportGenerations(
+            request: GRPCCore.ServerRequest<Alignd_V1_ExportGenerationsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion>
     }
 
     /// Simple service protocol for the "alignd.v1.Admin" service.
@@ -605,6 +755,61 @@ extension Alignd_V1_Admin {
             request: Alignd_V1_GetStatusRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Alignd_V1_GetStatusResponse
+
+        /// Handle the "ListGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists logged completions matching the filter, newest first, a page at a time.
+        ///
+        /// - Parameters:
+        ///   - request: A `Alignd_V1_ListGenerationsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Alignd_V1_ListGenerationsResponse` to respond with.
+        func listGenerations(
+            request: Alignd_V1_ListGenerationsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Alignd_V1_ListGenerationsResponse
+
+        /// Handle the "GetGeneration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One logged completion by its completion id (NOT_FOUND if unknown, unsampled or pruned).
+        ///
+        /// - Parameters:
+        ///   - request: A `Alignd_V1_GetGenerationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Alignd_V1_LoggedCompletion` to respond with.
+        func getGeneration(
+            request: Alignd_V1_GetGenerationRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Alignd_V1_LoggedCompletion
+
+        /// Handle the "ExportGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams logged completions matching the filter, oldest first (resumable with after_id).
+        ///
+        /// - Parameters:
+        ///   - request: A `Alignd_V1_ExportGenerationsRequest` message.
+        ///   - response: A response stream of `Alignd_V1_LoggedCompletion` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func exportGenerations(
+            request: Alignd_V1_ExportGenerationsRequest,
+            response: GRPCCore.RPCWriter<Alignd_V1_LoggedCompletion>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -700,6 +905,39 @@ extension Alignd_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Alignd_V1_Admin.Method.ListGenerations.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_ListGenerationsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_ListGenerationsResponse>(),
+            handler: { request, context in
+                try await self.listGenerations(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Alignd_V1_Admin.Method.GetGeneration.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_GetGenerationRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_LoggedCompletion>(),
+            handler: { request, context in
+                try await self.getGeneration(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Alignd_V1_Admin.Method.ExportGenerations.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_ExportGenerationsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_LoggedCompletion>(),
+            handler: { request, context in
+                try await self.exportGenerations(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -781,6 +1019,39 @@ extension Alignd_V1_Admin.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listGenerations(
+        request: GRPCCore.StreamingServerRequest<Alignd_V1_ListGenerationsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_ListGenerationsResponse> {
+        let response = try await self.listGenerations(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getGeneration(
+        request: GRPCCore.StreamingServerRequest<Alignd_V1_GetGenerationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion> {
+        let response = try await self.getGeneration(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func exportGenerations(
+        request: GRPCCore.StreamingServerRequest<Alignd_V1_ExportGenerationsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion> {
+        let response = try await self.exportGenerations(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -896,6 +1167,49 @@ extension Alignd_V1_Admin.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func listGenerations(
+        request: GRPCCore.ServerRequest<Alignd_V1_ListGenerationsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Alignd_V1_ListGenerationsResponse> {
+        return GRPCCore.ServerResponse<Alignd_V1_ListGenerationsResponse>(
+            message: try await self.listGenerations(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getGeneration(
+        request: GRPCCore.ServerRequest<Alignd_V1_GetGenerationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Alignd_V1_LoggedCompletion> {
+        return GRPCCore.ServerResponse<Alignd_V1_LoggedCompletion>(
+            message: try await self.getGeneration(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func exportGenerations(
+        request: GRPCCore.ServerRequest<Alignd_V1_ExportGenerationsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion> {
+        return GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion>(
+            metadata: [:],
+            producer: { writer in
+                try await self.exportGenerations(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -1088,6 +1402,75 @@ extension Alignd_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_GetStatusResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_GetStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists logged completions matching the filter, newest first, a page at a time.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ListGenerationsRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_ListGenerationsRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_ListGenerationsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listGenerations<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_ListGenerationsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_ListGenerationsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_ListGenerationsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_ListGenerationsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetGeneration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One logged completion by its completion id (NOT_FOUND if unknown, unsampled or pruned).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_GetGenerationRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_GetGenerationRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_LoggedCompletion` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getGeneration<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_GetGenerationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_GetGenerationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_LoggedCompletion>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ExportGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams logged completions matching the filter, oldest first (resumable with after_id).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ExportGenerationsRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_ExportGenerationsRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_LoggedCompletion` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func exportGenerations<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_ExportGenerationsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_ExportGenerationsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_LoggedCompletion>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1371,6 +1754,106 @@ extension Alignd_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists logged completions matching the filter, newest first, a page at a time.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ListGenerationsRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_ListGenerationsRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_ListGenerationsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listGenerations<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_ListGenerationsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_ListGenerationsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_ListGenerationsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_ListGenerationsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Alignd_V1_Admin.Method.ListGenerations.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetGeneration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One logged completion by its completion id (NOT_FOUND if unknown, unsampled or pruned).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_GetGenerationRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_GetGenerationRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_LoggedCompletion` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getGeneration<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_GetGenerationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_GetGenerationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_LoggedCompletion>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Alignd_V1_Admin.Method.GetGeneration.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ExportGenerations" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams logged completions matching the filter, oldest first (resumable with after_id).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ExportGenerationsRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_ExportGenerationsRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_LoggedCompletion` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func exportGenerations<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_ExportGenerationsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_ExportGenerationsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_LoggedCompletion>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Alignd_V1_Admin.Method.ExportGenerations.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1597,6 +2080,91 @@ extension Alignd_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_GetStatusRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_GetStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListGenerations" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists logged completions matching the filter, newest first, a page at a time.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Alignd_V1_ListGenerationsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listGenerations<Result>(
+        request: GRPCCore.ClientRequest<Alignd_V1_ListGenerationsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_ListGenerationsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listGenerations(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_ListGenerationsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_ListGenerationsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetGeneration" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One logged completion by its completion id (NOT_FOUND if unknown, unsampled or pruned).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Alignd_V1_GetGenerationRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getGeneration<Result>(
+        request: GRPCCore.ClientRequest<Alignd_V1_GetGenerationRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getGeneration(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_GetGenerationRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_LoggedCompletion>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExportGenerations" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Streams logged completions matching the filter, oldest first (resumable with after_id).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Alignd_V1_ExportGenerationsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exportGenerations<Result>(
+        request: GRPCCore.ClientRequest<Alignd_V1_ExportGenerationsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.exportGenerations(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_ExportGenerationsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_LoggedCompletion>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1859,6 +2427,103 @@ extension Alignd_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.getStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListGenerations" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists logged completions matching the filter, newest first, a page at a time.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listGenerations<Result>(
+        _ message: Alignd_V1_ListGenerationsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_ListGenerationsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Alignd_V1_ListGenerationsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listGenerations(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetGeneration" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One logged completion by its completion id (NOT_FOUND if unknown, unsampled or pruned).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getGeneration<Result>(
+        _ message: Alignd_V1_GetGenerationRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Alignd_V1_GetGenerationRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getGeneration(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExportGenerations" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Streams logged completions matching the filter, oldest first (resumable with after_id).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exportGenerations<Result>(
+        _ message: Alignd_V1_ExportGenerationsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Alignd_V1_ExportGenerationsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.exportGenerations(
             request: request,
             options: options,
             onResponse: handleResponse

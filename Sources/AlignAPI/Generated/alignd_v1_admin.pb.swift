@@ -787,6 +787,260 @@ public nonisolated struct Alignd_V1_GetStatusResponse: Sendable {
   public init() {}
 }
 
+/// Which logged completions to select.
+public nonisolated struct Alignd_V1_GenerationFilter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Logged-time range, Unix milliseconds (0 = unbounded).
+  public var sinceUnixMs: Int64 = 0
+
+  public var untilUnixMs: Int64 = 0
+
+  /// Only completions of this policy version (empty = any).
+  public var policyVersion: String = String()
+
+  /// Only completions requested with this API key (its name in the keys file; empty = any).
+  public var apiKeyID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Alignd_V1_ListGenerationsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var filter: Alignd_V1_GenerationFilter {
+    get {_filter ?? Alignd_V1_GenerationFilter()}
+    set {_filter = newValue}
+  }
+  /// Returns true if `filter` has been explicitly set.
+  public var hasFilter: Bool {self._filter != nil}
+  /// Clears the value of `filter`. Subsequent reads from it will return its default value.
+  public mutating func clearFilter() {self._filter = nil}
+
+  /// Page size (0 = 50; at most 1000).
+  public var limit: UInt32 = 0
+
+  /// next_page_token of the previous page (empty = the newest).
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _filter: Alignd_V1_GenerationFilter? = nil
+}
+
+public nonisolated struct Alignd_V1_ListGenerationsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var completions: [Alignd_V1_LoggedCompletion] = []
+
+  /// Pass as page_token for the next (older) page; empty when there is none.
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Alignd_V1_GetGenerationRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var completionID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Alignd_V1_ExportGenerationsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var filter: Alignd_V1_GenerationFilter {
+    get {_filter ?? Alignd_V1_GenerationFilter()}
+    set {_filter = newValue}
+  }
+  /// Returns true if `filter` has been explicitly set.
+  public var hasFilter: Bool {self._filter != nil}
+  /// Clears the value of `filter`. Subsequent reads from it will return its default value.
+  public mutating func clearFilter() {self._filter = nil}
+
+  /// Resume after this log id (0 = from the start).
+  public var afterID: UInt64 = 0
+
+  /// At most this many completions (0 = all).
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _filter: Alignd_V1_GenerationFilter? = nil
+}
+
+/// One completion as the generation log recorded it.
+public nonisolated struct Alignd_V1_LoggedCompletion: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Log id, increasing in write order.
+  public var id: UInt64 {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var completionID: String {
+    get {_storage._completionID}
+    set {_uniqueStorage()._completionID = newValue}
+  }
+
+  /// The response it belongs to (shared by the n completions of one request).
+  public var responseID: String {
+    get {_storage._responseID}
+    set {_uniqueStorage()._responseID = newValue}
+  }
+
+  public var clientRequestID: String {
+    get {_storage._clientRequestID}
+    set {_uniqueStorage()._clientRequestID = newValue}
+  }
+
+  /// Its index in the response.
+  public var index: UInt32 {
+    get {_storage._index}
+    set {_uniqueStorage()._index = newValue}
+  }
+
+  /// The API key that asked (its name in the keys file; empty without authentication).
+  public var apiKeyID: String {
+    get {_storage._apiKeyID}
+    set {_uniqueStorage()._apiKeyID = newValue}
+  }
+
+  /// Where it was asked: grpc.Generate, grpc.GenerateStream, http.completions, http.chat.completions.
+  public var endpoint: String {
+    get {_storage._endpoint}
+    set {_uniqueStorage()._endpoint = newValue}
+  }
+
+  /// The prompt as rendered for the model (a chat request's rendered template).
+  public var prompt: String {
+    get {_storage._prompt}
+    set {_uniqueStorage()._prompt = newValue}
+  }
+
+  /// A chat request's messages (empty for a raw prompt).
+  public var messages: [Alignd_V1_ChatMessage] {
+    get {_storage._messages}
+    set {_uniqueStorage()._messages = newValue}
+  }
+
+  public var text: String {
+    get {_storage._text}
+    set {_uniqueStorage()._text = newValue}
+  }
+
+  public var tokenIds: [Int32] {
+    get {_storage._tokenIds}
+    set {_uniqueStorage()._tokenIds = newValue}
+  }
+
+  /// The sampled tokens' log-probabilities, when the request computed them.
+  public var tokenLogprobs: [Float] {
+    get {_storage._tokenLogprobs}
+    set {_uniqueStorage()._tokenLogprobs = newValue}
+  }
+
+  /// stop, length, safety, cancelled or deadline.
+  public var finishReason: String {
+    get {_storage._finishReason}
+    set {_uniqueStorage()._finishReason = newValue}
+  }
+
+  /// Sampling parameters as JSON (temperature, top_k, top_p, min_p, penalties, seed, max_tokens,
+  /// n, best_of, stop, logprobs).
+  public var samplingJson: String {
+    get {_storage._samplingJson}
+    set {_uniqueStorage()._samplingJson = newValue}
+  }
+
+  public var versions: Alignd_V1_ModelVersions {
+    get {_storage._versions ?? Alignd_V1_ModelVersions()}
+    set {_uniqueStorage()._versions = newValue}
+  }
+  /// Returns true if `versions` has been explicitly set.
+  public var hasVersions: Bool {_storage._versions != nil}
+  /// Clears the value of `versions`. Subsequent reads from it will return its default value.
+  public mutating func clearVersions() {_uniqueStorage()._versions = nil}
+
+  /// The reward when one was computed (best_of).
+  public var reward: Double {
+    get {_storage._reward ?? 0}
+    set {_uniqueStorage()._reward = newValue}
+  }
+  /// Returns true if `reward` has been explicitly set.
+  public var hasReward: Bool {_storage._reward != nil}
+  /// Clears the value of `reward`. Subsequent reads from it will return its default value.
+  public mutating func clearReward() {_uniqueStorage()._reward = nil}
+
+  /// Categories the safety screen flagged.
+  public var flaggedCategories: [String] {
+    get {_storage._flaggedCategories}
+    set {_uniqueStorage()._flaggedCategories = newValue}
+  }
+
+  public var createdAtUnixMs: Int64 {
+    get {_storage._createdAtUnixMs}
+    set {_uniqueStorage()._createdAtUnixMs = newValue}
+  }
+
+  /// Time to first token and total duration of the request, milliseconds.
+  public var ttftMs: Double {
+    get {_storage._ttftMs}
+    set {_uniqueStorage()._ttftMs = newValue}
+  }
+
+  public var durationMs: Double {
+    get {_storage._durationMs}
+    set {_uniqueStorage()._durationMs = newValue}
+  }
+
+  public var promptTokens: UInt32 {
+    get {_storage._promptTokens}
+    set {_uniqueStorage()._promptTokens = newValue}
+  }
+
+  public var completionTokens: UInt32 {
+    get {_storage._completionTokens}
+    set {_uniqueStorage()._completionTokens = newValue}
+  }
+
+  /// PII spans were redacted from prompt, messages and text (token ids and logprobs then dropped).
+  public var redacted: Bool {
+    get {_storage._redacted}
+    set {_uniqueStorage()._redacted = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "alignd.v1"
@@ -1982,4 +2236,426 @@ nonisolated extension Alignd_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Alignd_V1_GetStatusResponse.ServingState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SERVING_STATE_UNSPECIFIED\0\u{1}SERVING_STATE_LOADING\0\u{1}SERVING_STATE_SERVING\0\u{1}SERVING_STATE_DRAINING\0")
+}
+
+nonisolated extension Alignd_V1_GenerationFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GenerationFilter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}since_unix_ms\0\u{3}until_unix_ms\0\u{3}policy_version\0\u{3}api_key_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.sinceUnixMs) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.untilUnixMs) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.policyVersion) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.apiKeyID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sinceUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sinceUnixMs, fieldNumber: 1)
+    }
+    if self.untilUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.untilUnixMs, fieldNumber: 2)
+    }
+    if !self.policyVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.policyVersion, fieldNumber: 3)
+    }
+    if !self.apiKeyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.apiKeyID, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_GenerationFilter, rhs: Alignd_V1_GenerationFilter) -> Bool {
+    if lhs.sinceUnixMs != rhs.sinceUnixMs {return false}
+    if lhs.untilUnixMs != rhs.untilUnixMs {return false}
+    if lhs.policyVersion != rhs.policyVersion {return false}
+    if lhs.apiKeyID != rhs.apiKeyID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_ListGenerationsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListGenerationsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0\u{1}limit\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._filter) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._filter {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 2)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_ListGenerationsRequest, rhs: Alignd_V1_ListGenerationsRequest) -> Bool {
+    if lhs._filter != rhs._filter {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_ListGenerationsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListGenerationsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}completions\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.completions) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.completions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.completions, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_ListGenerationsResponse, rhs: Alignd_V1_ListGenerationsResponse) -> Bool {
+    if lhs.completions != rhs.completions {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_GetGenerationRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetGenerationRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}completion_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.completionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_GetGenerationRequest, rhs: Alignd_V1_GetGenerationRequest) -> Bool {
+    if lhs.completionID != rhs.completionID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_ExportGenerationsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExportGenerationsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filter\0\u{3}after_id\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._filter) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.afterID) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._filter {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.afterID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.afterID, fieldNumber: 2)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_ExportGenerationsRequest, rhs: Alignd_V1_ExportGenerationsRequest) -> Bool {
+    if lhs._filter != rhs._filter {return false}
+    if lhs.afterID != rhs.afterID {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_LoggedCompletion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LoggedCompletion"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}completion_id\0\u{3}response_id\0\u{3}client_request_id\0\u{1}index\0\u{3}api_key_id\0\u{1}endpoint\0\u{1}prompt\0\u{1}messages\0\u{1}text\0\u{3}token_ids\0\u{3}token_logprobs\0\u{3}finish_reason\0\u{3}sampling_json\0\u{1}versions\0\u{1}reward\0\u{3}flagged_categories\0\u{3}created_at_unix_ms\0\u{3}ttft_ms\0\u{3}duration_ms\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{1}redacted\0")
+
+  fileprivate class _StorageClass {
+    var _id: UInt64 = 0
+    var _completionID: String = String()
+    var _responseID: String = String()
+    var _clientRequestID: String = String()
+    var _index: UInt32 = 0
+    var _apiKeyID: String = String()
+    var _endpoint: String = String()
+    var _prompt: String = String()
+    var _messages: [Alignd_V1_ChatMessage] = []
+    var _text: String = String()
+    var _tokenIds: [Int32] = []
+    var _tokenLogprobs: [Float] = []
+    var _finishReason: String = String()
+    var _samplingJson: String = String()
+    var _versions: Alignd_V1_ModelVersions? = nil
+    var _reward: Double? = nil
+    var _flaggedCategories: [String] = []
+    var _createdAtUnixMs: Int64 = 0
+    var _ttftMs: Double = 0
+    var _durationMs: Double = 0
+    var _promptTokens: UInt32 = 0
+    var _completionTokens: UInt32 = 0
+    var _redacted: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _completionID = source._completionID
+      _responseID = source._responseID
+      _clientRequestID = source._clientRequestID
+      _index = source._index
+      _apiKeyID = source._apiKeyID
+      _endpoint = source._endpoint
+      _prompt = source._prompt
+      _messages = source._messages
+      _text = source._text
+      _tokenIds = source._tokenIds
+      _tokenLogprobs = source._tokenLogprobs
+      _finishReason = source._finishReason
+      _samplingJson = source._samplingJson
+      _versions = source._versions
+      _reward = source._reward
+      _flaggedCategories = source._flaggedCategories
+      _createdAtUnixMs = source._createdAtUnixMs
+      _ttftMs = source._ttftMs
+      _durationMs = source._durationMs
+      _promptTokens = source._promptTokens
+      _completionTokens = source._completionTokens
+      _redacted = source._redacted
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._completionID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._responseID) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._clientRequestID) }()
+        case 5: try { try decoder.decodeSingularUInt32Field(value: &_storage._index) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._apiKeyID) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._prompt) }()
+        case 9: try { try decoder.decodeRepeatedMessageField(value: &_storage._messages) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._text) }()
+        case 11: try { try decoder.decodeRepeatedInt32Field(value: &_storage._tokenIds) }()
+        case 12: try { try decoder.decodeRepeatedFloatField(value: &_storage._tokenLogprobs) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._finishReason) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._samplingJson) }()
+        case 15: try { try decoder.decodeSingularMessageField(value: &_storage._versions) }()
+        case 16: try { try decoder.decodeSingularDoubleField(value: &_storage._reward) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._flaggedCategories) }()
+        case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._createdAtUnixMs) }()
+        case 19: try { try decoder.decodeSingularDoubleField(value: &_storage._ttftMs) }()
+        case 20: try { try decoder.decodeSingularDoubleField(value: &_storage._durationMs) }()
+        case 21: try { try decoder.decodeSingularUInt32Field(value: &_storage._promptTokens) }()
+        case 22: try { try decoder.decodeSingularUInt32Field(value: &_storage._completionTokens) }()
+        case 23: try { try decoder.decodeSingularBoolField(value: &_storage._redacted) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._id != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._completionID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._completionID, fieldNumber: 2)
+      }
+      if !_storage._responseID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._responseID, fieldNumber: 3)
+      }
+      if !_storage._clientRequestID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._clientRequestID, fieldNumber: 4)
+      }
+      if _storage._index != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._index, fieldNumber: 5)
+      }
+      if !_storage._apiKeyID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._apiKeyID, fieldNumber: 6)
+      }
+      if !_storage._endpoint.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._endpoint, fieldNumber: 7)
+      }
+      if !_storage._prompt.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._prompt, fieldNumber: 8)
+      }
+      if !_storage._messages.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._messages, fieldNumber: 9)
+      }
+      if !_storage._text.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._text, fieldNumber: 10)
+      }
+      if !_storage._tokenIds.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._tokenIds, fieldNumber: 11)
+      }
+      if !_storage._tokenLogprobs.isEmpty {
+        try visitor.visitPackedFloatField(value: _storage._tokenLogprobs, fieldNumber: 12)
+      }
+      if !_storage._finishReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._finishReason, fieldNumber: 13)
+      }
+      if !_storage._samplingJson.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._samplingJson, fieldNumber: 14)
+      }
+      try { if let v = _storage._versions {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      } }()
+      try { if let v = _storage._reward {
+        try visitor.visitSingularDoubleField(value: v, fieldNumber: 16)
+      } }()
+      if !_storage._flaggedCategories.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._flaggedCategories, fieldNumber: 17)
+      }
+      if _storage._createdAtUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._createdAtUnixMs, fieldNumber: 18)
+      }
+      if _storage._ttftMs.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._ttftMs, fieldNumber: 19)
+      }
+      if _storage._durationMs.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._durationMs, fieldNumber: 20)
+      }
+      if _storage._promptTokens != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._promptTokens, fieldNumber: 21)
+      }
+      if _storage._completionTokens != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._completionTokens, fieldNumber: 22)
+      }
+      if _storage._redacted != false {
+        try visitor.visitSingularBoolField(value: _storage._redacted, fieldNumber: 23)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_LoggedCompletion, rhs: Alignd_V1_LoggedCompletion) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._completionID != rhs_storage._completionID {return false}
+        if _storage._responseID != rhs_storage._responseID {return false}
+        if _storage._clientRequestID != rhs_storage._clientRequestID {return false}
+        if _storage._index != rhs_storage._index {return false}
+        if _storage._apiKeyID != rhs_storage._apiKeyID {return false}
+        if _storage._endpoint != rhs_storage._endpoint {return false}
+        if _storage._prompt != rhs_storage._prompt {return false}
+        if _storage._messages != rhs_storage._messages {return false}
+        if _storage._text != rhs_storage._text {return false}
+        if _storage._tokenIds != rhs_storage._tokenIds {return false}
+        if _storage._tokenLogprobs != rhs_storage._tokenLogprobs {return false}
+        if _storage._finishReason != rhs_storage._finishReason {return false}
+        if _storage._samplingJson != rhs_storage._samplingJson {return false}
+        if _storage._versions != rhs_storage._versions {return false}
+        if _storage._reward != rhs_storage._reward {return false}
+        if _storage._flaggedCategories != rhs_storage._flaggedCategories {return false}
+        if _storage._createdAtUnixMs != rhs_storage._createdAtUnixMs {return false}
+        if _storage._ttftMs != rhs_storage._ttftMs {return false}
+        if _storage._durationMs != rhs_storage._durationMs {return false}
+        if _storage._promptTokens != rhs_storage._promptTokens {return false}
+        if _storage._completionTokens != rhs_storage._completionTokens {return false}
+        if _storage._redacted != rhs_storage._redacted {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }

@@ -104,6 +104,19 @@ public enum Alignd_V1_Inference: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "SubmitFeedback" metadata.
+        public enum SubmitFeedback: Sendable {
+            /// Request type for "SubmitFeedback".
+            public typealias Input = Alignd_V1_SubmitFeedbackRequest
+            /// Response type for "SubmitFeedback".
+            public typealias Output = Alignd_V1_SubmitFeedbackResponse
+            /// Descriptor for "SubmitFeedback".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "alignd.v1.Inference"),
+                method: "SubmitFeedback",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "alignd.v1.Inference" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Generate.descriptor,
@@ -111,7 +124,8 @@ public enum Alignd_V1_Inference: Sendable {
             Score.descriptor,
             CheckSafety.descriptor,
             Tokenize.descriptor,
-            Logprobs.descriptor
+            Logprobs.descriptor,
+            SubmitFeedback.descriptor
         ]
     }
 }
@@ -252,6 +266,29 @@ extension Alignd_V1_Inference {
             request: GRPCCore.StreamingServerRequest<Alignd_V1_LogprobsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LogprobsResponse>
+
+        /// Handle the "SubmitFeedback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Feedback from an app (infer role) on completions this server generated, named by their
+        /// > completion ids. The server fills prompt, texts and versions from its generation log (the
+        /// > client's word is never taken for them) and stores the record with the admin feedback, so
+        /// > exports see it. Errors: NOT_FOUND for an unknown or expired completion id, PERMISSION_DENIED
+        /// > for another key's completion (unless the server allows it), INVALID_ARGUMENT for a malformed
+        /// > request, RESOURCE_EXHAUSTED when the key exceeds its feedback rate. Retries are idempotent.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Alignd_V1_SubmitFeedbackRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Alignd_V1_SubmitFeedbackResponse` messages.
+        func submitFeedback(
+            request: GRPCCore.StreamingServerRequest<Alignd_V1_SubmitFeedbackRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_SubmitFeedbackResponse>
     }
 
     /// Service protocol for the "alignd.v1.Inference" service.
@@ -376,6 +413,29 @@ extension Alignd_V1_Inference {
             request: GRPCCore.ServerRequest<Alignd_V1_LogprobsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Alignd_V1_LogprobsResponse>
+
+        /// Handle the "SubmitFeedback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Feedback from an app (infer role) on completions this server generated, named by their
+        /// > completion ids. The server fills prompt, texts and versions from its generation log (the
+        /// > client's word is never taken for them) and stores the record with the admin feedback, so
+        /// > exports see it. Errors: NOT_FOUND for an unknown or expired completion id, PERMISSION_DENIED
+        /// > for another key's completion (unless the server allows it), INVALID_ARGUMENT for a malformed
+        /// > request, RESOURCE_EXHAUSTED when the key exceeds its feedback rate. Retries are idempotent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_SubmitFeedbackRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Alignd_V1_SubmitFeedbackResponse` message.
+        func submitFeedback(
+            request: GRPCCore.ServerRequest<Alignd_V1_SubmitFeedbackRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Alignd_V1_SubmitFeedbackResponse>
     }
 
     /// Simple service protocol for the "alignd.v1.Inference" service.
@@ -499,6 +559,29 @@ extension Alignd_V1_Inference {
             request: Alignd_V1_LogprobsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Alignd_V1_LogprobsResponse
+
+        /// Handle the "SubmitFeedback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Feedback from an app (infer role) on completions this server generated, named by their
+        /// > completion ids. The server fills prompt, texts and versions from its generation log (the
+        /// > client's word is never taken for them) and stores the record with the admin feedback, so
+        /// > exports see it. Errors: NOT_FOUND for an unknown or expired completion id, PERMISSION_DENIED
+        /// > for another key's completion (unless the server allows it), INVALID_ARGUMENT for a malformed
+        /// > request, RESOURCE_EXHAUSTED when the key exceeds its feedback rate. Retries are idempotent.
+        ///
+        /// - Parameters:
+        ///   - request: A `Alignd_V1_SubmitFeedbackRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Alignd_V1_SubmitFeedbackResponse` to respond with.
+        func submitFeedback(
+            request: Alignd_V1_SubmitFeedbackRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Alignd_V1_SubmitFeedbackResponse
     }
 }
 
@@ -572,6 +655,17 @@ extension Alignd_V1_Inference.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Alignd_V1_Inference.Method.SubmitFeedback.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_SubmitFeedbackRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_SubmitFeedbackResponse>(),
+            handler: { request, context in
+                try await self.submitFeedback(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -638,6 +732,17 @@ extension Alignd_V1_Inference.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LogprobsResponse> {
         let response = try await self.logprobs(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func submitFeedback(
+        request: GRPCCore.StreamingServerRequest<Alignd_V1_SubmitFeedbackRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_SubmitFeedbackResponse> {
+        let response = try await self.submitFeedback(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -723,6 +828,19 @@ extension Alignd_V1_Inference.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Alignd_V1_LogprobsResponse> {
         return GRPCCore.ServerResponse<Alignd_V1_LogprobsResponse>(
             message: try await self.logprobs(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func submitFeedback(
+        request: GRPCCore.ServerRequest<Alignd_V1_SubmitFeedbackRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Alignd_V1_SubmitFeedbackResponse> {
+        return GRPCCore.ServerResponse<Alignd_V1_SubmitFeedbackResponse>(
+            message: try await self.submitFeedback(
                 request: request.message,
                 context: context
             ),
@@ -883,6 +1001,34 @@ extension Alignd_V1_Inference {
             deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_LogprobsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_LogprobsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SubmitFeedback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Feedback from an app (infer role) on completions this server generated, named by their
+        /// > completion ids. The server fills prompt, texts and versions from its generation log (the
+        /// > client's word is never taken for them) and stores the record with the admin feedback, so
+        /// > exports see it. Errors: NOT_FOUND for an unknown or expired completion id, PERMISSION_DENIED
+        /// > for another key's completion (unless the server allows it), INVALID_ARGUMENT for a malformed
+        /// > request, RESOURCE_EXHAUSTED when the key exceeds its feedback rate. Retries are idempotent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_SubmitFeedbackRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_SubmitFeedbackRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_SubmitFeedbackResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func submitFeedback<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_SubmitFeedbackRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_SubmitFeedbackRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_SubmitFeedbackResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_SubmitFeedbackResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1110,6 +1256,45 @@ extension Alignd_V1_Inference {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "SubmitFeedback" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Feedback from an app (infer role) on completions this server generated, named by their
+        /// > completion ids. The server fills prompt, texts and versions from its generation log (the
+        /// > client's word is never taken for them) and stores the record with the admin feedback, so
+        /// > exports see it. Errors: NOT_FOUND for an unknown or expired completion id, PERMISSION_DENIED
+        /// > for another key's completion (unless the server allows it), INVALID_ARGUMENT for a malformed
+        /// > request, RESOURCE_EXHAUSTED when the key exceeds its feedback rate. Retries are idempotent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_SubmitFeedbackRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_SubmitFeedbackRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_SubmitFeedbackResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func submitFeedback<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_SubmitFeedbackRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_SubmitFeedbackRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_SubmitFeedbackResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_SubmitFeedbackResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Alignd_V1_Inference.Method.SubmitFeedback.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1290,6 +1475,40 @@ extension Alignd_V1_Inference.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_LogprobsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_LogprobsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SubmitFeedback" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Feedback from an app (infer role) on completions this server generated, named by their
+    /// > completion ids. The server fills prompt, texts and versions from its generation log (the
+    /// > client's word is never taken for them) and stores the record with the admin feedback, so
+    /// > exports see it. Errors: NOT_FOUND for an unknown or expired completion id, PERMISSION_DENIED
+    /// > for another key's completion (unless the server allows it), INVALID_ARGUMENT for a malformed
+    /// > request, RESOURCE_EXHAUSTED when the key exceeds its feedback rate. Retries are idempotent.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Alignd_V1_SubmitFeedbackRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func submitFeedback<Result>(
+        request: GRPCCore.ClientRequest<Alignd_V1_SubmitFeedbackRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_SubmitFeedbackResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.submitFeedback(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_SubmitFeedbackRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_SubmitFeedbackResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1496,6 +1715,44 @@ extension Alignd_V1_Inference.ClientProtocol {
             metadata: metadata
         )
         return try await self.logprobs(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SubmitFeedback" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Feedback from an app (infer role) on completions this server generated, named by their
+    /// > completion ids. The server fills prompt, texts and versions from its generation log (the
+    /// > client's word is never taken for them) and stores the record with the admin feedback, so
+    /// > exports see it. Errors: NOT_FOUND for an unknown or expired completion id, PERMISSION_DENIED
+    /// > for another key's completion (unless the server allows it), INVALID_ARGUMENT for a malformed
+    /// > request, RESOURCE_EXHAUSTED when the key exceeds its feedback rate. Retries are idempotent.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func submitFeedback<Result>(
+        _ message: Alignd_V1_SubmitFeedbackRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Alignd_V1_SubmitFeedbackResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Alignd_V1_SubmitFeedbackRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.submitFeedback(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -506,6 +506,10 @@ public nonisolated struct Alignd_V1_Completion: Sendable {
   /// Categories that made the safety screen block (finish_reason SAFETY).
   public var flaggedCategories: [String] = []
 
+  /// This completion's own id (each of n completions has one); feedback names it. The
+  /// generation log holds it when logging is on.
+  public var completionID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -566,6 +570,9 @@ public nonisolated struct Alignd_V1_TokenChunk: Sendable {
   public var tokenIds: [Int32] = []
 
   public var logprobs: [Alignd_V1_TokenLogprob] = []
+
+  /// The id of completion `index` (as in the final StreamEnd).
+  public var completionID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -976,6 +983,188 @@ public nonisolated struct Alignd_V1_LogprobsResponse: Sendable {
   fileprivate var _versions: Alignd_V1_ModelVersions? = nil
 }
 
+/// Feedback on logged completions (Inference.SubmitFeedback, HTTP POST /v1/feedback).
+public nonisolated struct Alignd_V1_SubmitFeedbackRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Deduplicates retries: the same key from the same API key returns the first feedback id and
+  /// stores nothing. Empty: the server derives the key from the content (the same judgement on
+  /// the same completions is stored once).
+  public var idempotencyKey: String = String()
+
+  public var feedback: Alignd_V1_SubmitFeedbackRequest.OneOf_Feedback? = nil
+
+  public var rating: Alignd_V1_CompletionRating {
+    get {
+      if case .rating(let v)? = feedback {return v}
+      return Alignd_V1_CompletionRating()
+    }
+    set {feedback = .rating(newValue)}
+  }
+
+  public var thumbs: Alignd_V1_CompletionThumbs {
+    get {
+      if case .thumbs(let v)? = feedback {return v}
+      return Alignd_V1_CompletionThumbs()
+    }
+    set {feedback = .thumbs(newValue)}
+  }
+
+  public var preference: Alignd_V1_CompletionPreference {
+    get {
+      if case .preference(let v)? = feedback {return v}
+      return Alignd_V1_CompletionPreference()
+    }
+    set {feedback = .preference(newValue)}
+  }
+
+  public var correction: Alignd_V1_CompletionCorrection {
+    get {
+      if case .correction(let v)? = feedback {return v}
+      return Alignd_V1_CompletionCorrection()
+    }
+    set {feedback = .correction(newValue)}
+  }
+
+  public var safetyLabel: Alignd_V1_CompletionSafetyLabel {
+    get {
+      if case .safetyLabel(let v)? = feedback {return v}
+      return Alignd_V1_CompletionSafetyLabel()
+    }
+    set {feedback = .safetyLabel(newValue)}
+  }
+
+  /// Who judged (free text, e.g. an app's user id hash).
+  public var annotatorID: String = String()
+
+  public var metadata: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Feedback: Equatable, Sendable {
+    case rating(Alignd_V1_CompletionRating)
+    case thumbs(Alignd_V1_CompletionThumbs)
+    case preference(Alignd_V1_CompletionPreference)
+    case correction(Alignd_V1_CompletionCorrection)
+    case safetyLabel(Alignd_V1_CompletionSafetyLabel)
+
+  }
+
+  public init() {}
+}
+
+/// A scalar rating of one completion on a scale (stored as a rating).
+public nonisolated struct Alignd_V1_CompletionRating: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var completionID: String = String()
+
+  public var value: Double = 0
+
+  /// The scale; both 0 means 1..5.
+  public var scaleMin: Double = 0
+
+  public var scaleMax: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Thumbs up or down on one completion (stored as a rating of 1 or 0 on the scale 0..1, with
+/// metadata feedback_type=thumbs).
+public nonisolated struct Alignd_V1_CompletionThumbs: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var completionID: String = String()
+
+  public var up: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One completion preferred over another of the same prompt (stored as a preference).
+public nonisolated struct Alignd_V1_CompletionPreference: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var chosenCompletionID: String = String()
+
+  public var rejectedCompletionID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A person's corrected version of a completion (stored as a preference: the correction chosen
+/// over the completion, with metadata feedback_type=correction).
+public nonisolated struct Alignd_V1_CompletionCorrection: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var completionID: String = String()
+
+  public var correctedText: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Safety categories that apply to a completion (empty = judged safe).
+public nonisolated struct Alignd_V1_CompletionSafetyLabel: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var completionID: String = String()
+
+  public var categories: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Alignd_V1_SubmitFeedbackResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The stored feedback's id (as in Admin.ExportFeedback).
+  public var feedbackID: UInt64 = 0
+
+  /// True when this request repeated one already stored (nothing new was stored).
+  public var duplicate: Bool = false
+
+  /// The versions of the judged completions, as the log recorded them.
+  public var versions: Alignd_V1_ModelVersions {
+    get {_versions ?? Alignd_V1_ModelVersions()}
+    set {_versions = newValue}
+  }
+  /// Returns true if `versions` has been explicitly set.
+  public var hasVersions: Bool {self._versions != nil}
+  /// Clears the value of `versions`. Subsequent reads from it will return its default value.
+  public mutating func clearVersions() {self._versions = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _versions: Alignd_V1_ModelVersions? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "alignd.v1"
@@ -1319,7 +1508,7 @@ nonisolated extension Alignd_V1_ResponseFormat.TypeEnum: SwiftProtobuf._ProtoNam
 
 nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Completion"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}text\0\u{3}token_ids\0\u{3}finish_reason\0\u{1}logprobs\0\u{1}reward\0\u{3}flagged_categories\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}text\0\u{3}token_ids\0\u{3}finish_reason\0\u{1}logprobs\0\u{1}reward\0\u{3}flagged_categories\0\u{3}completion_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1334,6 +1523,7 @@ nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.logprobs) }()
       case 6: try { try decoder.decodeSingularDoubleField(value: &self._reward) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.flaggedCategories) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
       default: break
       }
     }
@@ -1365,6 +1555,9 @@ nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf
     if !self.flaggedCategories.isEmpty {
       try visitor.visitRepeatedStringField(value: self.flaggedCategories, fieldNumber: 7)
     }
+    if !self.completionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1376,6 +1569,7 @@ nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.logprobs != rhs.logprobs {return false}
     if lhs._reward != rhs._reward {return false}
     if lhs.flaggedCategories != rhs.flaggedCategories {return false}
+    if lhs.completionID != rhs.completionID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1437,7 +1631,7 @@ nonisolated extension Alignd_V1_GenerateResponse: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Alignd_V1_TokenChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TokenChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}text\0\u{3}token_ids\0\u{1}logprobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}text\0\u{3}token_ids\0\u{1}logprobs\0\u{3}completion_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1449,6 +1643,7 @@ nonisolated extension Alignd_V1_TokenChunk: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeSingularStringField(value: &self.text) }()
       case 3: try { try decoder.decodeRepeatedInt32Field(value: &self.tokenIds) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.logprobs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
       default: break
       }
     }
@@ -1467,6 +1662,9 @@ nonisolated extension Alignd_V1_TokenChunk: SwiftProtobuf.Message, SwiftProtobuf
     if !self.logprobs.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.logprobs, fieldNumber: 4)
     }
+    if !self.completionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1475,6 +1673,7 @@ nonisolated extension Alignd_V1_TokenChunk: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.text != rhs.text {return false}
     if lhs.tokenIds != rhs.tokenIds {return false}
     if lhs.logprobs != rhs.logprobs {return false}
+    if lhs.completionID != rhs.completionID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2268,6 +2467,368 @@ nonisolated extension Alignd_V1_LogprobsResponse: SwiftProtobuf.Message, SwiftPr
   public static func ==(lhs: Alignd_V1_LogprobsResponse, rhs: Alignd_V1_LogprobsResponse) -> Bool {
     if lhs.responseID != rhs.responseID {return false}
     if lhs.items != rhs.items {return false}
+    if lhs._versions != rhs._versions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_SubmitFeedbackRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitFeedbackRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}idempotency_key\0\u{1}rating\0\u{1}thumbs\0\u{1}preference\0\u{1}correction\0\u{3}safety_label\0\u{3}annotator_id\0\u{1}metadata\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      case 2: try {
+        var v: Alignd_V1_CompletionRating?
+        var hadOneofValue = false
+        if let current = self.feedback {
+          hadOneofValue = true
+          if case .rating(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.feedback = .rating(v)
+        }
+      }()
+      case 3: try {
+        var v: Alignd_V1_CompletionThumbs?
+        var hadOneofValue = false
+        if let current = self.feedback {
+          hadOneofValue = true
+          if case .thumbs(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.feedback = .thumbs(v)
+        }
+      }()
+      case 4: try {
+        var v: Alignd_V1_CompletionPreference?
+        var hadOneofValue = false
+        if let current = self.feedback {
+          hadOneofValue = true
+          if case .preference(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.feedback = .preference(v)
+        }
+      }()
+      case 5: try {
+        var v: Alignd_V1_CompletionCorrection?
+        var hadOneofValue = false
+        if let current = self.feedback {
+          hadOneofValue = true
+          if case .correction(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.feedback = .correction(v)
+        }
+      }()
+      case 6: try {
+        var v: Alignd_V1_CompletionSafetyLabel?
+        var hadOneofValue = false
+        if let current = self.feedback {
+          hadOneofValue = true
+          if case .safetyLabel(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.feedback = .safetyLabel(v)
+        }
+      }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.annotatorID) }()
+      case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.idempotencyKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 1)
+    }
+    switch self.feedback {
+    case .rating?: try {
+      guard case .rating(let v)? = self.feedback else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .thumbs?: try {
+      guard case .thumbs(let v)? = self.feedback else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .preference?: try {
+      guard case .preference(let v)? = self.feedback else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .correction?: try {
+      guard case .correction(let v)? = self.feedback else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .safetyLabel?: try {
+      guard case .safetyLabel(let v)? = self.feedback else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case nil: break
+    }
+    if !self.annotatorID.isEmpty {
+      try visitor.visitSingularStringField(value: self.annotatorID, fieldNumber: 7)
+    }
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_SubmitFeedbackRequest, rhs: Alignd_V1_SubmitFeedbackRequest) -> Bool {
+    if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.feedback != rhs.feedback {return false}
+    if lhs.annotatorID != rhs.annotatorID {return false}
+    if lhs.metadata != rhs.metadata {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CompletionRating: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompletionRating"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}completion_id\0\u{1}value\0\u{3}scale_min\0\u{3}scale_max\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.value) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.scaleMin) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.scaleMax) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.completionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 1)
+    }
+    if self.value.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.value, fieldNumber: 2)
+    }
+    if self.scaleMin.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.scaleMin, fieldNumber: 3)
+    }
+    if self.scaleMax.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.scaleMax, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CompletionRating, rhs: Alignd_V1_CompletionRating) -> Bool {
+    if lhs.completionID != rhs.completionID {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.scaleMin != rhs.scaleMin {return false}
+    if lhs.scaleMax != rhs.scaleMax {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CompletionThumbs: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompletionThumbs"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}completion_id\0\u{1}up\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.up) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.completionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 1)
+    }
+    if self.up != false {
+      try visitor.visitSingularBoolField(value: self.up, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CompletionThumbs, rhs: Alignd_V1_CompletionThumbs) -> Bool {
+    if lhs.completionID != rhs.completionID {return false}
+    if lhs.up != rhs.up {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CompletionPreference: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompletionPreference"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}chosen_completion_id\0\u{3}rejected_completion_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.chosenCompletionID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.rejectedCompletionID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.chosenCompletionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.chosenCompletionID, fieldNumber: 1)
+    }
+    if !self.rejectedCompletionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.rejectedCompletionID, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CompletionPreference, rhs: Alignd_V1_CompletionPreference) -> Bool {
+    if lhs.chosenCompletionID != rhs.chosenCompletionID {return false}
+    if lhs.rejectedCompletionID != rhs.rejectedCompletionID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CompletionCorrection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompletionCorrection"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}completion_id\0\u{3}corrected_text\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.correctedText) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.completionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 1)
+    }
+    if !self.correctedText.isEmpty {
+      try visitor.visitSingularStringField(value: self.correctedText, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CompletionCorrection, rhs: Alignd_V1_CompletionCorrection) -> Bool {
+    if lhs.completionID != rhs.completionID {return false}
+    if lhs.correctedText != rhs.correctedText {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CompletionSafetyLabel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompletionSafetyLabel"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}completion_id\0\u{1}categories\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.categories) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.completionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 1)
+    }
+    if !self.categories.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.categories, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CompletionSafetyLabel, rhs: Alignd_V1_CompletionSafetyLabel) -> Bool {
+    if lhs.completionID != rhs.completionID {return false}
+    if lhs.categories != rhs.categories {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_SubmitFeedbackResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitFeedbackResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}feedback_id\0\u{1}duplicate\0\u{1}versions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.feedbackID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.duplicate) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._versions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.feedbackID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.feedbackID, fieldNumber: 1)
+    }
+    if self.duplicate != false {
+      try visitor.visitSingularBoolField(value: self.duplicate, fieldNumber: 2)
+    }
+    try { if let v = self._versions {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_SubmitFeedbackResponse, rhs: Alignd_V1_SubmitFeedbackResponse) -> Bool {
+    if lhs.feedbackID != rhs.feedbackID {return false}
+    if lhs.duplicate != rhs.duplicate {return false}
     if lhs._versions != rhs._versions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

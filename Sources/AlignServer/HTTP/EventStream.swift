@@ -127,6 +127,8 @@ final class StreamTranscoder: @unchecked Sendable {
         ? [("index", .int(Int64(completion.index))), ("delta", .object([]))]
         : [("text", .string("")), ("index", .int(Int64(completion.index)))]
       fields += [("logprobs", .null), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
+      // alignd extension: the completion's own id, for feedback (POST /v1/feedback).
+      fields.append(("completion_id", .string(completion.completionID)))
       if !completion.flaggedCategories.isEmpty {
         fields.append(("flagged_categories", .array(completion.flaggedCategories.map { .string($0.rawValue) })))
       }

@@ -224,6 +224,8 @@ public struct GenerationParameters: Sendable {
     var request = template
     request.input = input
     request.deadline = deadline
+    request.apiKeyID = CallerIdentity.apiKeyID
+    if case .chat = input { request.endpoint = "http.chat.completions" } else { request.endpoint = "http.completions" }
     return request
   }
 }

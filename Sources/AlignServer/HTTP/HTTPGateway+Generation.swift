@@ -114,6 +114,8 @@ extension HTTPGateway {
           fields = [("text", .string(completion.text)), ("index", index)]
         }
         fields += [("logprobs", logprobs), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
+        // alignd extension: the completion's own id, for feedback (POST /v1/feedback).
+        fields.append(("completion_id", .string(completion.completionID)))
         if let reward = completion.reward { fields.append(("reward", .number(reward))) }
         if !completion.flaggedCategories.isEmpty {
           fields.append(("flagged_categories", .array(completion.flaggedCategories.map { .string($0.rawValue) })))

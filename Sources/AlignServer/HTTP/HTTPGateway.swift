@@ -21,6 +21,8 @@ public struct HTTPGateway: Sendable {
   /// Admin.GetStatus behind `GET /v1/admin/status`; nil when Admin has its own listener
   /// (`admin_port`, possibly with client certificates), which HTTP must not bypass.
   let admin: AdminService?
+  /// Feedback from apps behind `POST /v1/feedback`; nil answers 503 there.
+  var feedback: AppFeedback? = nil
   /// Set while a request that came over HTTP/2 (h2c or TLS) is handled; GatewayHTTPChannel sets it.
   @TaskLocal static var requestIsHTTP2 = false
   /// Reported as `created` of the models in `GET /v1/models`.
@@ -40,6 +42,7 @@ public struct HTTPGateway: Sendable {
     router.post("/v1/chat/completions") { request, _ in try await chatCompletions(request) }
     router.post("/v1/moderations") { request, _ in try await moderations(request) }
     router.post("/v1/score") { request, _ in try await score(request) }
+    router.post("/v1/feedback") { request, _ in try await submitFeedback(request) }
     router.get("/v1/admin/status") { _, _ in try await adminStatus() }
     return router
   }
@@ -159,11 +162,12 @@ struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
   {
     var response: Response
     do {
+      var caller = ""
       if let keys, let path = context.endpointPath, path.hasPrefix("/v1/") {
         let service = path.hasPrefix("/v1/admin/") ? Alignd_V1_Admin.descriptor : Alignd_V1_Inference.descriptor
-        try Self.authorize(request, keys: keys, service: service.fullyQualifiedService)
+        caller = try Self.authorize(request, keys: keys, service: service.fullyQualifiedService)?.name ?? ""
       }
-      response = try await next(request, context)
+      response = try await CallerIdentity.$apiKeyID.withValue(caller) { try await next(request, context) }
     } catch {
       response = GatewayError.from(error).response
     }
@@ -176,8 +180,12 @@ struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
 
   /// The same checks, messages and roles as the gRPC AuthInterceptor: `/v1/admin/*` needs what
   /// the Admin service needs, other `/v1/*` routes what Inference needs.
-  static func authorize(_ request: Request, keys: APIKeyStore, service: String) throws(GatewayError) {
-    guard let required = AccessPolicy.requiredRole(service: service) else { return }
+  /// - Returns: the key's entry, or nil for an open route.
+  @discardableResult
+  static func authorize(_ request: Request, keys: APIKeyStore, service: String) throws(GatewayError)
+    -> APIKeyStore.Entry?
+  {
+    guard let required = AccessPolicy.requiredRole(service: service) else { return nil }
     guard let header = request.headers[.authorization] else {
       throw GatewayError(
         .unauthorized, "missing API key: send 'Authorization: Bearer <key>'", type: "invalid_request_error",
@@ -198,5 +206,6 @@ struct GatewayMiddleware<Context: RequestContext>: RouterMiddleware {
         .forbidden, "this route requires the '\(required.rawValue)' role; key '\(entry.name)' has '\(entry.role.rawValue)'",
         type: "permission_error", code: "permission_denied")
     }
+    return entry
   }
 }

@@ -71,6 +71,11 @@ public struct GenerationRequest: Sendable {
   public var priority: RequestPriority = .normal
   /// The client's request id: the canary routing key (sticky per id).
   public var clientRequestID: String?
+  /// The API key that asks (its name), for the generation log and feedback ownership; "" when
+  /// authentication is off.
+  public var apiKeyID = ""
+  /// Where the request came in (`grpc.Generate`, `http.chat.completions`, ...), for the log.
+  public var endpoint = ""
   public var deadline: ContinuousClock.Instant?
 
   public init(_ input: Input? = nil) { self.input = input }
@@ -93,6 +98,8 @@ public struct ValidatedGenerate: Sendable {
   public var logprobs: Int
   /// Completions returned (n); fewer than `spec.samples` when best_of ranks candidates.
   public var returnCount: Int
+  /// The prompt as the model sees it (a conversation rendered with the chat template).
+  public var renderedPrompt: String
 }
 
 extension GenerationRequest {
@@ -122,12 +129,13 @@ extension GenerationRequest {
   /// - Throws: ``InvalidRequest`` naming the field and the problem.
   public func validated(model: PolicyModel, limits: GenerationLimits) throws(InvalidRequest) -> ValidatedGenerate {
     let tokens: [Int32]
+    let rendered = try Self.promptText(input, model: model)
     switch input {
     case .prompt:
-      tokens = model.encodePrompt(try Self.promptText(input, model: model))
+      tokens = model.encodePrompt(rendered)
     case .chat:
       // The template writes any BOS itself; adding one again would double it (as transformers does not).
-      tokens = model.encodeRendered(try Self.promptText(input, model: model))
+      tokens = model.encodeRendered(rendered)
     case nil:
       throw InvalidRequest("give a prompt or chat messages")
     }
@@ -198,7 +206,8 @@ extension GenerationRequest {
       promptTokens: tokens, maxTokens: maxTokens, samples: candidates, sampling: sampling, stopStrings: stop,
       extraStopTokenIDs: Set(stopTokenIDs), ignoreEOS: ignoreEOS, constraint: constraint, priority: priority,
       deadline: deadline)
-    return ValidatedGenerate(spec: spec, returnTokenIDs: returnTokenIDs, logprobs: logprobs, returnCount: n)
+    return ValidatedGenerate(
+      spec: spec, returnTokenIDs: returnTokenIDs, logprobs: logprobs, returnCount: n, renderedPrompt: rendered)
   }
 }
 

@@ -27,6 +27,8 @@ public struct DecodedLogprob: Sendable, Equatable {
 public struct GeneratedCompletion: Sendable, Equatable {
   /// Its place in the answer (after best_of ranking: its rank).
   public var index: Int
+  /// Its own id (each of n completions has one); feedback names it.
+  public var completionID = ""
   public var text = ""
   /// Filled when the request asked for token ids.
   public var tokenIDs: [Int32] = []
@@ -75,6 +77,8 @@ extension GenerationResult {
 /// log-probabilities (those only when the request asked for them).
 public struct GenerationChunk: Sendable, Equatable {
   public var sample: Int
+  /// The id of completion `sample`.
+  public var completionID: String
   public var text: String
   public var tokenIDs: [Int32]
   public var logprobs: [DecodedLogprob]

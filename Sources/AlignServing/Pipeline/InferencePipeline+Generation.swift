@@ -10,12 +10,15 @@ extension InferencePipeline {
   ///   the deadline passes or the caller's task is cancelled;
   ///   ``GenerationScheduler/AdmissionError`` and ``DynamicBatcherError`` when a queue is full.
   public func generate(_ request: GenerationRequest) async throws -> GenerationResult {
-    try await RequestScheduling(request).run {
-      try await generateScheduled(request)
+    let started = ContinuousClock.now
+    return try await RequestScheduling(request).run {
+      try await generateScheduled(request, started: started)
     }
   }
 
-  private func generateScheduled(_ request: GenerationRequest) async throws -> GenerationResult {
+  private func generateScheduled(_ request: GenerationRequest, started: ContinuousClock.Instant) async throws
+    -> GenerationResult
+  {
     let (lease, validated) = try prepare(request)
     let policy = lease.snapshot
     defer { withExtendedLifetime(lease) {} }
@@ -29,9 +32,11 @@ extension InferencePipeline {
 
     // A blocked prompt never reaches the policy.
     if let screening, let safety, let verdict = try await blockedPrompt(screening, checker: safety.snapshot.checker) {
-      return GenerationResult(
+      let result = GenerationResult(
         responseID: responseID, completions: Self.blockedCompletions(validated.returnCount, verdict), usage: .init(),
         versions: versions)
+      record(request, validated, result, started: started, firstToken: nil)
+      return result
     }
     // best_of: score the candidates with the reward model before choosing.
     let judging = validated.returnCount < validated.spec.samples ? try rewardScorer(routingKey: nil) : nil
@@ -41,11 +46,13 @@ extension InferencePipeline {
     try Self.checkNotCancelled()
     let (id, events) = try policy.loop.submit(validated.spec)
     let tally = try await collect(
-      events, id: id, on: policy, samples: validated.spec.samples, screens: outputScreens(screening, safety, validated)
+      events, id: id, on: policy, completionIDs: Self.completionIDs(validated.spec.samples),
+      screens: outputScreens(screening, safety, validated)
     ) { tally, sample, text, ids, logprobs in
-      tally.completions[sample].text += text
-      if validated.returnTokenIDs { tally.completions[sample].tokenIDs += ids }
-      if validated.logprobs > 0 { tally.completions[sample].logprobs += DecodedLogprob.decode(logprobs, tokenizer: tokenizer) }
+      // Token ids are kept for the log whether or not the client asked for them.
+      tally.place(
+        sample, text: text, ids: ids,
+        logprobs: validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : [])
     }
     if tally.completions.contains(where: { $0.finishReason == .deadline }) {
       throw ServingError.deadlineExceeded("the deadline expired before the completion finished")
@@ -68,7 +75,27 @@ extension InferencePipeline {
       result.completions = Self.rank(result.completions, rewards: rewards, keep: validated.returnCount)
       result.candidateRewards = rewards
     }
-    return result
+    record(request, validated, result, started: started, firstToken: tally.firstTokenAt)
+    return result.forClient(returnTokenIDs: validated.returnTokenIDs)
+  }
+
+  /// Hands an answered request to the generation log, if one is configured (never blocks).
+  func record(
+    _ request: GenerationRequest, _ validated: ValidatedGenerate, _ result: GenerationResult,
+    started: ContinuousClock.Instant, firstToken: ContinuousClock.Instant?
+  ) {
+    guard let recorder else { return }
+    let now = ContinuousClock.now
+    recorder.record(
+      GenerationRecord(
+        request: request, renderedPrompt: validated.renderedPrompt, sampling: validated.spec.sampling,
+        maxTokens: validated.spec.maxTokens, result: result, timeToFirstToken: firstToken.map { $0 - started },
+        duration: now - started, finishedAt: Date()))
+  }
+
+  /// A fresh id per completion: `cmpl-` and 16 random hex digits.
+  static func completionIDs(_ count: Int) -> [String] {
+    (0..<count).map { _ in responseID("cmpl") }
   }
 
   /// The best `keep` candidates by reward, renumbered by rank and carrying their rewards; a
@@ -91,12 +118,15 @@ extension InferencePipeline {
   /// prompt's screen failing) come from here, before any output; the tokens then flow from
   /// ``GenerationStream/run(_:)``.
   public func stream(_ request: GenerationRequest) async throws -> GenerationStream {
-    try await RequestScheduling(request).run {
-      try await streamScheduled(request)
+    let started = ContinuousClock.now
+    return try await RequestScheduling(request).run {
+      try await streamScheduled(request, started: started)
     }
   }
 
-  private func streamScheduled(_ request: GenerationRequest) async throws -> GenerationStream {
+  private func streamScheduled(_ request: GenerationRequest, started: ContinuousClock.Instant) async throws
+    -> GenerationStream
+  {
     let (lease, validated) = try prepare(request)
     guard validated.returnCount == validated.spec.samples else {
       throw InvalidRequest("best_of ranks whole candidates, so it needs Generate, not GenerateStream")
@@ -107,18 +137,20 @@ extension InferencePipeline {
     var versions = self.versions(policy: policy)
     if let safety { versions.safety = safety.snapshot.version }
     let responseID = Self.responseID("gen")
+    let origin = GenerationStream.Origin(request: request, validated: validated, started: started)
     if let screening, let safety, let verdict = try await blockedPrompt(screening, checker: safety.snapshot.checker) {
       return GenerationStream(
-        responseID: responseID, versions: versions, scheduling: RequestScheduling(request),
-        body: .blocked(Self.blockedCompletions(validated.returnCount, verdict)))
+        responseID: responseID, versions: versions, scheduling: RequestScheduling(request), pipeline: self,
+        origin: origin, body: .blocked(Self.blockedCompletions(validated.returnCount, verdict)))
     }
     try Self.checkNotCancelled()
     let (id, events) = try policy.loop.submit(validated.spec)
     return GenerationStream(
-      responseID: responseID, versions: versions, scheduling: RequestScheduling(request),
+      responseID: responseID, versions: versions, scheduling: RequestScheduling(request), pipeline: self,
+      origin: origin,
       body: .running(
         GenerationStream.Running(
-          pipeline: self, lease: lease, safety: safety, id: id, events: events, validated: validated,
+          lease: lease, safety: safety, id: id, events: events,
           screens: outputScreens(screening, safety, validated))))
   }
 
@@ -131,8 +163,9 @@ extension InferencePipeline {
 
   /// The completions of a request whose prompt the safety policy blocked: no generation ran.
   static func blockedCompletions(_ count: Int, _ verdict: SafetyVerdict) -> [GeneratedCompletion] {
-    (0..<count).map { index in
+    completionIDs(count).enumerated().map { index, completionID in
       var completion = GeneratedCompletion(index: index)
+      completion.completionID = completionID
       completion.finishReason = .safety
       completion.flaggedCategories = verdict.flaggedCategories
       return completion
@@ -153,13 +186,13 @@ extension InferencePipeline {
   /// a failing `deliver` (the client is gone) frees its KV slots at once. An engine failure is
   /// ``ServingError/internalError(_:)``.
   func collect(
-    _ events: AsyncStream<GenerationEvent>, id: RequestID, on policy: PolicySnapshot, samples: Int,
+    _ events: AsyncStream<GenerationEvent>, id: RequestID, on policy: PolicySnapshot, completionIDs: [String],
     screens: OutputScreens?,
     deliver: (
       _ tally: inout GenerationTally, _ sample: Int, _ text: String, _ ids: [Int32], _ logprobs: [ScoredToken]
     ) async throws -> Void
   ) async throws -> GenerationTally {
-    var tally = GenerationTally(samples: samples)
+    var tally = GenerationTally(completionIDs: completionIDs)
     var screens = screens
     let loop = policy.loop
     do {
@@ -167,6 +200,7 @@ extension InferencePipeline {
         for await event in events {
           switch event {
           case .token(let sample, let text, let tokens):
+            if tally.firstTokenAt == nil { tally.firstTokenAt = .now }
             guard var active = screens else {
               try await deliver(&tally, sample, text, tokens.map(\.token), tokens.map(ScoredToken.init))
               continue
@@ -211,13 +245,18 @@ extension InferencePipeline {
 /// released; a stream released without running cancels its request.
 public final class GenerationStream: Sendable {
   struct Running: Sendable {
-    let pipeline: InferencePipeline
     let lease: SnapshotLease<PolicySnapshot>
     let safety: SnapshotLease<SafetySnapshot>?
     let id: RequestID
     let events: AsyncStream<GenerationEvent>
-    let validated: ValidatedGenerate
     let screens: OutputScreens?
+  }
+
+  /// What the stream answers, for its end and the generation log.
+  struct Origin: Sendable {
+    let request: GenerationRequest
+    let validated: ValidatedGenerate
+    let started: ContinuousClock.Instant
   }
 
   enum Body: Sendable {
@@ -229,15 +268,28 @@ public final class GenerationStream: Sendable {
   public let responseID: String
   /// The versions that produce this stream (a canary's when routed to one).
   public let versions: ModelVersions
+  /// Each completion's id, by index (chunks and the end carry them too).
+  public let completionIDs: [String]
   let scheduling: RequestScheduling
+  let pipeline: InferencePipeline
+  let origin: Origin
   let body: Body
   private let started = Atomic<Bool>(false)
 
-  init(responseID: String, versions: ModelVersions, scheduling: RequestScheduling, body: Body) {
+  init(
+    responseID: String, versions: ModelVersions, scheduling: RequestScheduling, pipeline: InferencePipeline,
+    origin: Origin, body: Body
+  ) {
     self.responseID = responseID
     self.versions = versions
     self.scheduling = scheduling
+    self.pipeline = pipeline
+    self.origin = origin
     self.body = body
+    switch body {
+    case .blocked(let completions): completionIDs = completions.map(\.completionID)
+    case .running: completionIDs = InferencePipeline.completionIDs(origin.validated.spec.samples)
+    }
   }
 
   deinit {
@@ -254,7 +306,7 @@ public final class GenerationStream: Sendable {
   public func run(_ deliver: (GenerationChunk) async throws -> Void) async throws -> GenerationResult {
     let running: Running
     switch body {
-    case .blocked(let completions): return end(completions, usage: .init())
+    case .blocked(let completions): return end(completions, usage: .init(), firstToken: nil)
     case .running(let value): running = value
     }
     guard !started.exchange(true, ordering: .relaxed) else {
@@ -262,23 +314,41 @@ public final class GenerationStream: Sendable {
     }
     let policy = running.lease.snapshot
     let tokenizer = policy.model.tokenizer
-    let validated = running.validated
+    let validated = origin.validated
+    let completionIDs = self.completionIDs
+    let pipeline = self.pipeline
     let tally = try await scheduling.run {
-      try await running.pipeline.collect(
-        running.events, id: running.id, on: policy, samples: validated.spec.samples, screens: running.screens
-      ) { _, sample, text, ids, logprobs in
+      try await pipeline.collect(
+        running.events, id: running.id, on: policy, completionIDs: completionIDs, screens: running.screens
+      ) { tally, sample, text, ids, logprobs in
         guard !text.isEmpty || !ids.isEmpty else { return }
+        let decoded = validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : []
+        // The whole completion is kept for the generation log; the end carries none of it.
+        if pipeline.recorder != nil { tally.place(sample, text: text, ids: ids, logprobs: decoded) }
         try await deliver(
           GenerationChunk(
-            sample: sample, text: text, tokenIDs: ids,
-            logprobs: validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : []))
+            sample: sample, completionID: completionIDs[sample], text: text, tokenIDs: ids, logprobs: decoded))
       }
     }
-    return end(tally.completions, usage: tally.usage(promptTokens: validated.spec.promptTokens.count))
+    return end(
+      tally.completions, usage: tally.usage(promptTokens: validated.spec.promptTokens.count),
+      firstToken: tally.firstTokenAt)
   }
 
-  private func end(_ completions: [GeneratedCompletion], usage: TokenUsage) -> GenerationResult {
-    GenerationResult(responseID: responseID, completions: completions, usage: usage, versions: versions)
+  /// The end of the stream: finish reasons, usage, versions and ids, but no text (that went out
+  /// in chunks). The whole answer goes to the generation log first.
+  private func end(
+    _ completions: [GeneratedCompletion], usage: TokenUsage, firstToken: ContinuousClock.Instant?
+  ) -> GenerationResult {
+    let result = GenerationResult(responseID: responseID, completions: completions, usage: usage, versions: versions)
+    pipeline.record(origin.request, origin.validated, result, started: origin.started, firstToken: firstToken)
+    var end = result
+    for index in end.completions.indices {
+      end.completions[index].text = ""
+      end.completions[index].tokenIDs = []
+      end.completions[index].logprobs = []
+    }
+    return end
   }
 }
 
@@ -287,9 +357,22 @@ struct GenerationTally {
   var completions: [GeneratedCompletion]
   var completionTokens = 0
   var failure: String? = nil
+  /// When the engine produced the first token of any sample.
+  var firstTokenAt: ContinuousClock.Instant? = nil
 
-  init(samples: Int) {
-    completions = (0..<samples).map { GeneratedCompletion(index: $0) }
+  init(completionIDs: [String]) {
+    completions = completionIDs.enumerated().map { index, completionID in
+      var completion = GeneratedCompletion(index: index)
+      completion.completionID = completionID
+      return completion
+    }
+  }
+
+  /// Appends released output to a sample's completion.
+  mutating func place(_ sample: Int, text: String, ids: [Int32], logprobs: [DecodedLogprob]) {
+    completions[sample].text += text
+    completions[sample].tokenIDs += ids
+    completions[sample].logprobs += logprobs
   }
 
   /// Marks a sample as stopped by the output safety screen.

@@ -40,9 +40,15 @@ public struct InferencePipeline: Sendable {
   public let limits: GenerationLimits
   /// Safety screening of generate requests that leave the mode unspecified (config `safety_mode`).
   public let defaultSafetyMode: SafetyMode
+  /// Receives every answered generation (the generation log); nil logs nothing.
+  public let recorder: (any GenerationRecorder)?
 
-  public init(status: ServingStatus, models: ModelHost, limits: GenerationLimits, defaultSafetyMode: SafetyMode) {
+  public init(
+    status: ServingStatus, models: ModelHost, limits: GenerationLimits, defaultSafetyMode: SafetyMode,
+    recorder: (any GenerationRecorder)? = nil
+  ) {
     (self.status, self.models, self.limits, self.defaultSafetyMode) = (status, models, limits, defaultSafetyMode)
+    self.recorder = recorder
   }
 
   /// Most responses one Score request may hold (a pair counts two).

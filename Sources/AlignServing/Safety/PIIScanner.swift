@@ -38,6 +38,23 @@ public enum PIIScanner {
     return out.sorted { $0.range.lowerBound < $1.range.lowerBound }
   }
 
+  /// `text` with every match replaced by `[REDACTED:<kind>]`, or nil when nothing matched.
+  public static func redact(_ text: String) -> String? {
+    let matches = scan(text)
+    guard !matches.isEmpty else { return nil }
+    let bytes = Array(text.utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(bytes.count)
+    var position = 0
+    for match in matches where match.range.lowerBound >= position {
+      out += bytes[position..<match.range.lowerBound]
+      out += Array("[REDACTED:\(match.kind)]".utf8)
+      position = match.range.upperBound
+    }
+    out += bytes[position...]
+    return String(decoding: out, as: UTF8.self)
+  }
+
   /// The Luhn (mod 10) check over a string of ASCII digits; false for anything else or empty.
   public static func luhnValid(_ digits: some StringProtocol) -> Bool {
     var sum = 0
