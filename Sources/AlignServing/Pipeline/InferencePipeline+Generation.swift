@@ -17,8 +17,15 @@ extension InferencePipeline {
 
   private func generateScheduled(_ request: GenerationRequest) async throws -> GenerationResult {
     let (lease, validated) = try prepare(request)
-    let policy = lease.snapshot
     defer { withExtendedLifetime(lease) {} }
+    return try await counted(lease.snapshot.version) {
+      try await generateCounted(request, policy: lease.snapshot, validated: validated)
+    }
+  }
+
+  private func generateCounted(
+    _ request: GenerationRequest, policy: PolicySnapshot, validated: ValidatedGenerate
+  ) async throws -> GenerationResult {
     let tokenizer = policy.model.tokenizer
     let responseID = Self.responseID("gen")
     let screening = screening(request)
@@ -40,8 +47,9 @@ extension InferencePipeline {
 
     try Self.checkNotCancelled()
     let (id, events) = try policy.loop.submit(validated.spec)
+    let screens = outputScreens(screening, safety, validated)
     let tally = try await collect(
-      events, id: id, on: policy, samples: validated.spec.samples, screens: outputScreens(screening, safety, validated)
+      events, id: id, on: policy, samples: validated.spec.samples, screens: screens
     ) { tally, sample, text, ids, logprobs in
       tally.completions[sample].text += text
       if validated.returnTokenIDs { tally.completions[sample].tokenIDs += ids }
@@ -53,16 +61,14 @@ extension InferencePipeline {
     if tally.completions.contains(where: { $0.finishReason == .cancelled }) {
       throw ServingError.cancelled("the request was cancelled")
     }
+    observe(
+      tally.completions, texts: models.sampler.shouldSample() ? tally.completions.map(\.text) : nil,
+      version: policy.version, request: request, screened: screens != nil)
     var result = GenerationResult(
       responseID: responseID, completions: tally.completions,
       usage: tally.usage(promptTokens: validated.spec.promptTokens.count), versions: versions)
     if let judging {
-      let context: RewardInput.Context
-      switch request.input {
-      case .chat(let messages, _): context = .messages(messages)
-      case .prompt(let prompt): context = .prompt(prompt)
-      case nil: context = .prompt("")
-      }
+      let context = Self.rewardContext(request)
       let rewards = try await Self.rewards(
         result.completions.map { RewardInput(context: context, response: $0.text) }, on: judging.scorer)
       result.completions = Self.rank(result.completions, rewards: rewards, keep: validated.returnCount)
@@ -119,7 +125,7 @@ extension InferencePipeline {
       body: .running(
         GenerationStream.Running(
           pipeline: self, lease: lease, safety: safety, id: id, events: events, validated: validated,
-          screens: outputScreens(screening, safety, validated))))
+          screens: outputScreens(screening, safety, validated), request: request)))
   }
 
   /// Captures the policy snapshot for a request and validates the request against it.
@@ -218,6 +224,7 @@ public final class GenerationStream: Sendable {
     let events: AsyncStream<GenerationEvent>
     let validated: ValidatedGenerate
     let screens: OutputScreens?
+    let request: GenerationRequest
   }
 
   enum Body: Sendable {
@@ -263,17 +270,25 @@ public final class GenerationStream: Sendable {
     let policy = running.lease.snapshot
     let tokenizer = policy.model.tokenizer
     let validated = running.validated
-    let tally = try await scheduling.run {
-      try await running.pipeline.collect(
-        running.events, id: running.id, on: policy, samples: validated.spec.samples, screens: running.screens
-      ) { _, sample, text, ids, logprobs in
-        guard !text.isEmpty || !ids.isEmpty else { return }
-        try await deliver(
-          GenerationChunk(
-            sample: sample, text: text, tokenIDs: ids,
-            logprobs: validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : []))
+    let pipeline = running.pipeline
+    // Only a sampled stream keeps its text (for judging off the token path).
+    var texts: [String]? = pipeline.models.sampler.shouldSample() ? Array(repeating: "", count: validated.spec.samples) : nil
+    let tally = try await pipeline.counted(policy.version) {
+      try await scheduling.run {
+        try await pipeline.collect(
+          running.events, id: running.id, on: policy, samples: validated.spec.samples, screens: running.screens
+        ) { _, sample, text, ids, logprobs in
+          guard !text.isEmpty || !ids.isEmpty else { return }
+          texts?[sample] += text
+          try await deliver(
+            GenerationChunk(
+              sample: sample, text: text, tokenIDs: ids,
+              logprobs: validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : []))
+        }
       }
     }
+    pipeline.observe(
+      tally.completions, texts: texts, version: policy.version, request: running.request, screened: running.screens != nil)
     return end(tally.completions, usage: tally.usage(promptTokens: validated.spec.promptTokens.count))
   }
 
