@@ -90,6 +90,3 @@ struct Status: AsyncParsableCommand {
     return lines
   }
 }
-
-  }
-}

@@ -38,8 +38,8 @@ struct CanaryEndToEndTests {
   ) async throws -> [String: Int] {
     let admin = Alignd_V1_Admin.Client(wrapping: client)
     let inference = Alignd_V1_Inference.Client(wrapping: client)
-    let served = Mutex<[String: Int]>([:])
-    let decided = Mutex(false)
+    let served = Locked<[String: Int]>([:])
+    let decided = Locked(false)
     let deadline = ContinuousClock.now + limit
     try await withThrowingTaskGroup(of: Void.self) { group in
       for worker in 0..<8 {
@@ -81,7 +81,7 @@ struct CanaryEndToEndTests {
       let candidate = try await admin.upload(CheckpointVariants.defaultModel, name: "same-weights").version
       let state = try await admin.activateCheckpoint(.with { $0.role = .policy; $0.version = candidate; $0.canaryPercent = 50 })
       #expect(state.gates.map(\.name) == ["load", "compatibility", "smoke", "eval"])
-      #expect(state.gates.allSatisfy(\.passed))
+      #expect(state.gates.allSatisfy { $0.passed })
       let evaluation = try #require(
         try await admin.listCheckpoints(.with { $0.role = .policy }).checkpoints.first { $0.version == candidate }?.evaluation)
       #expect(evaluation.contains("mean_reward") && evaluation.contains("safety_flag_rate") && evaluation.contains(stable))
