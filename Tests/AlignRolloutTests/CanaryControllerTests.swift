@@ -14,9 +14,11 @@ struct CanaryControllerTests {
     policy.enabled = true
     policy.minSamples = 8
     policy.minDurationSeconds = 0
+    // 20 error-free requests per arm bound an error-rate rise below ~0.3 (Docs/CANARY.md).
+    policy.maxErrorRateRise = 0.3
     // Tiny models on a busy machine: latency is not what these tests are about.
-    policy.maxTTFTRatio = 1000
-    policy.maxITLRatio = 1000
+    policy.maxTTFTRatio = 20
+    policy.maxITLRatio = 20
     return policy
   }
 
@@ -52,14 +54,17 @@ struct CanaryControllerTests {
   func promotes() async throws {
     let fixture = try RolloutFixture()
     let (rollout, active, candidate) = try await withCanary(fixture, marker: "good")
+    let slots = fixture.models.policies
+    // Warm both loops up before the window starts (a first request's latency is an outlier).
+    try await Self.traffic(try #require(slots.active), signals: LiveSignals(), count: 2)
+    try await Self.traffic(try #require(slots.canary), signals: LiveSignals(), count: 2)
     let first = try #require(await rollout.analyzeCanary())
     #expect(first.verdict == .wait)
-    let slots = fixture.models.policies
-    try await Self.traffic(try #require(slots.active), signals: fixture.models.signals, count: 10)
-    try await Self.traffic(try #require(slots.canary), signals: fixture.models.signals, count: 10)
+    try await Self.traffic(try #require(slots.active), signals: fixture.models.signals, count: 20)
+    try await Self.traffic(try #require(slots.canary), signals: fixture.models.signals, count: 20)
     let comparison = try #require(await rollout.analyzeCanary())
     #expect(comparison.verdict == .promote, "\(comparison.reason)")
-    #expect(comparison.canary.requests == 10 && comparison.active.requests == 10)
+    #expect(comparison.canary.requests == 20 && comparison.active.requests == 20)
     #expect(slots.assignment.activeVersion == candidate && slots.assignment.canaryVersion == nil)
     let decisions = await rollout.canaryDecisions()
     #expect(decisions.first?.verdict == .promote && decisions.first?.canaryVersion == candidate)
