@@ -28,6 +28,10 @@ protocol RoleRollout: Sendable {
   /// - Throws: ``RolloutError`` (failed precondition) naming the gate that failed.
   func gated(version: String, path: String, gates: inout [GateOutcome]) async throws -> Snapshot
 
+  /// The gates a rollback target passes: a version that served before may return without being
+  /// compared with the one it replaces (which may be the reason for the rollback).
+  func gatedForRollback(version: String, path: String, gates: inout [GateOutcome]) async throws -> Snapshot
+
   /// What serves the role when no version of its own does (a rollback past the first activated
   /// version returns to it): the reward role's generative judge on the policy; nil when the role
   /// always needs an active version.
@@ -35,6 +39,10 @@ protocol RoleRollout: Sendable {
 }
 
 extension RoleRollout {
+  func gatedForRollback(version: String, path: String, gates: inout [GateOutcome]) async throws -> Snapshot {
+    try await gated(version: version, path: path, gates: &gates)
+  }
+
   /// The load gate: loads the candidate, recording the verdict (`describe` says what loaded).
   func loadGate(
     version: String, path: String, gates: inout [GateOutcome], describe: (Snapshot) -> String
@@ -65,10 +73,18 @@ extension RoleRollout {
   }
 }
 
-/// The policy role: load, tokenizer compatibility with the active policy, smoke forward.
+/// The policy role: load, tokenizer compatibility with the active policy, smoke forward, and the
+/// quality gate on the evaluation prompts (``PolicyQualityGate``).
 struct PolicyRollout: RoleRollout {
   let models: ModelHost
+  /// The quality gate on the evaluation prompts; nil runs none.
+  let qualityGate: PolicyQualityGate?
   var role: CheckpointRole { .policy }
+
+  init(models: ModelHost, gateSet: PolicyGateSet?) {
+    self.models = models
+    self.qualityGate = gateSet.map(PolicyQualityGate.init(gateSet:))
+  }
   var slots: RoleSlots<PolicySnapshot> { models.policies }
 
   func load(version: String?, path: String) async throws -> PolicySnapshot {
@@ -77,6 +93,15 @@ struct PolicyRollout: RoleRollout {
   }
 
   func gated(version: String, path: String, gates: inout [GateOutcome]) async throws -> PolicySnapshot {
+    try await gated(version: version, path: path, gates: &gates, quality: true)
+  }
+
+  /// A rollback skips the quality gate: the version it returns to served before.
+  func gatedForRollback(version: String, path: String, gates: inout [GateOutcome]) async throws -> PolicySnapshot {
+    try await gated(version: version, path: path, gates: &gates, quality: false)
+  }
+
+  private func gated(version: String, path: String, gates: inout [GateOutcome], quality: Bool) async throws -> PolicySnapshot {
     let snapshot = try await loadGate(version: version, path: path, gates: &gates) { snapshot in
       "loaded \(snapshot.model.engine.model.hyperparameters.architecture.rawValue), \(snapshot.sizeBytes) bytes"
     }
@@ -89,6 +114,14 @@ struct PolicyRollout: RoleRollout {
       let smoke = try await Self.smokeTest(snapshot)
       gates.append(GateOutcome(name: "smoke", passed: smoke == nil, detail: smoke ?? "finite log-probabilities on a test prompt"))
       if let smoke { throw RolloutError(kind: .failedPrecondition, description: "\(version) failed the smoke test: \(smoke)") }
+      // Quality: mean reward and safety-flag rate on the evaluation prompts, against the active policy.
+      if quality, let qualityGate {
+        do {
+          try await qualityGate.run(candidate: snapshot, version: version, models: models, gates: &gates)
+        } catch {
+          throw gateFailure(error, gate: "eval", "policy quality gate", version: version, gates: &gates)
+        }
+      }
     } catch {
       if serving(version) !== snapshot { snapshot.stop() }
       throw error

@@ -26,22 +26,32 @@ public actor RolloutController {
   /// every `await`, so a replica sync can straddle an operation: what it read from the store
   /// before the operation persisted its state is stale, and applying it would revert the
   /// operation. A sync applies nothing while an operation runs or once one ended since it began.
-  private var operationsInFlight = 0
-  private var operationEpoch: UInt64 = 0
+  var operationsInFlight = 0
+  var operationEpoch: UInt64 = 0
+  /// When the canary analysis promotes or rolls back on its own (``analyzeCanary()``).
+  public nonisolated let canaryPolicy: CanaryPolicy
+  /// The window the running comparison covers (nil while no policy canary serves).
+  var canaryWindow: CanaryWindow?
+  /// The latest comparison (GetStatus shows it).
+  public internal(set) var lastComparison: CanaryComparison?
 
   /// - Parameters:
   ///   - state: where the serving versions, operation outcomes and gate failures persist.
   ///   - rewardGate: the held-out preference pairs (and the allowed accuracy drop) of the reward gate.
   ///   - safetyGate: the held-out labelled texts (and the allowed change) of the safety gate.
+  ///   - policyGate: the evaluation prompts (and allowed margins) of the policy quality gate; nil
+  ///     runs no quality gate.
+  ///   - canary: when the canary analysis promotes or rolls back on its own.
   public init(
     models: ModelHost, registry: CheckpointRegistry, state: any RolloutStateStore, rewardGate: RewardGateSet,
-    safetyGate: SafetyGateSet, logger: Logger
+    safetyGate: SafetyGateSet, policyGate: PolicyGateSet? = nil, canary: CanaryPolicy = CanaryPolicy(), logger: Logger
   ) {
+    self.canaryPolicy = canary
     self.models = models
     self.registry = registry
     self.state = state
     self.logger = logger
-    self.policyRollout = PolicyRollout(models: models)
+    self.policyRollout = PolicyRollout(models: models, gateSet: policyGate)
     self.rewardRollout = RewardRollout(models: models, gateSet: rewardGate, logger: logger)
     self.safetyRollout = SafetyRollout(models: models, base: SafetyBase(), gateSet: safetyGate, logger: logger)
   }
@@ -52,7 +62,7 @@ public actor RolloutController {
   static func evaluationKey(_ version: String) -> String { "rollout.evaluation.\(version)" }
 
   /// The rollout of a role that can be activated, or why it cannot.
-  private func rollout(for role: CheckpointRole) throws -> any RoleRollout {
+  func rollout(for role: CheckpointRole) throws -> any RoleRollout {
     switch role {
     case .policy: return policyRollout
     case .reward: return rewardRollout
@@ -335,7 +345,7 @@ public actor RolloutController {
       var swapped = false
       defer { swap.finish(swapped ? .success : .failure) }
       var gates: [GateOutcome] = []
-      let snapshot = try await rollout.gated(version: target, path: try path(of: target, role: role), gates: &gates)
+      let snapshot = try await rollout.gatedForRollback(version: target, path: try path(of: target, role: role), gates: &gates)
       slots.activate(snapshot)
       swapped = true
       return try await finish(role: role, gates: gates, operationID: operationID)
@@ -436,7 +446,7 @@ public actor RolloutController {
   }
 
   /// Persists the role's new state (and the operation's outcome) and returns it.
-  private func finish(role: CheckpointRole, gates: [GateOutcome], operationID: String) async throws -> RolloutOutcome {
+  func finish(role: CheckpointRole, gates: [GateOutcome], operationID: String) async throws -> RolloutOutcome {
     let current = currentState(role)
     do {
       try await state.setState(key: Self.stateKey(role), value: Self.encode(current))

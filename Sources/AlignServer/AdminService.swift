@@ -76,6 +76,7 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
         case .stored:
           stored += 1
           FeedbackMetrics.committed(item)
+          models.signals.record(item)
         case .duplicate: duplicates += 1
         case .rejected(let reason):
           rejected.append(.with {
@@ -212,7 +213,9 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
           state = .registered
         }
         let evaluation = await rollout.evaluation(of: record.version)
-        infos.append(CheckpointMapping.info(record, state: state, failure: failure, evaluation: evaluation))
+        var info = CheckpointMapping.info(record, state: state, failure: failure, evaluation: evaluation)
+        if let decision = await rollout.canaryDecision(of: record.version) { info.canaryDecision = decision }
+        infos.append(info)
       }
     }
     return .with { $0.checkpoints = infos }
@@ -227,7 +230,13 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
   func statusResponse() async -> Alignd_V1_GetStatusResponse {
     let phase = status.phase
     let counts = (try? await feedback.counts()) ?? [:]
+    let comparison = await rollout.lastComparison
+    let decisions = await rollout.canaryDecisions()
+    let automatic = rollout.canaryPolicy.enabled
     return .with { response in
+      if let comparison { response.canaryAnalyses = [CanaryMapping.analysis(comparison, automatic: automatic)] }
+      response.canaryDecisions = decisions.map(CanaryMapping.decision)
+      response.completionSampling = CanaryMapping.sampling(models.sampler)
       switch phase {
       case .loading, .failed: response.state = .loading
       case .serving: response.state = .serving

@@ -60,6 +60,13 @@ public struct AlignServerApp: Sendable {
       safetyGate: SafetyGateSet(
         path: Self.resolve(configuration.safetyGateFile, against: configuration.modelsDir),
         limit: configuration.safetyGateTexts, margin: configuration.safetyGateMargin),
+      policyGate: configuration.policyGatePrompts == 0
+        ? nil
+        : PolicyGateSet(
+          path: Self.resolve(configuration.policyGateFile, against: configuration.modelsDir),
+          limit: configuration.policyGatePrompts, maxTokens: configuration.policyGateMaxTokens,
+          rewardMargin: configuration.policyGateRewardMargin, safetyMargin: configuration.policyGateSafetyMargin),
+      canary: configuration.canary,
       logger: logger)
     let generationLog = GenerationLogWriter(
       store: stores.generations, settings: configuration.generationLogSettings, logger: logger)
@@ -89,11 +96,12 @@ public struct AlignServerApp: Sendable {
       host: bindHost, port: configuration.httpPort, idleTimeoutSeconds: configuration.idleTimeoutSeconds,
       tls: security?.http, logger: logger)
     let adminListener: [ServiceGroupConfiguration.ServiceConfiguration] = services.admin.map { [.init(service: $0)] } ?? []
+    let canary = CanaryAnalysisService(models: models, rollout: rollout, status: status, logger: logger)
     // The log writer comes first so that it stops last, after the listeners' final answers.
     try await runServiceGroup(
       [.init(service: generationLog), .init(service: services.main), .init(service: loader, successTerminationBehavior: .ignore)]
         + adminListener
-        + [.init(service: http)],
+        + [.init(service: canary), .init(service: http)],
       logger: logger)
     models.shutdown()
     await stores.close()
@@ -164,7 +172,9 @@ public struct AlignServerApp: Sendable {
     let engine = EngineSettings(
       threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
       gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens)
-    return ModelHost(scheduler: scheduler, engine: engine, batching: judgingBatching)
+    return ModelHost(
+      scheduler: scheduler, engine: engine, batching: judgingBatching, rewardSampleRate: config.rewardSampleRate,
+      rewardSampleQueue: config.rewardSampleQueue)
   }
 
   /// The judging batchers' sizes, waits and priority aging (config `*_batch_size`, `*_batch_wait_ms`).

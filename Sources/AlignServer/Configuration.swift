@@ -1,3 +1,4 @@
+import AlignRollout
 import AlignServing
 import Foundation
 import Logging
@@ -103,6 +104,27 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var safetyGateMargin: Double = 0.02
   /// Most texts of `safetyGateFile` the safety gate checks (spread evenly over the file).
   public var safetyGateTexts: Int = 1000
+  /// Evaluation prompts (JSONL `prompt`, relative to `modelsDir`) of the policy quality gate: a
+  /// policy candidate's greedy completions of them, scored by the serving reward model and safety
+  /// checker, are compared with the active policy's before it may serve.
+  public var policyGateFile: String = "eval/policy-eval-prompts.jsonl"
+  /// Prompts of `policyGateFile` the quality gate generates on (spread evenly); 0 = no quality gate.
+  public var policyGatePrompts: Int = 16
+  /// Tokens generated per evaluation prompt.
+  public var policyGateMaxTokens: Int = 32
+  /// A policy candidate fails the quality gate when its mean reward is more than this below the
+  /// active policy's.
+  public var policyGateRewardMargin: Double = 0.25
+  /// … or when its safety-flag rate is more than this above the active policy's.
+  public var policyGateSafetyMargin: Double = 0.1
+  /// Share of completed generations scored by the serving reward model (and safety-checked when no
+  /// output screen ran) off the token path, for the canary analysis; 0 = none.
+  public var rewardSampleRate: Double = 0.1
+  /// Most sampled completions waiting to be scored; more are dropped (generation never waits).
+  public var rewardSampleQueue: Int = 256
+  /// The canary analysis: when it promotes or rolls back a policy canary on its own, and on what
+  /// evidence (keys `canary_*`, Docs/CANARY.md; the defaults are ``CanaryPolicy``'s).
+  public var canary = CanaryPolicy()
   /// Safety policy file (JSON, see Docs/SAFETY.md); empty = the built-in default policy.
   public var safetyPolicy: String = ""
   /// Guard model (Llama Guard 3 / Qwen3Guard style; GGUF or HF folder, relative to `modelsDir`);
@@ -153,6 +175,16 @@ public struct ServerConfiguration: Sendable, Equatable {
     settings.redactPII = generationLogRedactPII
     settings.queueCapacity = generationLogQueueCapacity
     return settings
+  }
+
+  /// Checks the sampling and canary keys whose bounds depend on each other.
+  public func validateCanary() throws {
+    if rewardSampleRate > 1 { throw ConfigurationError("reward_sample_rate must be in 0...1, got \(rewardSampleRate)") }
+    if canary.confidence >= 1 { throw ConfigurationError("canary_confidence must be below 1, got \(canary.confidence)") }
+    if canary.maxDurationSeconds > 0, canary.maxDurationSeconds < canary.minDurationSeconds {
+      throw ConfigurationError(
+        "canary_max_seconds (\(canary.maxDurationSeconds)) must not be below canary_min_seconds (\(canary.minDurationSeconds))")
+    }
   }
 
   /// True when the listeners speak TLS.
@@ -249,6 +281,27 @@ public enum ConfigurationLoader {
     string("safety_gate_file", \.safetyGateFile, "Held-out labelled texts (JSONL) of the safety gate (relative to models_dir)."),
     double("safety_gate_margin", \.safetyGateMargin, "Largest recall drop or false-positive rise a safety candidate may show.", min: 0),
     int("safety_gate_texts", \.safetyGateTexts, "Most held-out texts the safety gate checks.", range: 1...1_000_000),
+    string("policy_gate_file", \.policyGateFile, "Evaluation prompts (JSONL) of the policy quality gate (relative to models_dir)."),
+    int("policy_gate_prompts", \.policyGatePrompts, "Evaluation prompts the policy quality gate generates on (0 = no quality gate).", range: 0...100_000),
+    int("policy_gate_max_tokens", \.policyGateMaxTokens, "Tokens generated per evaluation prompt.", range: 1...4096),
+    double("policy_gate_reward_margin", \.policyGateRewardMargin, "Largest mean-reward drop a policy candidate may show on the evaluation prompts.", min: 0),
+    double("policy_gate_safety_margin", \.policyGateSafetyMargin, "Largest safety-flag-rate rise a policy candidate may show on the evaluation prompts.", min: 0),
+    double("reward_sample_rate", \.rewardSampleRate, "Share of completions scored off the token path for the canary analysis (0..1).", min: 0),
+    int("reward_sample_queue", \.rewardSampleQueue, "Most sampled completions waiting to be scored; more are dropped.", range: 1...1_000_000),
+    bool("canary_analysis", \.canary.enabled, "Promote or roll back a policy canary on the canary analysis' verdict."),
+    double("canary_check_seconds", \.canary.checkIntervalSeconds, "Seconds between canary comparisons.", min: 0.05),
+    int("canary_min_samples", \.canary.minSamples, "Observations per arm each signal needs before it is judged.", range: 1...100_000_000),
+    int("canary_min_feedback", \.canary.minFeedback, "Feedback judgements per arm before feedback is judged.", range: 1...100_000_000),
+    double("canary_min_seconds", \.canary.minDurationSeconds, "A canary is promoted no sooner than this after its comparison started.", min: 0),
+    double("canary_max_seconds", \.canary.maxDurationSeconds, "A canary still undecided after this long is rolled back (0 = never).", min: 0),
+    double("canary_confidence", \.canary.confidence, "One-sided confidence of the comparison's bounds (0.5..0.9999).", min: 0.5),
+    double("canary_max_reward_drop", \.canary.maxRewardDrop, "Largest drop in mean sampled reward a canary may show.", min: 0),
+    double("canary_max_safety_flag_rise", \.canary.maxSafetyFlagRise, "Largest rise in safety-flag rate a canary may show.", min: 0),
+    double("canary_max_error_rate_rise", \.canary.maxErrorRateRise, "Largest rise in error rate a canary may show.", min: 0),
+    double("canary_max_ttft_ratio", \.canary.maxTTFTRatio, "Largest canary/active ratio of mean time to first token.", min: 1),
+    double("canary_max_itl_ratio", \.canary.maxITLRatio, "Largest canary/active ratio of mean inter-token latency.", min: 1),
+    double("canary_max_win_rate_drop", \.canary.maxWinRateDrop, "Largest drop of the canary's feedback win rate below one half.", min: 0),
+    double("canary_max_rating_drop", \.canary.maxRatingDrop, "Largest drop in mean rating (0..1) a canary may show.", min: 0),
     string("safety_policy", \.safetyPolicy, "Safety policy JSON file (empty = built-in default)."),
     string("guard_model", \.guardModel, "Guard model GGUF or HF folder (empty = none)."),
     enumeration("safety_mode", \.safetyMode, "Default screening of generate requests that leave it unset."),
@@ -339,6 +392,7 @@ public enum ConfigurationLoader {
       }
     }
     try config.validateListeners()
+    try config.validateCanary()
     return config
   }
 

@@ -136,6 +136,8 @@ public final class GenerationLoop: @unchecked Sendable {
 
   public let model: PolicyModel
   let metrics: ServingMetrics
+  /// Time to first token and inter-token gaps of this loop's version (the canary analysis).
+  public let latency = LatencyTally()
   private let shared: Mutex<Shared>
   private let wake = DispatchSemaphore(value: 0)
   private let cache: KVCache
@@ -501,7 +503,10 @@ public final class GenerationLoop: @unchecked Sendable {
     let emittedAt = ContinuousClock.now
     if !emittedTokens.isEmpty {
       metrics.generatedTokens.increment()
-      if let last = context.lastTokenAt { metrics.interTokenLatency.record(duration: emittedAt - last) }
+      if let last = context.lastTokenAt {
+        metrics.interTokenLatency.record(duration: emittedAt - last)
+        latency.nextToken(after: emittedAt - last)
+      }
       context.lastTokenAt = emittedAt
     }
     slots[slot] = context
@@ -514,6 +519,7 @@ public final class GenerationLoop: @unchecked Sendable {
       if !request.firstTokenSeen && !emittedTokens.isEmpty {
         request.firstTokenSeen = true
         metrics.timeToFirstToken.record(duration: emittedAt - request.submittedAt)
+        latency.firstToken(after: emittedAt - request.submittedAt)
       }
       if !text.isEmpty || !emittedTokens.isEmpty {
         request.continuation.yield(.token(sample: sample, text: text, tokens: emittedTokens))

@@ -56,4 +56,26 @@ public enum MetricNames {
   public static let generationLogPruned = "alignd_generation_log_pruned_total"
   /// Counter: feedback submitted by apps (SubmitFeedback, POST /v1/feedback), labelled `outcome`.
   public static let appFeedback = "alignd_app_feedback_total"
+
+  // Canary analysis (AlignRollout), gauges labelled `role`, `arm` (active, canary) over the
+  // running comparison's window.
+  /// Gauge: requests served in the window.
+  public static let canaryRequests = "alignd_canary_requests"
+  /// Gauge: share of the window's requests the server failed.
+  public static let canaryErrorRate = "alignd_canary_error_rate"
+  /// Gauge: share of safety-checked completions flagged.
+  public static let canarySafetyFlagRate = "alignd_canary_safety_flag_rate"
+  /// Gauge: mean reward of sampled completions.
+  public static let canaryRewardMean = "alignd_canary_reward_mean"
+  /// Gauge: sampled completions scored.
+  public static let canaryRewardSamples = "alignd_canary_reward_samples"
+  /// Gauge (seconds): mean time to first token.
+  public static let canaryTimeToFirstToken = "alignd_canary_ttft_mean_seconds"
+  /// Gauge (seconds): mean inter-token latency.
+  public static let canaryInterTokenLatency = "alignd_canary_itl_mean_seconds"
+  /// Gauge: the verdict so far, labelled `role`: 0 wait, 1 promote, -1 roll back.
+  public static let canaryVerdict = "alignd_canary_verdict"
+  /// Counter: decisions taken, labelled `role`, `decision` (promote, rollback), `reason` (the
+  /// deciding signal: errors, safety_flags, reward, win_rate, rating, ttft, itl, inconclusive, passed).
+  public static let canaryDecisions = "alignd_canary_decisions_total"
 }

@@ -115,6 +115,11 @@ public final class ModelHost: Sendable {
   public let rewards = RoleSlots<RewardSnapshot>()
   /// The safety checker.
   public let safety = RoleSlots<SafetySnapshot>()
+  /// Live signals per serving version (requests, errors, safety flags, sampled rewards,
+  /// feedback), compared by the canary analysis.
+  public let signals = LiveSignals()
+  /// Judges a sampled share of completions off the token path (``CompletionSampler``).
+  public let sampler: CompletionSampler
   /// How policy snapshots are run (fixed for the process).
   public let scheduler: GenerationScheduler.Configuration
   public let engineSettings: EngineSettings
@@ -125,11 +130,12 @@ public final class ModelHost: Sendable {
 
   public init(
     scheduler: GenerationScheduler.Configuration = .init(), engine: EngineSettings = EngineSettings(),
-    batching: JudgingBatching = JudgingBatching()
+    batching: JudgingBatching = JudgingBatching(), rewardSampleRate: Double = 0, rewardSampleQueue: Int = 256
   ) {
     self.scheduler = scheduler
     self.engineSettings = engine
     self.batching = batching
+    self.sampler = CompletionSampler(rate: rewardSampleRate, capacity: rewardSampleQueue, signals: signals)
   }
 
   /// The trained judges' shared encoder and classifiers (nil until the model loader sets them).

@@ -54,8 +54,39 @@ struct Status: AsyncParsableCommand {
       print("version: \(status.serverVersion)")
       print("uptime:  \(status.uptimeSeconds) s")
       for role in status.roles {
-        print("\(role.role): \(role.activeVersion)")
+        let canary = role.canaryVersion.isEmpty ? "" : "  (canary \(role.canaryVersion) at \(role.canaryPercent)%)"
+        print("\(role.role): \(role.activeVersion)\(canary)")
       }
+      for line in Self.canaryLines(status) { print(line) }
     }
+  }
+
+  /// The running canary comparison and the latest decisions, for people.
+  static func canaryLines(_ status: Alignd_V1_GetStatusResponse) -> [String] {
+    var lines: [String] = []
+    func number(_ value: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", value) }
+    func arm(_ name: String, _ arm: Alignd_V1_CanaryArm) -> String {
+      let reward = arm.rewardSamples == 0 ? "-" : "\(number(arm.rewardMean, 3)) (n=\(arm.rewardSamples))"
+      return "  \(name.padding(toLength: 7, withPad: " ", startingAt: 0)) \(arm.version)  requests \(arm.requests)"
+        + "  errors \(number(arm.errorRate * 100))%  ttft \(number(arm.ttftMeanSeconds * 1000, 1)) ms"
+        + "  itl \(number(arm.itlMeanSeconds * 1000, 1)) ms  reward \(reward)"
+        + "  flags \(number(arm.safetyFlagRate * 100))% (n=\(arm.safetyChecked))"
+        + "  feedback \(arm.feedbackWins)-\(arm.feedbackLosses)"
+    }
+    for analysis in status.canaryAnalyses {
+      lines.append(
+        "canary analysis (\(analysis.role), \(analysis.automatic ? "automatic" : "shown only"), "
+          + "\(number(analysis.elapsedSeconds, 0)) s): \(analysis.verdict)")
+      lines.append(arm("active", analysis.active))
+      lines.append(arm("canary", analysis.canary))
+      for check in analysis.checks {
+        lines.append("  \(check.status.padding(toLength: 12, withPad: " ", startingAt: 0)) \(check.detail)")
+      }
+      lines.append("  reason: \(analysis.reason)")
+    }
+    for decision in status.canaryDecisions.prefix(5) {
+      lines.append("canary decision: \(decision.verdict) \(decision.canaryVersion) (\(decision.reasonCode)): \(decision.reason)")
+    }
+    return lines
   }
 }

@@ -192,7 +192,9 @@ struct CheckpointEndToEndTests {
     let folder = try TestPaths.temporaryFolder()
     defer { try? FileManager.default.removeItem(at: folder) }
     let variant = try CheckpointVariants.patchedNorm({ i, w in w * (i % 2 == 0 ? 1.3 : 0.7) }, in: folder, name: "variant.gguf")
-    let server = try await ServerProcess(arguments: ["--batch-invariant", "true"])
+    // The variant flags 2 more of the 16 quality-gate prompts than the default (the gate, tested
+    // in CanaryEndToEndTests, would refuse it): this test is about swaps, so it runs no quality gate.
+    let server = try await ServerProcess(arguments: ["--batch-invariant", "true", "--policy-gate-prompts", "0"])
     try await server.waitUntilServing()
     let prompts = ["Tell me a story about a cat.", "Explain rain to a child.", "List three fruits.", "Why is the sky blue?"]
     try await server.withClient { client in
@@ -300,7 +302,9 @@ struct CheckpointEndToEndTests {
     defer { try? FileManager.default.removeItem(at: folder) }
     let dataDir = folder.appendingPathComponent("data").path
     let variant = try CheckpointVariants.patchedNorm({ i, w in w * (i % 2 == 0 ? 1.3 : 0.7) }, in: folder, name: "variant.gguf")
-    var server = try await ServerProcess(dataDir: dataDir)
+    // About canary routing and persistence, not quality: no quality gate (see swapsUnderLoad).
+    let noQualityGate = ["--policy-gate-prompts", "0"]
+    var server = try await ServerProcess(arguments: noQualityGate, dataDir: dataDir)
     try await server.waitUntilServing()
     var candidate = ""
     var stable = ""
@@ -335,7 +339,7 @@ struct CheckpointEndToEndTests {
     // The canary survives a restart.
     server.signal(SIGTERM)
     #expect(try await server.waitForExit() == 0)
-    server = try await ServerProcess(dataDir: dataDir)
+    server = try await ServerProcess(arguments: noQualityGate, dataDir: dataDir)
     try await server.waitUntilServing()
     try await server.withClient { client in
       let admin = Alignd_V1_Admin.Client(wrapping: client)
@@ -355,7 +359,7 @@ struct CheckpointEndToEndTests {
     }
     server.signal(SIGTERM)
     #expect(try await server.waitForExit() == 0)
-    server = try await ServerProcess(dataDir: dataDir)
+    server = try await ServerProcess(arguments: noQualityGate, dataDir: dataDir)
     try await server.waitUntilServing()
     let promoted = candidate
     try await server.withClient { client in
@@ -380,8 +384,10 @@ struct CheckpointEndToEndTests {
     let variant = try CheckpointVariants.patchedNorm({ i, w in w * (i % 3 == 0 ? 1.2 : 0.9) }, in: folder, name: "variant.gguf")
     // The reward checkpoint is a tiny random model: the eval gate (tested in
     // TrainedJudgesEndToEndTests) would rightly refuse it against the trained default, so this
-    // test, about replicas converging, lets any accuracy pass.
-    let arguments = ["--store-url", storeURL, "--rollout-sync-seconds", "1", "--reward-gate-margin", "1"]
+    // test, about replicas converging, lets any accuracy pass (and runs no policy quality gate).
+    let arguments = [
+      "--store-url", storeURL, "--rollout-sync-seconds", "1", "--reward-gate-margin", "1", "--policy-gate-prompts", "0",
+    ]
     let first = try await ServerProcess(arguments: arguments, dataDir: shared)
     let second = try await ServerProcess(arguments: arguments, dataDir: shared)
     try await first.waitUntilServing()

@@ -30,6 +30,25 @@ struct ConfigurationTests {
     #expect(config.maxRequestBytes == ServerConfiguration().maxRequestBytes)  // default
   }
 
+  @Test("the canary keys set the canary policy; contradictory bounds are refused")
+  func canaryKeys() throws {
+    let config = try ConfigurationLoader.load(
+      flags: ["canary_analysis": "true", "canary_min_samples": "40", "canary_max_ttft_ratio": "2.5"],
+      environment: ["ALIGND_CANARY_MIN_SECONDS": "5"], configFile: nil)
+    #expect(config.canary.enabled && config.canary.minSamples == 40 && config.canary.maxTTFTRatio == 2.5)
+    #expect(config.canary.minDurationSeconds == 5)
+    #expect(config.canary.maxRewardDrop == ServerConfiguration().canary.maxRewardDrop)
+    for (flags, message) in [
+      (["canary_min_seconds": "100", "canary_max_seconds": "50"], "canary_max_seconds"),
+      (["canary_confidence": "1"], "canary_confidence"),
+      (["reward_sample_rate": "1.5"], "reward_sample_rate"),
+    ] {
+      #expect {
+        _ = try ConfigurationLoader.load(flags: flags, environment: [:], configFile: nil)
+      } throws: { ($0 as? ConfigurationError)?.description.contains(message) == true }
+    }
+  }
+
   @Test func booleansAndOptionalStrings() throws {
     let file = try writeConfig(#"{"allow_unauthenticated": true, "keys_file": "/etc/alignd/keys"}"#)
     let config = try ConfigurationLoader.load(flags: [:], environment: [:], configFile: file)

@@ -61,9 +61,15 @@ final class ServerProcess: Sendable {
     let cache = arguments.contains("--kv-cache-tokens") ? [] : ["--kv-cache-tokens", "4096"]
     // Servers run side by side: the HTTP gateway takes a free port too unless the test names one.
     let http = arguments.contains("--http-port") ? [] : ["--http-port", "0"]
+    // The policy quality gate's prompts straight from the repository (the models folder may not
+    // have them installed yet: scripts/install-judges.sh copies them).
+    let policyGate =
+      arguments.contains("--policy-gate-file")
+      ? []
+      : ["--policy-gate-file", TestPaths.repositoryRoot.appendingPathComponent("Models/eval/policy-eval-prompts.jsonl").path]
     process.arguments =
       ["serve"] + (defaultPort ? [] : ["--port", "0"]) + http
-      + ["--models-dir", TestPaths.modelsDir.path, "--data-dir", dataDir] + cache + arguments
+      + ["--models-dir", TestPaths.modelsDir.path, "--data-dir", dataDir] + cache + policyGate + arguments
     var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ALIGND_") }
     env.merge(environment) { $1 }
     process.environment = env

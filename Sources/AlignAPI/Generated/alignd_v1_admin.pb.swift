@@ -541,6 +541,9 @@ public nonisolated struct Alignd_V1_CheckpointInfo: Sendable {
   /// activation and for roles without an eval gate.
   public var evaluation: String = String()
 
+  /// The canary analysis' decision about this checkpoint (JSON: verdict, reason, figures), if any.
+  public var canaryDecision: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -740,6 +743,22 @@ public nonisolated struct Alignd_V1_GetStatusResponse: Sendable {
   /// Stored feedback records by kind name.
   public var feedbackCounts: Dictionary<String,UInt64> = [:]
 
+  /// The running canary comparison per role with a canary (Docs/CANARY.md).
+  public var canaryAnalyses: [Alignd_V1_CanaryAnalysis] = []
+
+  /// The canary analysis' recent decisions, newest first.
+  public var canaryDecisions: [Alignd_V1_CanaryDecision] = []
+
+  /// Completions sampled for judging off the token path (reward_sample_rate).
+  public var completionSampling: Alignd_V1_CompletionSampling {
+    get {_completionSampling ?? Alignd_V1_CompletionSampling()}
+    set {_completionSampling = newValue}
+  }
+  /// Returns true if `completionSampling` has been explicitly set.
+  public var hasCompletionSampling: Bool {self._completionSampling != nil}
+  /// Clears the value of `completionSampling`. Subsequent reads from it will return its default value.
+  public mutating func clearCompletionSampling() {self._completionSampling = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum ServingState: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -783,6 +802,228 @@ public nonisolated struct Alignd_V1_GetStatusResponse: Sendable {
     ]
 
   }
+
+  public init() {}
+
+  fileprivate var _completionSampling: Alignd_V1_CompletionSampling? = nil
+}
+
+/// One arm's live signals over the comparison's window.
+public nonisolated struct Alignd_V1_CanaryArm: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: String = String()
+
+  public var requests: UInt64 = 0
+
+  public var errors: UInt64 = 0
+
+  public var errorRate: Double = 0
+
+  public var ttftMeanSeconds: Double = 0
+
+  public var itlMeanSeconds: Double = 0
+
+  public var rewardSamples: UInt64 = 0
+
+  public var rewardMean: Double = 0
+
+  public var safetyChecked: UInt64 = 0
+
+  public var safetyFlagRate: Double = 0
+
+  public var feedbackWins: UInt64 = 0
+
+  public var feedbackLosses: UInt64 = 0
+
+  public var ratings: UInt64 = 0
+
+  public var ratingMean: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One signal's comparison: how much worse the canary is, its confidence bounds and the threshold.
+public nonisolated struct Alignd_V1_CanaryCheck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// errors, safety_flags, reward, win_rate, rating, ttft, itl.
+  public var signal: String = String()
+
+  /// pass, fail, inconclusive or waiting (too few samples).
+  public var status: String = String()
+
+  /// Promotion waits for a required signal to pass; others block only when they fail.
+  public var required: Bool = false
+
+  public var degradation: Double = 0
+
+  public var lower: Double = 0
+
+  public var upper: Double = 0
+
+  public var threshold: Double = 0
+
+  public var detail: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Alignd_V1_CanaryAnalysis: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var role: Alignd_V1_ModelRole {
+    get {_storage._role}
+    set {_uniqueStorage()._role = newValue}
+  }
+
+  public var active: Alignd_V1_CanaryArm {
+    get {_storage._active ?? Alignd_V1_CanaryArm()}
+    set {_uniqueStorage()._active = newValue}
+  }
+  /// Returns true if `active` has been explicitly set.
+  public var hasActive: Bool {_storage._active != nil}
+  /// Clears the value of `active`. Subsequent reads from it will return its default value.
+  public mutating func clearActive() {_uniqueStorage()._active = nil}
+
+  public var canary: Alignd_V1_CanaryArm {
+    get {_storage._canary ?? Alignd_V1_CanaryArm()}
+    set {_uniqueStorage()._canary = newValue}
+  }
+  /// Returns true if `canary` has been explicitly set.
+  public var hasCanary: Bool {_storage._canary != nil}
+  /// Clears the value of `canary`. Subsequent reads from it will return its default value.
+  public mutating func clearCanary() {_uniqueStorage()._canary = nil}
+
+  /// wait, promote or rollback.
+  public var verdict: String {
+    get {_storage._verdict}
+    set {_uniqueStorage()._verdict = newValue}
+  }
+
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
+
+  public var elapsedSeconds: Double {
+    get {_storage._elapsedSeconds}
+    set {_uniqueStorage()._elapsedSeconds = newValue}
+  }
+
+  public var checks: [Alignd_V1_CanaryCheck] {
+    get {_storage._checks}
+    set {_uniqueStorage()._checks = newValue}
+  }
+
+  /// canary_analysis: the verdict is acted on; false = shown only.
+  public var automatic: Bool {
+    get {_storage._automatic}
+    set {_uniqueStorage()._automatic = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Alignd_V1_CanaryDecision: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var role: Alignd_V1_ModelRole {
+    get {_storage._role}
+    set {_uniqueStorage()._role = newValue}
+  }
+
+  public var canaryVersion: String {
+    get {_storage._canaryVersion}
+    set {_uniqueStorage()._canaryVersion = newValue}
+  }
+
+  public var activeVersion: String {
+    get {_storage._activeVersion}
+    set {_uniqueStorage()._activeVersion = newValue}
+  }
+
+  /// promote or rollback.
+  public var verdict: String {
+    get {_storage._verdict}
+    set {_uniqueStorage()._verdict = newValue}
+  }
+
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
+
+  /// The deciding signal (passed for a promotion, inconclusive at the time limit).
+  public var reasonCode: String {
+    get {_storage._reasonCode}
+    set {_uniqueStorage()._reasonCode = newValue}
+  }
+
+  public var decidedAtUnixMs: Int64 {
+    get {_storage._decidedAtUnixMs}
+    set {_uniqueStorage()._decidedAtUnixMs = newValue}
+  }
+
+  public var active: Alignd_V1_CanaryArm {
+    get {_storage._active ?? Alignd_V1_CanaryArm()}
+    set {_uniqueStorage()._active = newValue}
+  }
+  /// Returns true if `active` has been explicitly set.
+  public var hasActive: Bool {_storage._active != nil}
+  /// Clears the value of `active`. Subsequent reads from it will return its default value.
+  public mutating func clearActive() {_uniqueStorage()._active = nil}
+
+  public var canary: Alignd_V1_CanaryArm {
+    get {_storage._canary ?? Alignd_V1_CanaryArm()}
+    set {_uniqueStorage()._canary = newValue}
+  }
+  /// Returns true if `canary` has been explicitly set.
+  public var hasCanary: Bool {_storage._canary != nil}
+  /// Clears the value of `canary`. Subsequent reads from it will return its default value.
+  public mutating func clearCanary() {_uniqueStorage()._canary = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Alignd_V1_CompletionSampling: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rate: Double = 0
+
+  public var offered: UInt64 = 0
+
+  public var queued: UInt64 = 0
+
+  public var dropped: UInt64 = 0
+
+  public var scored: UInt64 = 0
+
+  public var failed: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1708,7 +1949,7 @@ nonisolated extension Alignd_V1_UploadCheckpointRequest: SwiftProtobuf.Message, 
 
 nonisolated extension Alignd_V1_CheckpointInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}role\0\u{1}name\0\u{1}format\0\u{3}size_bytes\0\u{1}sha256\0\u{3}uploaded_at_unix_ms\0\u{1}state\0\u{1}labels\0\u{1}failure\0\u{1}evaluation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}role\0\u{1}name\0\u{1}format\0\u{3}size_bytes\0\u{1}sha256\0\u{3}uploaded_at_unix_ms\0\u{1}state\0\u{1}labels\0\u{1}failure\0\u{1}evaluation\0\u{4}\u{13}canary_decision\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1727,6 +1968,7 @@ nonisolated extension Alignd_V1_CheckpointInfo: SwiftProtobuf.Message, SwiftProt
       case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.failure) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.evaluation) }()
+      case 30: try { try decoder.decodeSingularStringField(value: &self.canaryDecision) }()
       default: break
       }
     }
@@ -1766,6 +2008,9 @@ nonisolated extension Alignd_V1_CheckpointInfo: SwiftProtobuf.Message, SwiftProt
     if !self.evaluation.isEmpty {
       try visitor.visitSingularStringField(value: self.evaluation, fieldNumber: 11)
     }
+    if !self.canaryDecision.isEmpty {
+      try visitor.visitSingularStringField(value: self.canaryDecision, fieldNumber: 30)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1781,6 +2026,7 @@ nonisolated extension Alignd_V1_CheckpointInfo: SwiftProtobuf.Message, SwiftProt
     if lhs.labels != rhs.labels {return false}
     if lhs.failure != rhs.failure {return false}
     if lhs.evaluation != rhs.evaluation {return false}
+    if lhs.canaryDecision != rhs.canaryDecision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2176,7 +2422,7 @@ nonisolated extension Alignd_V1_QueueStatus: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Alignd_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}server_version\0\u{3}uptime_seconds\0\u{1}roles\0\u{1}queues\0\u{3}loaded_model_bytes\0\u{3}feedback_counts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}server_version\0\u{3}uptime_seconds\0\u{1}roles\0\u{1}queues\0\u{3}loaded_model_bytes\0\u{3}feedback_counts\0\u{4}\u{17}canary_analyses\0\u{3}canary_decisions\0\u{3}completion_sampling\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2191,12 +2437,19 @@ nonisolated extension Alignd_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftP
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.queues) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.loadedModelBytes) }()
       case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.feedbackCounts) }()
+      case 30: try { try decoder.decodeRepeatedMessageField(value: &self.canaryAnalyses) }()
+      case 31: try { try decoder.decodeRepeatedMessageField(value: &self.canaryDecisions) }()
+      case 32: try { try decoder.decodeSingularMessageField(value: &self._completionSampling) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.state != .unspecified {
       try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
     }
@@ -2218,6 +2471,15 @@ nonisolated extension Alignd_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftP
     if !self.feedbackCounts.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.feedbackCounts, fieldNumber: 7)
     }
+    if !self.canaryAnalyses.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.canaryAnalyses, fieldNumber: 30)
+    }
+    if !self.canaryDecisions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.canaryDecisions, fieldNumber: 31)
+    }
+    try { if let v = self._completionSampling {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2229,6 +2491,9 @@ nonisolated extension Alignd_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftP
     if lhs.queues != rhs.queues {return false}
     if lhs.loadedModelBytes != rhs.loadedModelBytes {return false}
     if lhs.feedbackCounts != rhs.feedbackCounts {return false}
+    if lhs.canaryAnalyses != rhs.canaryAnalyses {return false}
+    if lhs.canaryDecisions != rhs.canaryDecisions {return false}
+    if lhs._completionSampling != rhs._completionSampling {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2236,6 +2501,466 @@ nonisolated extension Alignd_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Alignd_V1_GetStatusResponse.ServingState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SERVING_STATE_UNSPECIFIED\0\u{1}SERVING_STATE_LOADING\0\u{1}SERVING_STATE_SERVING\0\u{1}SERVING_STATE_DRAINING\0")
+}
+
+nonisolated extension Alignd_V1_CanaryArm: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CanaryArm"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}requests\0\u{1}errors\0\u{3}error_rate\0\u{3}ttft_mean_seconds\0\u{3}itl_mean_seconds\0\u{3}reward_samples\0\u{3}reward_mean\0\u{3}safety_checked\0\u{3}safety_flag_rate\0\u{3}feedback_wins\0\u{3}feedback_losses\0\u{1}ratings\0\u{3}rating_mean\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.requests) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.errors) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.errorRate) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.ttftMeanSeconds) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.itlMeanSeconds) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.rewardSamples) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.rewardMean) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.safetyChecked) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.safetyFlagRate) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.feedbackWins) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.feedbackLosses) }()
+      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.ratings) }()
+      case 14: try { try decoder.decodeSingularDoubleField(value: &self.ratingMean) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 1)
+    }
+    if self.requests != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requests, fieldNumber: 2)
+    }
+    if self.errors != 0 {
+      try visitor.visitSingularUInt64Field(value: self.errors, fieldNumber: 3)
+    }
+    if self.errorRate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.errorRate, fieldNumber: 4)
+    }
+    if self.ttftMeanSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.ttftMeanSeconds, fieldNumber: 5)
+    }
+    if self.itlMeanSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.itlMeanSeconds, fieldNumber: 6)
+    }
+    if self.rewardSamples != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rewardSamples, fieldNumber: 7)
+    }
+    if self.rewardMean.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.rewardMean, fieldNumber: 8)
+    }
+    if self.safetyChecked != 0 {
+      try visitor.visitSingularUInt64Field(value: self.safetyChecked, fieldNumber: 9)
+    }
+    if self.safetyFlagRate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.safetyFlagRate, fieldNumber: 10)
+    }
+    if self.feedbackWins != 0 {
+      try visitor.visitSingularUInt64Field(value: self.feedbackWins, fieldNumber: 11)
+    }
+    if self.feedbackLosses != 0 {
+      try visitor.visitSingularUInt64Field(value: self.feedbackLosses, fieldNumber: 12)
+    }
+    if self.ratings != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ratings, fieldNumber: 13)
+    }
+    if self.ratingMean.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.ratingMean, fieldNumber: 14)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CanaryArm, rhs: Alignd_V1_CanaryArm) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.requests != rhs.requests {return false}
+    if lhs.errors != rhs.errors {return false}
+    if lhs.errorRate != rhs.errorRate {return false}
+    if lhs.ttftMeanSeconds != rhs.ttftMeanSeconds {return false}
+    if lhs.itlMeanSeconds != rhs.itlMeanSeconds {return false}
+    if lhs.rewardSamples != rhs.rewardSamples {return false}
+    if lhs.rewardMean != rhs.rewardMean {return false}
+    if lhs.safetyChecked != rhs.safetyChecked {return false}
+    if lhs.safetyFlagRate != rhs.safetyFlagRate {return false}
+    if lhs.feedbackWins != rhs.feedbackWins {return false}
+    if lhs.feedbackLosses != rhs.feedbackLosses {return false}
+    if lhs.ratings != rhs.ratings {return false}
+    if lhs.ratingMean != rhs.ratingMean {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CanaryCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CanaryCheck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}signal\0\u{1}status\0\u{1}required\0\u{1}degradation\0\u{1}lower\0\u{1}upper\0\u{1}threshold\0\u{1}detail\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.signal) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.required) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.degradation) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.lower) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.upper) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.threshold) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.detail) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.signal.isEmpty {
+      try visitor.visitSingularStringField(value: self.signal, fieldNumber: 1)
+    }
+    if !self.status.isEmpty {
+      try visitor.visitSingularStringField(value: self.status, fieldNumber: 2)
+    }
+    if self.required != false {
+      try visitor.visitSingularBoolField(value: self.required, fieldNumber: 3)
+    }
+    if self.degradation.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.degradation, fieldNumber: 4)
+    }
+    if self.lower.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.lower, fieldNumber: 5)
+    }
+    if self.upper.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.upper, fieldNumber: 6)
+    }
+    if self.threshold.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.threshold, fieldNumber: 7)
+    }
+    if !self.detail.isEmpty {
+      try visitor.visitSingularStringField(value: self.detail, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CanaryCheck, rhs: Alignd_V1_CanaryCheck) -> Bool {
+    if lhs.signal != rhs.signal {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.required != rhs.required {return false}
+    if lhs.degradation != rhs.degradation {return false}
+    if lhs.lower != rhs.lower {return false}
+    if lhs.upper != rhs.upper {return false}
+    if lhs.threshold != rhs.threshold {return false}
+    if lhs.detail != rhs.detail {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CanaryAnalysis: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CanaryAnalysis"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}active\0\u{1}canary\0\u{1}verdict\0\u{1}reason\0\u{3}elapsed_seconds\0\u{1}checks\0\u{1}automatic\0")
+
+  fileprivate class _StorageClass {
+    var _role: Alignd_V1_ModelRole = .unspecified
+    var _active: Alignd_V1_CanaryArm? = nil
+    var _canary: Alignd_V1_CanaryArm? = nil
+    var _verdict: String = String()
+    var _reason: String = String()
+    var _elapsedSeconds: Double = 0
+    var _checks: [Alignd_V1_CanaryCheck] = []
+    var _automatic: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _role = source._role
+      _active = source._active
+      _canary = source._canary
+      _verdict = source._verdict
+      _reason = source._reason
+      _elapsedSeconds = source._elapsedSeconds
+      _checks = source._checks
+      _automatic = source._automatic
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularEnumField(value: &_storage._role) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._active) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._canary) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._verdict) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 6: try { try decoder.decodeSingularDoubleField(value: &_storage._elapsedSeconds) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._checks) }()
+        case 8: try { try decoder.decodeSingularBoolField(value: &_storage._automatic) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._role != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._role, fieldNumber: 1)
+      }
+      try { if let v = _storage._active {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._canary {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      if !_storage._verdict.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._verdict, fieldNumber: 4)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 5)
+      }
+      if _storage._elapsedSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._elapsedSeconds, fieldNumber: 6)
+      }
+      if !_storage._checks.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._checks, fieldNumber: 7)
+      }
+      if _storage._automatic != false {
+        try visitor.visitSingularBoolField(value: _storage._automatic, fieldNumber: 8)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CanaryAnalysis, rhs: Alignd_V1_CanaryAnalysis) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._role != rhs_storage._role {return false}
+        if _storage._active != rhs_storage._active {return false}
+        if _storage._canary != rhs_storage._canary {return false}
+        if _storage._verdict != rhs_storage._verdict {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._elapsedSeconds != rhs_storage._elapsedSeconds {return false}
+        if _storage._checks != rhs_storage._checks {return false}
+        if _storage._automatic != rhs_storage._automatic {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CanaryDecision: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CanaryDecision"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}canary_version\0\u{3}active_version\0\u{1}verdict\0\u{1}reason\0\u{3}reason_code\0\u{3}decided_at_unix_ms\0\u{1}active\0\u{1}canary\0")
+
+  fileprivate class _StorageClass {
+    var _role: Alignd_V1_ModelRole = .unspecified
+    var _canaryVersion: String = String()
+    var _activeVersion: String = String()
+    var _verdict: String = String()
+    var _reason: String = String()
+    var _reasonCode: String = String()
+    var _decidedAtUnixMs: Int64 = 0
+    var _active: Alignd_V1_CanaryArm? = nil
+    var _canary: Alignd_V1_CanaryArm? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _role = source._role
+      _canaryVersion = source._canaryVersion
+      _activeVersion = source._activeVersion
+      _verdict = source._verdict
+      _reason = source._reason
+      _reasonCode = source._reasonCode
+      _decidedAtUnixMs = source._decidedAtUnixMs
+      _active = source._active
+      _canary = source._canary
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularEnumField(value: &_storage._role) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._canaryVersion) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._activeVersion) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._verdict) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._reasonCode) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._decidedAtUnixMs) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._active) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._canary) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._role != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._role, fieldNumber: 1)
+      }
+      if !_storage._canaryVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._canaryVersion, fieldNumber: 2)
+      }
+      if !_storage._activeVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._activeVersion, fieldNumber: 3)
+      }
+      if !_storage._verdict.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._verdict, fieldNumber: 4)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 5)
+      }
+      if !_storage._reasonCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reasonCode, fieldNumber: 6)
+      }
+      if _storage._decidedAtUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._decidedAtUnixMs, fieldNumber: 7)
+      }
+      try { if let v = _storage._active {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      try { if let v = _storage._canary {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CanaryDecision, rhs: Alignd_V1_CanaryDecision) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._role != rhs_storage._role {return false}
+        if _storage._canaryVersion != rhs_storage._canaryVersion {return false}
+        if _storage._activeVersion != rhs_storage._activeVersion {return false}
+        if _storage._verdict != rhs_storage._verdict {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._reasonCode != rhs_storage._reasonCode {return false}
+        if _storage._decidedAtUnixMs != rhs_storage._decidedAtUnixMs {return false}
+        if _storage._active != rhs_storage._active {return false}
+        if _storage._canary != rhs_storage._canary {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_CompletionSampling: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompletionSampling"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rate\0\u{1}offered\0\u{1}queued\0\u{1}dropped\0\u{1}scored\0\u{1}failed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.rate) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.offered) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.queued) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.dropped) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.scored) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.failed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.rate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.rate, fieldNumber: 1)
+    }
+    if self.offered != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offered, fieldNumber: 2)
+    }
+    if self.queued != 0 {
+      try visitor.visitSingularUInt64Field(value: self.queued, fieldNumber: 3)
+    }
+    if self.dropped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.dropped, fieldNumber: 4)
+    }
+    if self.scored != 0 {
+      try visitor.visitSingularUInt64Field(value: self.scored, fieldNumber: 5)
+    }
+    if self.failed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.failed, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_CompletionSampling, rhs: Alignd_V1_CompletionSampling) -> Bool {
+    if lhs.rate != rhs.rate {return false}
+    if lhs.offered != rhs.offered {return false}
+    if lhs.queued != rhs.queued {return false}
+    if lhs.dropped != rhs.dropped {return false}
+    if lhs.scored != rhs.scored {return false}
+    if lhs.failed != rhs.failed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Alignd_V1_GenerationFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -20,8 +20,15 @@ extension InferencePipeline {
     -> GenerationResult
   {
     let (lease, validated) = try prepare(request)
-    let policy = lease.snapshot
     defer { withExtendedLifetime(lease) {} }
+    return try await counted(lease.snapshot.version) {
+      try await generateCounted(request, policy: lease.snapshot, validated: validated)
+    }
+  }
+
+  private func generateCounted(
+    _ request: GenerationRequest, policy: PolicySnapshot, validated: ValidatedGenerate
+  ) async throws -> GenerationResult {
     let tokenizer = policy.model.tokenizer
     let responseID = Self.responseID("gen")
     let screening = screening(request)
@@ -45,9 +52,9 @@ extension InferencePipeline {
 
     try Self.checkNotCancelled()
     let (id, events) = try policy.loop.submit(validated.spec)
+    let screens = outputScreens(screening, safety, validated)
     let tally = try await collect(
-      events, id: id, on: policy, completionIDs: Self.completionIDs(validated.spec.samples),
-      screens: outputScreens(screening, safety, validated)
+      events, id: id, on: policy, completionIDs: Self.completionIDs(validated.spec.samples), screens: screens
     ) { tally, sample, text, ids, logprobs in
       // Token ids are kept for the log whether or not the client asked for them.
       tally.place(
@@ -60,16 +67,14 @@ extension InferencePipeline {
     if tally.completions.contains(where: { $0.finishReason == .cancelled }) {
       throw ServingError.cancelled("the request was cancelled")
     }
+    observe(
+      tally.completions, texts: models.sampler.shouldSample() ? tally.completions.map(\.text) : nil,
+      version: policy.version, request: request, screened: screens != nil)
     var result = GenerationResult(
       responseID: responseID, completions: tally.completions,
       usage: tally.usage(promptTokens: validated.spec.promptTokens.count), versions: versions)
     if let judging {
-      let context: RewardInput.Context
-      switch request.input {
-      case .chat(let messages, _): context = .messages(messages)
-      case .prompt(let prompt): context = .prompt(prompt)
-      case nil: context = .prompt("")
-      }
+      let context = Self.rewardContext(request)
       let rewards = try await Self.rewards(
         result.completions.map { RewardInput(context: context, response: $0.text) }, on: judging.scorer)
       result.completions = Self.rank(result.completions, rewards: rewards, keep: validated.returnCount)
@@ -317,19 +322,27 @@ public final class GenerationStream: Sendable {
     let validated = origin.validated
     let completionIDs = self.completionIDs
     let pipeline = self.pipeline
-    let tally = try await scheduling.run {
-      try await pipeline.collect(
-        running.events, id: running.id, on: policy, completionIDs: completionIDs, screens: running.screens
-      ) { tally, sample, text, ids, logprobs in
-        guard !text.isEmpty || !ids.isEmpty else { return }
-        let decoded = validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : []
-        // The whole completion is kept for the generation log; the end carries none of it.
-        if pipeline.recorder != nil { tally.place(sample, text: text, ids: ids, logprobs: decoded) }
-        try await deliver(
-          GenerationChunk(
-            sample: sample, completionID: completionIDs[sample], text: text, tokenIDs: ids, logprobs: decoded))
+    // The whole completion is kept when the generation log or the canary's sampled judging (off
+    // the token path) needs it; the end carries none of it.
+    let sampled = pipeline.models.sampler.shouldSample()
+    let keepText = sampled || pipeline.recorder != nil
+    let tally = try await pipeline.counted(policy.version) {
+      try await scheduling.run {
+        try await pipeline.collect(
+          running.events, id: running.id, on: policy, completionIDs: completionIDs, screens: running.screens
+        ) { tally, sample, text, ids, logprobs in
+          guard !text.isEmpty || !ids.isEmpty else { return }
+          let decoded = validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : []
+          if keepText { tally.place(sample, text: text, ids: ids, logprobs: decoded) }
+          try await deliver(
+            GenerationChunk(
+              sample: sample, completionID: completionIDs[sample], text: text, tokenIDs: ids, logprobs: decoded))
+        }
       }
     }
+    pipeline.observe(
+      tally.completions, texts: sampled ? tally.completions.map(\.text) : nil, version: policy.version,
+      request: origin.request, screened: running.screens != nil)
     return end(
       tally.completions, usage: tally.usage(promptTokens: validated.spec.promptTokens.count),
       firstToken: tally.firstTokenAt)
