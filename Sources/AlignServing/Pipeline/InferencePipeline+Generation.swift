@@ -22,12 +22,13 @@ extension InferencePipeline {
     let (lease, validated) = try prepare(request)
     defer { withExtendedLifetime(lease) {} }
     return try await counted(lease.snapshot.version) {
-      try await generateCounted(request, policy: lease.snapshot, validated: validated)
+      try await generateCounted(request, policy: lease.snapshot, validated: validated, started: started)
     }
   }
 
   private func generateCounted(
-    _ request: GenerationRequest, policy: PolicySnapshot, validated: ValidatedGenerate
+    _ request: GenerationRequest, policy: PolicySnapshot, validated: ValidatedGenerate,
+    started: ContinuousClock.Instant
   ) async throws -> GenerationResult {
     let tokenizer = policy.model.tokenizer
     let responseID = Self.responseID("gen")
