@@ -87,7 +87,8 @@ def body(ctx: harness.Scenario) -> None:
     pb, apb, cpb = st.inference_pb2, st.admin_pb2, st.common_pb2
     model = os.path.join(harness.MODELS_DIR, harness.DEFAULT_POLICY)
     variant = harness.make_policy_variant(model, os.path.join(ctx.workdir, "policy-b.gguf"))
-    server = ctx.server(a.server_option or [])
+    # Policy B is a distorted copy the policy quality gate refuses; this measures memory, not quality.
+    server = ctx.server(["--policy-gate-prompts", "0"] + (a.server_option or []))
     ctx.config = {"command": " ".join(server.command()).replace(harness.REPO + "/", ""), "swaps": a.swaps,
                   "reward_swaps": a.reward_swaps, "calls_per_step": a.calls, "settle_s": a.settle}
     server.start()

@@ -11,7 +11,10 @@ Checkpoints (made here, in the scratch folder):
   policy A (the default's weights) serves. The server starts on the trained default reward model
   (alignd-reward-minilm), which the first activation replaces; its eval gate would rightly refuse
   untrained heads against it, so this scenario, about swaps and not quality, runs the gate on a few
-  pairs with a margin any head passes (--reward-gate-pairs 8 --reward-gate-margin 1).
+  pairs with a margin any head passes (--reward-gate-pairs 8 --reward-gate-margin 1). For the same
+  reason the policy quality gate is off (--policy-gate-prompts 0): policy B is a distorted copy that
+  the gate refuses (more flags on its prompts), and after a head swap the judging reward model is an
+  untrained head. CanaryEndToEndTests checks that gate.
 All four are uploaded with `alignctl checkpoint upload`; HA is activated before the load starts.
 
 Load: C concurrent clients (32, quick 8), three of four calling GenerateStream (chat prompt from a
@@ -82,7 +85,7 @@ def body(ctx: harness.Scenario) -> None:
     head_b = harness.make_reward_head(os.path.join(ctx.workdir, "head-b"), model, seed=2)
 
     server = ctx.server(["--batch-invariant", "true", "--max-running-sequences", str(max(32, clients)),
-                         "--reward-gate-pairs", "8", "--reward-gate-margin", "1"])
+                         "--reward-gate-pairs", "8", "--reward-gate-margin", "1", "--policy-gate-prompts", "0"])
     ctx.config = {"command": " ".join(server.command()).replace(harness.REPO + "/", ""), "clients": clients,
                   "policy_swaps": n_swaps, "reward_swaps": n_swaps, "tokens": tokens,
                   "score_clients": clients // 4, "stream_clients": clients - clients // 4}
