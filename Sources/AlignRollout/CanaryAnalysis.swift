@@ -27,9 +27,9 @@ public struct CanaryPolicy: Sendable, Equatable {
   public var maxSafetyFlagRise: Double = 0.02
   /// Largest rise in the share of requests the server failed.
   public var maxErrorRateRise: Double = 0.01
-  /// Largest ratio of the canary's mean time to first token to the active one's.
+  /// Largest ratio of the canary's mean time to first token to the active one's (0: not checked).
   public var maxTTFTRatio: Double = 1.5
-  /// Largest ratio of the canary's mean inter-token latency to the active one's.
+  /// Largest ratio of the canary's mean inter-token latency to the active one's (0: not checked).
   public var maxITLRatio: Double = 1.5
   /// Largest drop of the canary's head-to-head feedback win rate below one half.
   public var maxWinRateDrop: Double = 0.05
@@ -166,10 +166,16 @@ public enum CanaryAnalysis {
       meanDrop(
         "rating", "mean rating", a: a.rating, c: c.rating, threshold: policy.maxRatingDrop, z: z,
         minimum: minimumFeedback, required: false))
-    checks.append(ratio("ttft", "mean time to first token", a: a.timeToFirstToken, c: c.timeToFirstToken,
-                        ratio: policy.maxTTFTRatio, z: z, minimum: minimum))
-    checks.append(ratio("itl", "mean inter-token latency", a: a.interTokenLatency, c: c.interTokenLatency,
-                        ratio: policy.maxITLRatio, z: z, minimum: minimum))
+    // A latency check can be turned off (ratio 0): with heavy-tailed latency on the active arm the
+    // bound of mean_c − ratio·mean_a stays wide whatever the ratio, so such a check may never pass.
+    if policy.maxTTFTRatio > 0 {
+      checks.append(ratio("ttft", "mean time to first token", a: a.timeToFirstToken, c: c.timeToFirstToken,
+                          ratio: policy.maxTTFTRatio, z: z, minimum: minimum))
+    }
+    if policy.maxITLRatio > 0 {
+      checks.append(ratio("itl", "mean inter-token latency", a: a.interTokenLatency, c: c.interTokenLatency,
+                          ratio: policy.maxITLRatio, z: z, minimum: minimum))
+    }
     return checks
   }
 

@@ -148,8 +148,9 @@ final class PolicyQualityGate: Sendable {
       for (index, prompt) in prompts.enumerated() {
         let text =
           (try? model.renderChat([ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true)) ?? prompt
-        let spec = GenerationSpec(
+        var spec = GenerationSpec(
           promptTokens: model.encodePrompt(text), maxTokens: maxTokens, sampling: SamplingParameters(temperature: 0))
+        spec.isInternal = true
         let (_, events) = try policy.loop.submit(spec)
         group.addTask {
           var completion = ""

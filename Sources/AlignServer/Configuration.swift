@@ -181,6 +181,10 @@ public struct ServerConfiguration: Sendable, Equatable {
   public func validateCanary() throws {
     if rewardSampleRate > 1 { throw ConfigurationError("reward_sample_rate must be in 0...1, got \(rewardSampleRate)") }
     if canary.confidence >= 1 { throw ConfigurationError("canary_confidence must be below 1, got \(canary.confidence)") }
+    for (key, ratio) in [("canary_max_ttft_ratio", canary.maxTTFTRatio), ("canary_max_itl_ratio", canary.maxITLRatio)]
+    where ratio > 0 && ratio < 1 {
+      throw ConfigurationError("\(key) must be 0 (not checked) or at least 1, got \(ratio)")
+    }
     if canary.maxDurationSeconds > 0, canary.maxDurationSeconds < canary.minDurationSeconds {
       throw ConfigurationError(
         "canary_max_seconds (\(canary.maxDurationSeconds)) must not be below canary_min_seconds (\(canary.minDurationSeconds))")
@@ -298,8 +302,8 @@ public enum ConfigurationLoader {
     double("canary_max_reward_drop", \.canary.maxRewardDrop, "Largest drop in mean sampled reward a canary may show.", min: 0),
     double("canary_max_safety_flag_rise", \.canary.maxSafetyFlagRise, "Largest rise in safety-flag rate a canary may show.", min: 0),
     double("canary_max_error_rate_rise", \.canary.maxErrorRateRise, "Largest rise in error rate a canary may show.", min: 0),
-    double("canary_max_ttft_ratio", \.canary.maxTTFTRatio, "Largest canary/active ratio of mean time to first token.", min: 1),
-    double("canary_max_itl_ratio", \.canary.maxITLRatio, "Largest canary/active ratio of mean inter-token latency.", min: 1),
+    double("canary_max_ttft_ratio", \.canary.maxTTFTRatio, "Largest canary/active ratio of mean time to first token (0: not checked).", min: 0),
+    double("canary_max_itl_ratio", \.canary.maxITLRatio, "Largest canary/active ratio of mean inter-token latency (0: not checked).", min: 0),
     double("canary_max_win_rate_drop", \.canary.maxWinRateDrop, "Largest drop of the canary's feedback win rate below one half.", min: 0),
     double("canary_max_rating_drop", \.canary.maxRatingDrop, "Largest drop in mean rating (0..1) a canary may show.", min: 0),
     string("safety_policy", \.safetyPolicy, "Safety policy JSON file (empty = built-in default)."),

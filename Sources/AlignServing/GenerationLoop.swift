@@ -21,6 +21,10 @@ public struct GenerationSpec: Sendable {
   public var constraint: JSONTokenConstraint?
   public var priority: RequestPriority
   public var deadline: ContinuousClock.Instant?
+  /// The server's own generation (the policy quality gate), not a client's: it is left out of the
+  /// per-request serving measures (tokens, time to first token, inter-token latency, the canary's
+  /// latency tallies) so that activating a checkpoint does not show up as traffic.
+  public var isInternal = false
 
   public init(
     promptTokens: [Int32], maxTokens: Int, samples: Int = 1, sampling: SamplingParameters = .init(),
@@ -501,7 +505,7 @@ public final class GenerationLoop: @unchecked Sendable {
     }
     context.done = finish != nil
     let emittedAt = ContinuousClock.now
-    if !emittedTokens.isEmpty {
+    if !emittedTokens.isEmpty && !spec.isInternal {
       metrics.generatedTokens.increment()
       if let last = context.lastTokenAt {
         metrics.interTokenLatency.record(duration: emittedAt - last)
@@ -518,8 +522,10 @@ public final class GenerationLoop: @unchecked Sendable {
       guard var request = state.requests[context.request] else { return }
       if !request.firstTokenSeen && !emittedTokens.isEmpty {
         request.firstTokenSeen = true
-        metrics.timeToFirstToken.record(duration: emittedAt - request.submittedAt)
-        latency.firstToken(after: emittedAt - request.submittedAt)
+        if !spec.isInternal {
+          metrics.timeToFirstToken.record(duration: emittedAt - request.submittedAt)
+          latency.firstToken(after: emittedAt - request.submittedAt)
+        }
       }
       if !text.isEmpty || !emittedTokens.isEmpty {
         request.continuation.yield(.token(sample: sample, text: text, tokens: emittedTokens))

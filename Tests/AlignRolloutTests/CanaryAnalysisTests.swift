@@ -146,6 +146,12 @@ struct CanaryAnalysisTests {
     let slow = Self.compare(stream.arm(requests: 1000), stream.arm(requests: 1000, ttft: 0.2))
     #expect(slow.verdict == .rollback && slow.reasonCode == "ttft", "\(slow.reason)")
     #expect(slow.reason.contains("ratio"))
+    // A ratio of 0 turns a latency check off: the same slow canary is judged on the rest.
+    var latencyOff = Self.policy()
+    latencyOff.maxTTFTRatio = 0
+    let unchecked = Self.compare(stream.arm(requests: 1000), stream.arm(requests: 1000, ttft: 0.2), policy: latencyOff)
+    #expect(!unchecked.checks.contains { $0.signal == "ttft" } && unchecked.checks.contains { $0.signal == "itl" })
+    #expect(unchecked.verdict == .promote, "\(unchecked.reason)")
   }
 
   @Test("head-to-head feedback the canary loses rolls back; ratings count when there are enough")

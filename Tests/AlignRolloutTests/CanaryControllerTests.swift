@@ -16,9 +16,11 @@ struct CanaryControllerTests {
     policy.minDurationSeconds = 0
     // 20 error-free requests per arm bound an error-rate rise below ~0.3 (Docs/CANARY.md).
     policy.maxErrorRateRise = 0.3
-    // Tiny models on a busy machine: latency is not what these tests are about.
-    policy.maxTTFTRatio = 20
-    policy.maxITLRatio = 20
+    // Tiny models on a busy machine: latency is not what these tests are about, and a check with a
+    // large ratio does not help — one slow request on the active arm keeps its bound wide (the CI
+    // run that found it: "waiting for ttft inconclusive (20/20 samples)" at ratio 20).
+    policy.maxTTFTRatio = 0
+    policy.maxITLRatio = 0
     return policy
   }
 

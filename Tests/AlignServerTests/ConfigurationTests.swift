@@ -38,10 +38,13 @@ struct ConfigurationTests {
     #expect(config.canary.enabled && config.canary.minSamples == 40 && config.canary.maxTTFTRatio == 2.5)
     #expect(config.canary.minDurationSeconds == 5)
     #expect(config.canary.maxRewardDrop == ServerConfiguration().canary.maxRewardDrop)
+    let latencyOff = try ConfigurationLoader.load(flags: ["canary_max_ttft_ratio": "0"], environment: [:], configFile: nil)
+    #expect(latencyOff.canary.maxTTFTRatio == 0)
     for (flags, message) in [
       (["canary_min_seconds": "100", "canary_max_seconds": "50"], "canary_max_seconds"),
       (["canary_confidence": "1"], "canary_confidence"),
       (["reward_sample_rate": "1.5"], "reward_sample_rate"),
+      (["canary_max_itl_ratio": "0.5"], "canary_max_itl_ratio must be 0 (not checked) or at least 1"),
     ] {
       #expect {
         _ = try ConfigurationLoader.load(flags: flags, environment: [:], configFile: nil)

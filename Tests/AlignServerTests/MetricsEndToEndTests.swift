@@ -260,13 +260,18 @@ struct MetricsEndToEndTests {
     // Generation on the startup policy (the screened request never reached the decoder).
     let model = ["model": policyVersion]
     #expect(delta("alignd_generated_tokens_total", model) >= 2)
+    // Two client generations: the activation's quality gate generated on both policies too
+    // (GenerationSpec.isInternal), and that is not serving latency.
     #expect(delta("alignd_time_to_first_token_seconds_count", model) == 2)
     #expect(delta("alignd_inter_token_latency_seconds_count", model) >= 1)
     #expect(delta("alignd_batch_sequences_count", model) >= 1)
 
-    // Score: five items in forward batches of the serving reward model, five rewards returned.
+    // Score: five items in forward batches of the serving reward model, five rewards returned. The
+    // activation's quality gate scores both policies' answers to its prompts through the same
+    // batcher (load it carries) but returns no reward to a client.
     let reward = ["reward_version": rewardVersion]
-    #expect(delta("alignd_score_batch_size_sum", reward) == 5)
+    let gateItems = 2 * Double(ServerConfiguration().policyGatePrompts)
+    #expect(delta("alignd_score_batch_size_sum", reward) == 5 + gateItems)
     #expect(delta("alignd_score_batch_size_count", reward) >= 1)
     #expect(delta("alignd_reward_score_count", reward) == 5)
     #expect(abs(delta("alignd_reward_score_sum", reward) - scored.reduce(0, +)) < 1e-6)
