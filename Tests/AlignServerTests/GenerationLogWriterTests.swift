@@ -157,7 +157,10 @@ struct GenerationLogWriterTests {
     }
     let running = Task { try await writer.run() }
     writer.record(Self.record(["background"]))
-    let deadline = ContinuousClock.now + .seconds(10)
+    // Generous: with every suite running in parallel on 2 cores, synchronous engine tests can hold
+    // the cooperative pool's threads for long stretches (a CI run starved this task for 10 s). The
+    // wait ends as soon as both have happened.
+    let deadline = ContinuousClock.now + .seconds(120)
     while ContinuousClock.now < deadline
       && (store.entries.withLock({ $0.isEmpty }) || store.retentions.withLock({ $0.isEmpty }))
     {
