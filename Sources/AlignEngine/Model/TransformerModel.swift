@@ -233,22 +233,16 @@ public final class TransformerModel: Sendable {
     return (embedding, layers, outputNorm, prepare(output))
   }
 
-  /// Bytes of weight data the model reads per forward token (all matrices plus one embedding row).
-  public var weightBytes: Int {
-    var total = output.rows * output.rowBytes
-    for l in layers {
-      for w in [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] { total += w.rows * w.rowBytes }
-    }
-    return total
+  /// Every matrix a forward token multiplies by: each layer's seven and the output head.
+  private var matrices: [WeightMatrix] {
+    [output] + layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown] }
   }
+
+  /// Bytes of weight data the model reads per forward token (all matrices; the one embedding row
+  /// is left out).
+  public var weightBytes: Int { matrices.reduce(0) { $0 + $1.rows * $1.rowBytes } }
 
   /// Weights of all matrices (the output head included): the multiply-adds one token costs in the
   /// matrix products, the compute side of the roofs (``MachineRoofs``).
-  public var matrixParameters: Int {
-    var total = output.rows * output.cols
-    for l in layers {
-      for w in [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] { total += w.rows * w.cols }
-    }
-    return total
-  }
+  public var matrixParameters: Int { matrices.reduce(0) { $0 + $1.rows * $1.cols } }
 }
