@@ -103,6 +103,11 @@ public final class GenerationLoop: @unchecked Sendable {
     var finishedSamples: Set<Int> = []
     var submittedAt: ContinuousClock.Instant
     var firstTokenSeen = false
+    /// Tokens generated so far per sample (for a finish event sent off the loop thread).
+    var generated: [Int: Int] = [:]
+    /// Ends the request at its deadline even while a forward step runs (``expire(_:)``);
+    /// cancelled once the request ends otherwise.
+    var deadlineTimer: Task<Void, Never>?
   }
 
   struct Shared {
@@ -134,6 +139,10 @@ public final class GenerationLoop: @unchecked Sendable {
     var promptLength: Int
     var done = false
     var lastTokenAt: ContinuousClock.Instant? = nil
+    /// Sum and count of this completion's inter-token gaps: the canary analysis takes one sample
+    /// (their mean) per completion, since the gaps of one completion share its batch and stalls.
+    var gapSeconds = 0.0
+    var gaps = 0
     /// Where the completion stands in `spec.constraint`'s grammar.
     var grammarState: JSONGrammar.State?
   }
@@ -211,7 +220,14 @@ public final class GenerationLoop: @unchecked Sendable {
             id: id, promptTokens: spec.promptTokens, maxTokens: spec.maxTokens, samples: spec.samples,
             priority: spec.priority, deadline: deadline),
           now: now)
-        state.requests[id] = RequestContext(spec: spec, continuation: continuation, submittedAt: submittedAt)
+        var context = RequestContext(spec: spec, continuation: continuation, submittedAt: submittedAt)
+        if let deadline = spec.deadline {
+          context.deadlineTimer = Task { [weak self] in
+            do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
+            self?.expire(id)
+          }
+        }
+        state.requests[id] = context
         state.stats.queued = state.scheduler.queuedCount
         return id
       }
@@ -229,6 +245,27 @@ public final class GenerationLoop: @unchecked Sendable {
   /// Cancels a request; its KV slots are freed at the next step.
   public func cancel(_ id: RequestID) {
     shared.withLock { $0.scheduler.cancel(id) }
+    wake.signal()
+  }
+
+  /// Ends a request whose deadline has come, from its timer: every unfinished sample finishes with
+  /// reason deadline now, not after the forward step under way (a step on a loaded host can take
+  /// longer than the margin ``RequestDeadline`` leaves before the client's own deadline). Text the
+  /// step produces meanwhile, and text held back for stop-string matching, is dropped; the KV
+  /// slots are freed at the next step. A request that already ended is left alone.
+  func expire(_ id: RequestID) {
+    let ended = shared.withLock { state -> Bool in
+      guard let request = state.requests.removeValue(forKey: id) else { return false }
+      state.scheduler.cancel(id)
+      for sample in 0..<request.spec.samples where !request.finishedSamples.contains(sample) {
+        request.continuation.yield(
+          .finished(sample: sample, reason: .deadline, completionTokens: request.generated[sample] ?? 0))
+      }
+      request.continuation.finish()
+      return true
+    }
+    guard ended else { return }
+    metrics.expired.increment()
     wake.signal()
   }
 
@@ -377,8 +414,9 @@ public final class GenerationLoop: @unchecked Sendable {
 
   private func apply(_ step: GenerationScheduler.Step, admittedSpecs: [RequestID: GenerationSpec]) {
     for (request, reason) in step.ended {
+      // A request its deadline timer ended was counted then.
+      guard endRequest(request, reason: reason) else { continue }
       if reason == .deadline { metrics.expired.increment() } else { metrics.cancelled.increment() }
-      endRequest(request, reason: reason)
     }
     for slot in step.releasedSlots {
       cache.removeSequence(SequenceID(slot))
@@ -504,12 +542,14 @@ public final class GenerationLoop: @unchecked Sendable {
       }
     }
     context.done = finish != nil
+    if context.done && !spec.isInternal { latency.completed(gapSeconds: context.gapSeconds, gaps: context.gaps) }
     let emittedAt = ContinuousClock.now
     if !emittedTokens.isEmpty && !spec.isInternal {
       metrics.generatedTokens.increment()
       if let last = context.lastTokenAt {
         metrics.interTokenLatency.record(duration: emittedAt - last)
-        latency.nextToken(after: emittedAt - last)
+        context.gapSeconds += LatencyTally.seconds(emittedAt - last)
+        context.gaps += 1
       }
       context.lastTokenAt = emittedAt
     }
@@ -530,11 +570,13 @@ public final class GenerationLoop: @unchecked Sendable {
       if !text.isEmpty || !emittedTokens.isEmpty {
         request.continuation.yield(.token(sample: sample, text: text, tokens: emittedTokens))
       }
+      request.generated[sample] = generated
       if let finish {
         request.continuation.yield(.finished(sample: sample, reason: finish, completionTokens: generated))
         request.finishedSamples.insert(sample)
         if request.finishedSamples.count == request.spec.samples {
           request.continuation.finish()
+          request.deadlineTimer?.cancel()
           // Feeds the retry-after-ms hint of refused requests (never fed before: it stayed at 1 s).
           state.scheduler.observeServiceTime(Self.seconds(emittedAt - request.submittedAt))
           state.requests[context.request] = nil
@@ -573,7 +615,10 @@ public final class GenerationLoop: @unchecked Sendable {
     return longest
   }
 
-  private func endRequest(_ id: RequestID, reason: FinishReason) {
+  /// Ends a request the scheduler ended (cancelled, deadline). Returns false when it had ended
+  /// already (its deadline timer).
+  @discardableResult
+  private func endRequest(_ id: RequestID, reason: FinishReason) -> Bool {
     let counts: [Int: Int] = Dictionary(
       slots.values.filter { $0.request == id }.map { ($0.sample, $0.generated) }, uniquingKeysWith: { a, _ in a })
     // Flush text held back for stop-string matching: it was generated and belongs to the answer.
@@ -582,10 +627,12 @@ public final class GenerationLoop: @unchecked Sendable {
       flushed[context.sample] = context.held + context.detokenizer.finish()
       context.held = ""
       context.done = true
+      if !context.spec.isInternal { latency.completed(gapSeconds: context.gapSeconds, gaps: context.gaps) }
       slots[slot] = context
     }
-    shared.withLock { state in
-      guard let request = state.requests.removeValue(forKey: id) else { return }
+    return shared.withLock { state in
+      guard let request = state.requests.removeValue(forKey: id) else { return false }
+      request.deadlineTimer?.cancel()
       for sample in 0..<request.spec.samples where !request.finishedSamples.contains(sample) {
         if let text = flushed[sample], !text.isEmpty {
           request.continuation.yield(.token(sample: sample, text: text, tokens: []))
@@ -593,6 +640,7 @@ public final class GenerationLoop: @unchecked Sendable {
         request.continuation.yield(.finished(sample: sample, reason: reason, completionTokens: counts[sample] ?? 0))
       }
       request.continuation.finish()
+      return true
     }
   }
 
@@ -600,6 +648,7 @@ public final class GenerationLoop: @unchecked Sendable {
     shared.withLock { state in
       state.scheduler.cancel(id)
       guard let request = state.requests.removeValue(forKey: id) else { return }
+      request.deadlineTimer?.cancel()
       request.continuation.yield(.failed(message))
       request.continuation.finish()
     }
@@ -615,6 +664,7 @@ public final class GenerationLoop: @unchecked Sendable {
       return Array(state.requests.values)
     }
     for request in requests {
+      request.deadlineTimer?.cancel()
       request.continuation.yield(.failed(message))
       request.continuation.finish()
     }

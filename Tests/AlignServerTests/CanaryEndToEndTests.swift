@@ -102,7 +102,9 @@ struct CanaryEndToEndTests {
       let role = try #require(status.roles.first { $0.role == .policy })
       #expect(role.activeVersion == candidate && role.canaryVersion.isEmpty && role.previousVersion == stable)
       let decision = try #require(status.canaryDecisions.first)
-      #expect(decision.verdict == "promote" && decision.reasonCode == "passed" && decision.canaryVersion == candidate)
+      #expect(
+        decision.verdict == "promote" && decision.reasonCode == "passed" && decision.canaryVersion == candidate,
+        "\(decision.verdict) \(decision.reasonCode): \(decision.reason)")
       #expect(decision.canary.rewardSamples >= 16 && decision.canary.requests >= 16)
       #expect(status.completionSampling.scored > 0)
       let listed = try await admin.listCheckpoints(.with { $0.role = .policy }).checkpoints

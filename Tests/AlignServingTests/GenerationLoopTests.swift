@@ -70,6 +70,9 @@ struct GenerationLoopTests {
     #expect(metrics.counterTotal(label: "alignd_generated_tokens_total") == 48)
     let ttft = try metrics.expectTimer("alignd_time_to_first_token_seconds", [("model", "smollm2-test")])
     #expect(ttft.values.count == 4)
+    // The canary analysis' latency samples: one per request (TTFT) and one per completion (its
+    // mean inter-token gap), not one per token.
+    #expect(loop.latency.reading.ttft.count == 4 && loop.latency.reading.itl.count == 4)
     let batch = try metrics.expectRecorder("alignd_batch_sequences", [("model", "smollm2-test")])
     #expect((batch.values.max() ?? 0) >= 2, "requests submitted together must share forward steps")
     #expect(loop.stats.maxDecodeBatch >= 2)
@@ -150,5 +153,34 @@ struct GenerationLoopTests {
       #expect(!outcome.finishes.isEmpty)
       #expect(outcome.finishes.values.allSatisfy { $0 == .length }, "\(outcome.finishes)")
     }
+  }
+
+  @Test(
+    "a deadline ends its request on time even while a long forward step holds the loop; it is counted once",
+    .enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"))
+  func deadlineEndsARequestDuringALongStep() async throws {
+    let (loop, metrics) = try Self.makeLoop()
+    defer { loop.shutdown() }
+    // A teacher-forced pass over 1024 tokens (every position's logits) keeps the loop thread busy
+    // for seconds; a generation submitted meanwhile with a 300 ms deadline must end before it.
+    let sentence = loop.model.encodePrompt("The ocean covers most of the planet and holds most of its water. ")
+    let long = Array(Array(repeating: sentence, count: 1024 / sentence.count + 1).joined().prefix(1024))
+    let order = Locked<[String]>([])
+    async let forced: Void = {
+      _ = try await loop.teacherForce([long])
+      order.withLock { $0.append("teacher forcing") }
+    }()
+    try await Task.sleep(for: .milliseconds(50))
+    var generation = spec(loop, "Tell me about rivers.", maxTokens: 512)
+    generation.deadline = .now + .milliseconds(300)
+    let outcome = await Self.collect(try loop.submit(generation).events)
+    order.withLock { $0.append("generation") }
+    try await forced
+    #expect(outcome.finishes[0] == .deadline)
+    #expect(order.withLock { $0 } == ["generation", "teacher forcing"])
+    // Counted once as expired, not again as cancelled when the scheduler frees its slots.
+    let next = await Self.collect(try loop.submit(spec(loop, "Paris is", maxTokens: 2)).events)
+    #expect(next.finishes[0] == .length)
+    #expect(metrics.counterTotal(label: "alignd_requests_ended_early_total") == 1)
   }
 }

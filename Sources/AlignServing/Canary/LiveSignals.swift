@@ -98,15 +98,24 @@ public struct ArmSignals: Sendable, Equatable, Codable {
   }
 }
 
-/// Time to first token and inter-token gaps of one engine loop (one version), recorded on the
-/// engine thread: one uncontended lock per token.
+/// Time to first token and inter-token latency of one engine loop (one version), recorded on the
+/// engine thread: one uncontended lock per request's first token and per completion.
+///
+/// Both are one sample per completion (the inter-token latency is the mean gap of a completion):
+/// the gaps of one completion share its batches and any stall of the machine, so counting each
+/// gap as a sample would pass a handful of completions off as hundreds of independent
+/// observations, and a single stall could fail the canary's latency check.
 public final class LatencyTally: Sendable {
   private let state = Mutex<(ttft: RunningStat, itl: RunningStat)>((RunningStat(), RunningStat()))
 
   public init() {}
 
   func firstToken(after duration: Duration) { state.withLock { $0.ttft.add(Self.seconds(duration)) } }
-  func nextToken(after duration: Duration) { state.withLock { $0.itl.add(Self.seconds(duration)) } }
+  /// A completion ended after `gaps` inter-token gaps summing to `gapSeconds` (none: no sample).
+  func completed(gapSeconds: Double, gaps: Int) {
+    guard gaps > 0 else { return }
+    state.withLock { $0.itl.add(gapSeconds / Double(gaps)) }
+  }
 
   /// The figures so far.
   public var reading: (ttft: RunningStat, itl: RunningStat) { state.withLock { $0 } }
