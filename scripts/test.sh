@@ -19,6 +19,11 @@ echo "== Python clients for the tests" >&2
 ALIGND_TEST_PYTHON="$("$ROOT/scripts/test-python-env.sh")"
 export ALIGND_TEST_PYTHON
 
+echo "== training-export read-back checker on its examples (Hugging Face datasets)" >&2
+# The end-to-end tests read the server's exports back with Tests/Clients/export_readback.py; this
+# checks the checker itself: valid examples pass, each invalid one is refused.
+"$ROOT/Tests/Clients/check_export_readback.sh" "$ALIGND_TEST_PYTHON"
+
 echo "== build" >&2
 "$ROOT/scripts/build.sh" >/dev/null
 

@@ -3,62 +3,9 @@ import Foundation
 import GRPCCore
 import Synchronization
 
-/// Turns stored feedback into export rows.
+/// Turns stored feedback into full export rows (training formats are built by the server:
+/// Admin.ExportTrainingData).
 public enum FeedbackRowWriter {
-  /// TRL standard preference rows: one per preference, one per ordered pair of a ranking.
-  public static func trlRows(_ record: Alignd_V1_FeedbackRecord) -> [[String: Any]] {
-    switch record.kind {
-    case .preference(let p):
-      return [["prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected]]
-    case .ranking(let r):
-      var rows: [[String: Any]] = []
-      for i in r.completions.indices {
-        for j in r.completions.indices where j > i {
-          rows.append(["prompt": r.prompt, "chosen": r.completions[i], "rejected": r.completions[j]])
-        }
-      }
-      return rows
-    default:
-      return []
-    }
-  }
-
-  /// TRL preference rows in conversational form: `prompt` is the conversation as chat messages,
-  /// `chosen` and `rejected` are one assistant message each. `conversation` is the prompt's
-  /// messages as the generation log recorded them (app feedback names its completions); without
-  /// it the stored prompt text becomes one user message. Each row also carries the versions that
-  /// produced the texts (`policy_version`, and for app preferences `chosen_policy_version` and
-  /// `rejected_policy_version`) and the completion ids when known; TRL ignores extra columns.
-  public static func trlConversationalRows(
-    _ record: Alignd_V1_FeedbackRecord, conversation: [Alignd_V1_ChatMessage]? = nil
-  ) -> [[String: Any]] {
-    let rows = trlRows(record)
-    guard !rows.isEmpty else { return [] }
-    func assistant(_ text: Any?) -> [[String: String]] { [["role": "assistant", "content": text as? String ?? ""]] }
-    return rows.map { row in
-      let prompt: [[String: String]] =
-        conversation.map { messages in messages.map { ["role": $0.role, "content": $0.content] } }
-        ?? [["role": "user", "content": row["prompt"] as? String ?? ""]]
-      var out: [String: Any] = [
-        "prompt": prompt, "chosen": assistant(row["chosen"]), "rejected": assistant(row["rejected"]),
-        "policy_version": record.versions.policy, "reward_version": record.versions.reward,
-      ]
-      for key in [
-        "chosen_policy_version", "rejected_policy_version", "chosen_completion_id", "rejected_completion_id",
-        "completion_id", "feedback_type",
-      ] {
-        if let value = record.metadata[key] { out[key] = value }
-      }
-      return out
-    }
-  }
-
-  /// The logged completion whose conversation a record's conversational row takes its prompt
-  /// from: app feedback names it in its metadata.
-  public static func loggedCompletionID(_ record: Alignd_V1_FeedbackRecord) -> String? {
-    record.metadata["chosen_completion_id"] ?? record.metadata["completion_id"]
-  }
-
   /// Every field of a stored record, in the shape `feedback upload` reads.
   public static func fullRow(_ stored: Alignd_V1_StoredFeedback) -> [String: Any] {
     let record = stored.record
@@ -131,7 +78,11 @@ public final class JSONLSink: @unchecked Sendable {
   }
 
   public func write(_ row: [String: Any]) throws {
-    let data = try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys, .withoutEscapingSlashes])
+    try writeLine(try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys, .withoutEscapingSlashes]))
+  }
+
+  /// Writes one line (a JSON object the server made) and its newline.
+  public func writeLine(_ data: Data) throws {
     lock.lock()
     defer { lock.unlock() }
     buffer.append(data)
@@ -202,43 +153,70 @@ public final class ExportCounter: Sendable {
   }
 }
 
-/// What to export and how: the filters of ExportFeedback and the row format.
+/// What to export and how: the filters and the row format. Training formats are built on the
+/// server (Admin.ExportTrainingData, Docs/EXPORTS.md); `jsonl` streams the stored records
+/// (Admin.ExportFeedback) and writes every field.
 public struct FeedbackExport: Sendable {
-  /// `trl`: `{"prompt", "chosen", "rejected"}` rows (TRL's standard preference format), one per
-  /// preference and one per ordered pair of a ranking; `jsonl`: every field of every record, as
-  /// the upload reads it back.
-  /// `trl-chat`: TRL's conversational preference format (``FeedbackRowWriter/trlConversationalRows(_:conversation:)``),
-  /// the prompt's messages read from the generation log when the feedback names a completion.
+  /// The row formats: TRL preference pairs (`trl`, `trl-chat`), KTO (`kto`, `kto-chat`), SFT from
+  /// corrections (`sft`, `sft-chat`), on-policy rollouts from the generation log (`rollouts`),
+  /// and every field of every feedback record (`jsonl`, as `feedback upload` reads it back).
   public enum Format: String, Sendable, CaseIterable {
     case trl
     case trlChat = "trl-chat"
+    case kto
+    case ktoChat = "kto-chat"
+    case sft
+    case sftChat = "sft-chat"
+    case rollouts
     case jsonl
+
+    /// The server's training format (nil for `jsonl`).
+    public var training: Alignd_V1_TrainingFormat? {
+      switch self {
+      case .trl: .preference
+      case .trlChat: .preferenceChat
+      case .kto: .kto
+      case .ktoChat: .ktoChat
+      case .sft: .sft
+      case .sftChat: .sftChat
+      case .rollouts: .rollouts
+      case .jsonl: nil
+      }
+    }
   }
 
   public var format: Format
+  /// The filters of a `jsonl` export.
   public var request: Alignd_V1_ExportFeedbackRequest
+  /// The filters of a training export (the same times and versions, plus source and types).
+  public var training: Alignd_V1_ExportTrainingDataRequest
   /// Retries of a failed stream before giving up (it resumes after the last record received).
   public var retries = 5
   public var backoff: @Sendable (Int) -> Duration = RetryPolicy.backoff
 
-  /// Builds the request from the options `feedback export` takes.
+  /// Builds the request from the options `feedback export` and `log export` take.
   /// - Parameters:
-  ///   - kinds: kind names (empty: every kind; for `trl`, preference and ranking).
+  ///   - kinds: kind names, `jsonl` only (empty: every kind).
+  ///   - types: feedback types for training formats (rating, thumbs, preference, correction,
+  ///     ranking; empty: every type the format holds; the server checks they fit).
+  ///   - source: `app`, `admin` or nil (both), training formats only.
   ///   - since, until: ISO 8601 or Unix milliseconds, [since, until).
-  /// - Throws: ``ClientError`` for an unknown kind, a bad time, or kinds `trl` cannot hold.
+  ///   - generations: the generation-log filter of `rollouts`.
+  /// - Throws: ``ClientError`` for an unknown kind, a bad time, or options the format cannot use.
   public init(
-    format: Format, kinds: [String] = [], since: String? = nil, until: String? = nil, policyVersion: String? = nil,
-    rewardVersion: String? = nil
+    format: Format, kinds: [String] = [], types: [String] = [], source: String? = nil, since: String? = nil,
+    until: String? = nil, policyVersion: String? = nil, rewardVersion: String? = nil,
+    generations: Alignd_V1_GenerationFilter? = nil
   ) throws(ClientError) {
     var selected: [Alignd_V1_FeedbackKind] = []
     for kind in kinds { selected.append(try FeedbackRowParser.kind(kind)) }
-    if format != .jsonl {
-      if selected.isEmpty { selected = [.preference, .ranking] }
-      guard selected.allSatisfy({ $0 == .preference || $0 == .ranking }) else {
-        throw ClientError(
-          "--format \(format.rawValue) holds only preference and ranking records; drop --kind or use --format jsonl")
-      }
+    if format != .jsonl && !selected.isEmpty {
+      throw ClientError("--kind selects records of --format jsonl; training formats take --type")
     }
+    if format == .jsonl && (!types.isEmpty || source != nil) {
+      throw ClientError("--type and --source select training rows; --format jsonl takes --kind")
+    }
+    if let source, !["app", "admin"].contains(source) { throw ClientError("--source must be app or admin") }
     let sinceMs = try since.map { text throws(ClientError) in try Self.unixMs(text, option: "--since") } ?? 0
     let untilMs = try until.map { text throws(ClientError) in try Self.unixMs(text, option: "--until") } ?? 0
     if sinceMs > 0 && untilMs > 0 && untilMs <= sinceMs { throw ClientError("--until must be after --since") }
@@ -249,6 +227,14 @@ public struct FeedbackExport: Sendable {
       $0.untilUnixMs = untilMs
       $0.policyVersion = policyVersion ?? ""
       $0.rewardVersion = rewardVersion ?? ""
+    }
+    let feedback = self.request
+    self.training = .with {
+      $0.format = format.training ?? .unspecified
+      $0.feedback = feedback
+      $0.source = source ?? ""
+      $0.feedbackTypes = types
+      if let generations { $0.generations = generations }
     }
   }
 
@@ -272,54 +258,20 @@ public struct FeedbackExport: Sendable {
       "\(option) must be ISO 8601 (2026-11-29 or 2026-11-29T13:00:00Z) or Unix milliseconds, got '\(text)'")
   }
 
-  /// The rows of one stored record in this format.
-  public func rows(_ stored: Alignd_V1_StoredFeedback, conversation: [Alignd_V1_ChatMessage]? = nil) -> [[String: Any]] {
-    switch format {
-    case .trl: FeedbackRowWriter.trlRows(stored.record)
-    case .trlChat: FeedbackRowWriter.trlConversationalRows(stored.record, conversation: conversation)
-    case .jsonl: [FeedbackRowWriter.fullRow(stored)]
-    }
-  }
-
-  /// The conversation of the logged completion `stored` names, for `trl-chat` (nil for other
-  /// formats, for records that name none, or when the log no longer holds it).
-  func conversation(
-    _ stored: Alignd_V1_StoredFeedback, admin: any Alignd_V1_Admin.ClientProtocol, metadata: Metadata
-  ) async throws -> [Alignd_V1_ChatMessage]? {
-    guard format == .trlChat, let id = FeedbackRowWriter.loggedCompletionID(stored.record) else { return nil }
-    do {
-      let logged = try await admin.getGeneration(.with { $0.completionID = id }, metadata: metadata)
-      return logged.messages.isEmpty ? nil : logged.messages
-    } catch let error as RPCError where error.code == .notFound {
-      return nil
-    }
-  }
-
-  /// Streams every matching record into `sink`, resuming after the last record received when a
-  /// retryable failure interrupts it; commits the sink at the end (abandons it on failure).
+  /// Streams every matching record's rows into `sink`, resuming after the last record received
+  /// when a retryable failure interrupts it; commits the sink at the end (abandons it on failure).
   /// - Parameter retrying: told of each retry (error, attempt).
   /// - Throws: the last `RPCError` when the export failed.
   public func run(
     on connector: some AdminConnector, into sink: JSONLSink, counter: ExportCounter,
     retrying: @escaping @Sendable (RPCError, Int, Duration) -> Void = { _, _, _ in }
   ) async throws {
-    var request = self.request
     var failures = 0
     do {
       while true {
         let before = counter.lastID
-        request.afterID = before
         do {
-          let page = request
-          try await connector.withAdmin { admin, metadata in
-            try await admin.exportFeedback(page, metadata: metadata) { response in
-              for try await stored in response.messages {
-                let rows = self.rows(stored, conversation: try await self.conversation(stored, admin: admin, metadata: metadata))
-                for row in rows { try sink.write(row) }
-                counter.add(id: stored.id, rows: rows.count)
-              }
-            }
-          }
+          try await connector.withAdmin { admin, metadata in try await self.page(after: before, admin, metadata, sink, counter) }
           break
         } catch let error as RPCError where RetryPolicy.isRetryable(error.code) {
           if counter.lastID > before { failures = 0 }
@@ -334,6 +286,32 @@ public struct FeedbackExport: Sendable {
     } catch {
       sink.abandon()
       throw error
+    }
+  }
+
+  /// One call: every record after `after`, written as it arrives.
+  private func page(
+    after: UInt64, _ admin: any Alignd_V1_Admin.ClientProtocol, _ metadata: Metadata, _ sink: JSONLSink,
+    _ counter: ExportCounter
+  ) async throws {
+    guard format != .jsonl else {
+      var request = self.request
+      request.afterID = after
+      try await admin.exportFeedback(request, metadata: metadata) { response in
+        for try await stored in response.messages {
+          try sink.write(FeedbackRowWriter.fullRow(stored))
+          counter.add(id: stored.id, rows: 1)
+        }
+      }
+      return
+    }
+    var request = training
+    request.afterCursor = after
+    try await admin.exportTrainingData(request, metadata: metadata) { response in
+      for try await message in response.messages {
+        for row in message.rows { try sink.writeLine(Data(row.utf8)) }
+        counter.add(id: message.cursor, rows: message.rows.count)
+      }
     }
   }
 }

@@ -80,7 +80,8 @@ public struct AlignServerApp: Sendable {
       configuration.generationLog
       ? AppFeedback(
         store: stores.feedback, log: stores.generations, flushLog: { await generationLog.flush() },
-        ratePerMinute: configuration.feedbackRatePerMinute, allowOtherKeys: configuration.feedbackAllowOtherKeys)
+        ratePerMinute: configuration.feedbackRatePerMinute, allowOtherKeys: configuration.feedbackAllowOtherKeys,
+        onStored: { [signals = models.signals] in signals.record($0) })
       : nil
     let services = try await grpcServices(
       pipeline: pipeline, feedback: feedback, admin: admin, interceptors: access.interceptors, security: security,

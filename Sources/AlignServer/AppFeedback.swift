@@ -67,14 +67,17 @@ public struct AppFeedback: Sendable {
   let flushLog: @Sendable () async -> Void
   let allowOtherKeys: Bool
   let limiter: RateLimiter
+  /// Hears of each newly stored judgement (the canary analysis' feedback signals).
+  let onStored: @Sendable (FeedbackItem) -> Void
 
   public init(
     store: any FeedbackStore, log: any GenerationLogStore, flushLog: @escaping @Sendable () async -> Void,
-    ratePerMinute: Int, allowOtherKeys: Bool
+    ratePerMinute: Int, allowOtherKeys: Bool, onStored: @escaping @Sendable (FeedbackItem) -> Void = { _ in }
   ) {
     self.store = store
     self.log = log
     self.flushLog = flushLog
+    self.onStored = onStored
     self.allowOtherKeys = allowOtherKeys
     self.limiter = RateLimiter(perMinute: ratePerMinute)
   }
@@ -145,6 +148,7 @@ public struct AppFeedback: Sendable {
     switch outcome {
     case .stored(let id):
       FeedbackMetrics.committed(item)
+      onStored(item)
       Counter(label: MetricNames.appFeedback, dimensions: [("outcome", "stored")]).increment()
       return Outcome(feedbackID: id, duplicate: false, versions: versions)
     case .duplicate(let id):

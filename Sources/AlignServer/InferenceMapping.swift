@@ -50,6 +50,12 @@ public enum InferenceMapping {
     request.ignoreEOS = s.ignoreEos
     request.returnTokenIDs = message.returnTokenIds
     request.logitBias = message.logitBias
+    switch message.comparison {
+    case .none: request.comparison = .none
+    case .samples: request.comparison = .samples
+    case .policies: request.comparison = .policies
+    case .UNRECOGNIZED(let value): throw InvalidRequest("comparison \(value) is not a comparison")
+    }
     switch message.responseFormat.type {
     case .text: request.responseFormat = .text
     case .jsonObject: request.responseFormat = .jsonObject
@@ -153,9 +159,11 @@ public enum InferenceMapping {
     }
   }
 
-  public static func completion(_ completion: GeneratedCompletion) -> Alignd_V1_Completion {
+  /// `policyVersion`: the answer's (a completion of a comparison of two policies names its own).
+  public static func completion(_ completion: GeneratedCompletion, policyVersion: String) -> Alignd_V1_Completion {
     .with {
       $0.index = UInt32(completion.index)
+      $0.policyVersion = completion.policyVersion.isEmpty ? policyVersion : completion.policyVersion
       $0.completionID = completion.completionID
       $0.text = completion.text
       $0.tokenIds = completion.tokenIDs
@@ -177,7 +185,7 @@ public enum InferenceMapping {
   public static func generateResponse(_ result: GenerationResult) -> Alignd_V1_GenerateResponse {
     .with {
       $0.responseID = result.responseID
-      $0.completions = result.completions.map(completion)
+      $0.completions = result.completions.map { completion($0, policyVersion: result.versions.policy) }
       $0.usage = usage(result.usage)
       $0.versions = versions(result.versions)
       $0.candidateRewards = result.candidateRewards
@@ -201,7 +209,7 @@ public enum InferenceMapping {
     .with {
       $0.responseID = result.responseID
       $0.end = .with {
-        $0.completions = result.completions.map(completion)
+        $0.completions = result.completions.map { completion($0, policyVersion: result.versions.policy) }
         $0.usage = usage(result.usage)
         $0.versions = versions(result.versions)
       }

@@ -178,6 +178,19 @@ public final class RoleSlots<Snapshot: ServingSnapshot>: Sendable {
     }
   }
 
+  /// Leases on the active snapshot and the canary, when one serves (a comparison of the two);
+  /// the canary alone stands in for a missing active one. Nil when nothing is loaded.
+  public func leasePair() -> (SnapshotLease<Snapshot>, SnapshotLease<Snapshot>?)? {
+    state.withLock { state in
+      switch (state.active, state.canary) {
+      case (let active?, let canary):
+        return (SnapshotLease(active, isCanary: false), canary.map { SnapshotLease($0, isCanary: true) })
+      case (nil, let canary?): return (SnapshotLease(canary, isCanary: true), nil)
+      case (nil, nil): return nil
+      }
+    }
+  }
+
   /// A stable bucket 0..<100 for a routing key (FNV-1a), so canary routing is sticky per key.
   public static func bucket(_ key: String) -> Int {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325

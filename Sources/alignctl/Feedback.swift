@@ -130,31 +130,46 @@ struct Feedback: AsyncParsableCommand {
 
   struct Export: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Write stored feedback as JSONL (TRL preference pairs or full records).",
+      abstract: "Write stored feedback as JSONL: training rows (TRL preference, KTO, SFT) or full records.",
       discussion: """
+        Training formats are built by the server (Docs/EXPORTS.md); each row also
+        carries the versions that produced its texts (policy_version,
+        chosen_policy_version, rejected_policy_version), the completion ids,
+        feedback_type and source.
         --format trl writes {"prompt", "chosen", "rejected"} rows (TRL's
-        standard preference format): one per preference record and one per
-        ordered pair of a ranking (a > b > c gives a/b, a/c, b/c). Other kinds
-        do not fit that format and are left out.
+        standard preference format): one per preference (an app's comparison,
+        a correction: corrected over original, an admin pair) and one per
+        ordered pair of a ranking (a > b > c gives a/b, a/c, b/c).
         --format trl-chat writes the same pairs in TRL's conversational form:
         {"prompt": [messages], "chosen": [assistant message], "rejected":
         [assistant message]}, the prompt's messages taken from the generation
-        log for app feedback (which names its completion ids), plus the
-        versions that produced the texts (policy_version,
-        chosen_policy_version, rejected_policy_version) and the completion ids.
+        log for app feedback (which names its completion ids).
+        --format kto / kto-chat writes KTO's unpaired rows {"prompt",
+        "completion", "label"} from ratings (label true above the scale's
+        midpoint, false below, none at it) and thumbs.
+        --format sft / sft-chat writes corrections as {"prompt", "completion"}
+        or {"messages"} ending with the corrected assistant message.
         --format jsonl writes every field of every record, one object per
         line, as `feedback upload` reads it back (plus stored_id and
         received_at_unix_ms).
+        (On-policy rollouts come from the generation log: alignctl log export
+        --format rollouts.)
         --since/--until select the server's receive time, [since, until), as
         ISO 8601 (2026-11-29, 2026-11-29T13:00:00Z) or Unix milliseconds.
         The count goes to stderr.
         """)
     @OptionGroup var remote: RemoteOptions
-    @Option(help: "trl, trl-chat or jsonl.") var format: ExportFormat = .jsonl
+    @Option(help: "trl, trl-chat, kto, kto-chat, sft, sft-chat or jsonl.") var format: ExportFormat = .jsonl
     @Option(
       name: .customLong("kind"),
-      help: "Only this kind (rating, preference, ranking, safety_label, comment); repeatable.")
+      help: "--format jsonl: only this kind (rating, preference, ranking, safety_label, comment); repeatable.")
     var kinds: [String] = []
+    @Option(
+      name: .customLong("type"),
+      help: "Training formats: only this feedback type (rating, thumbs, preference, correction, ranking); repeatable.")
+    var types: [String] = []
+    @Option(help: "Training formats: only feedback from app (POST /v1/feedback) or admin (the admin stream).")
+    var source: String?
     @Option(help: "Only feedback received at or after this time (ISO 8601 or Unix ms).") var since: String?
     @Option(help: "Only feedback received before this time (ISO 8601 or Unix ms).") var until: String?
     @Option(help: "Only feedback on this policy version.") var policyVersion: String?
@@ -165,10 +180,13 @@ struct Feedback: AsyncParsableCommand {
 
     func run() async throws {
       guard retries >= 0 else { throw ValidationError("--retries must not be negative") }
+      guard format != .rollouts else {
+        throw ValidationError("rollouts come from the generation log: alignctl log export --format rollouts")
+      }
       var export = try usage {
         try FeedbackExport(
-          format: format, kinds: kinds, since: since, until: until, policyVersion: policyVersion,
-          rewardVersion: rewardVersion)
+          format: format, kinds: kinds, types: types, source: source, since: since, until: until,
+          policyVersion: policyVersion, rewardVersion: rewardVersion)
       }
       export.retries = retries
       let connection = try remote.connection()

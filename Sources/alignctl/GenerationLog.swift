@@ -103,16 +103,45 @@ struct Log: AsyncParsableCommand {
 
   struct Export: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Write logged completions as JSONL (proto JSON, oldest first).",
-      discussion: "Resume an interrupted export with --after-id set to the last id written. The count goes to stderr.")
+      abstract: "Write logged completions as JSONL (proto JSON, or on-policy rollouts), oldest first.",
+      discussion: """
+        --format log writes each logged completion as proto JSON; resume an interrupted
+        export with --after-id set to the last id written.
+        --format rollouts writes the rows PPO/GRPO trainers read, built by the server
+        (prompt, messages, completion, completion_id, completion_token_ids,
+        completion_logprobs, reward, finish_reason, versions; Docs/EXPORTS.md),
+        retrying and resuming on its own.
+        The count goes to stderr.
+        """)
     @OptionGroup var remote: RemoteOptions
     @OptionGroup var filter: FilterOptions
+    @Option(help: "log or rollouts.") var format: String = "log"
     @Option(name: .customLong("after-id"), help: "Only log ids above this one.") var afterID: UInt64 = 0
     @Option(help: "Most completions (0 = all).") var limit: UInt32 = 0
     @Option(help: "Write to this file (default: stdout).") var output: String?
 
     func run() async throws {
       let selected = try filter.filter()
+      switch format {
+      case "log": break
+      case "rollouts":
+        var export = try usage { try FeedbackExport(format: .rollouts, generations: selected) }
+        export.training.limit = limit
+        let sink = try usage { try JSONLSink(path: output) }
+        let counter = ExportCounter()
+        do {
+          try await export.run(on: try remote.connection(), into: sink, counter: counter) { error, attempt, delay in
+            FileHandle.standardError.write(Data("alignctl: \(error.code): \(error.message); retry \(attempt) in \(delay)\n".utf8))
+          }
+        } catch let error as RPCError {
+          throw report(error)
+        }
+        FileHandle.standardError.write(Data("alignctl: exported \(counter.rows) rollouts to \(output ?? "stdout")\n".utf8))
+        return
+      default:
+        throw ValidationError("--format must be log or rollouts")
+      }
+      guard afterID == 0 || format == "log" else { throw ValidationError("--after-id is for --format log") }
       let request = Alignd_V1_ExportGenerationsRequest.with {
         $0.filter = selected
         $0.afterID = afterID

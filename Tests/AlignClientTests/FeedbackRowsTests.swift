@@ -76,10 +76,6 @@ struct FeedbackRowsTests {
     let back = try parser.record(data).get()
     #expect(back.record == record)
     #expect(back.ignoredFields.isEmpty)
-    // A ranking gives TRL rows for every ordered pair.
-    let trl = FeedbackRowWriter.trlRows(record)
-    #expect(trl.count == 3)
-    #expect(trl.map { $0["chosen"] as? String } == ["a", "a", "b"])
   }
 
   @Test("JSONLines numbers lines from 1, skips blank ones and reads a last line without newline")
@@ -113,12 +109,19 @@ struct FeedbackRowsTests {
 
   @Test("export options become the request; bad ones are client errors")
   func exportRequest() throws {
-    let export = try FeedbackExport(format: .trl, since: "2026-11-29", until: "1800000000000", policyVersion: "p@1")
-    #expect(export.request.kinds == [.preference, .ranking])
-    #expect(export.request.sinceUnixMs == 1_795_910_400_000)
-    #expect(export.request.untilUnixMs == 1_800_000_000_000)
-    #expect(export.request.policyVersion == "p@1")
+    let export = try FeedbackExport(
+      format: .trlChat, types: ["correction"], source: "app", since: "2026-11-29", until: "1800000000000",
+      policyVersion: "p@1")
+    #expect(export.training.format == .preferenceChat)
+    #expect(export.training.feedback.sinceUnixMs == 1_795_910_400_000)
+    #expect(export.training.feedback.untilUnixMs == 1_800_000_000_000)
+    #expect(export.training.feedback.policyVersion == "p@1")
+    #expect(export.training.feedbackTypes == ["correction"] && export.training.source == "app")
+    let full = try FeedbackExport(format: .jsonl, kinds: ["rating"])
+    #expect(full.request.kinds == [.rating])
     #expect(throws: ClientError.self) { try FeedbackExport(format: .trl, kinds: ["comment"]) }
+    #expect(throws: ClientError.self) { try FeedbackExport(format: .jsonl, types: ["thumbs"]) }
+    #expect(throws: ClientError.self) { try FeedbackExport(format: .kto, source: "web") }
     #expect(throws: ClientError.self) { try FeedbackExport(format: .jsonl, since: "yesterday") }
     #expect(throws: ClientError.self) { try FeedbackExport(format: .jsonl, since: "2000", until: "1000") }
   }
@@ -132,34 +135,5 @@ struct FeedbackRowsTests {
     #expect(throws: ClientError.self) { try ServerConnection(address: "h:0") }
     #expect(throws: ClientError.self) { try ServerConnection(address: "h:1", certFile: "/nonexistent") }
     #expect(throws: ClientError.self) { try ServerConnection(address: "h:1", caFile: "/nonexistent/ca.pem") }
-  }
-
-  @Test("trl-chat rows: the logged conversation as the prompt, assistant messages, the versions served")
-  func trlConversational() throws {
-    let record = Alignd_V1_FeedbackRecord.with {
-      $0.versions = .with { $0.policy = "smol@1"; $0.reward = "rm@2" }
-      $0.metadata = [
-        "chosen_completion_id": "cmpl-a", "rejected_completion_id": "cmpl-b", "chosen_policy_version": "smol@1",
-        "rejected_policy_version": "smol@0", "feedback_type": "preference", "campaign": "x",
-      ]
-      $0.preference = .with { $0.prompt = "<rendered>"; $0.chosen = "Blue."; $0.rejected = "No." }
-    }
-    #expect(FeedbackRowWriter.loggedCompletionID(record) == "cmpl-a")
-    let conversation: [Alignd_V1_ChatMessage] = [
-      .with { $0.role = "system"; $0.content = "Be brief." }, .with { $0.role = "user"; $0.content = "A colour?" },
-    ]
-    let rows = FeedbackRowWriter.trlConversationalRows(record, conversation: conversation)
-    #expect(rows.count == 1)
-    let row = try #require(rows.first)
-    #expect(row["prompt"] as? [[String: String]] == [["role": "system", "content": "Be brief."], ["role": "user", "content": "A colour?"]])
-    #expect(row["chosen"] as? [[String: String]] == [["role": "assistant", "content": "Blue."]])
-    #expect(row["rejected"] as? [[String: String]] == [["role": "assistant", "content": "No."]])
-    #expect(row["policy_version"] as? String == "smol@1" && row["rejected_policy_version"] as? String == "smol@0")
-    #expect(row["chosen_completion_id"] as? String == "cmpl-a" && row["campaign"] == nil)
-    // Without a logged conversation the stored prompt is one user message; other kinds give no rows.
-    let plain = FeedbackRowWriter.trlConversationalRows(record)
-    #expect(plain.first?["prompt"] as? [[String: String]] == [["role": "user", "content": "<rendered>"]])
-    #expect(FeedbackRowWriter.trlConversationalRows(.with { $0.comment = .with { $0.text = "hi" } }).isEmpty)
-    #expect(throws: ClientError.self) { try FeedbackExport(format: .trlChat, kinds: ["rating"]) }
   }
 }

@@ -58,6 +58,21 @@ final class FakeAdmin: Alignd_V1_Admin.SimpleServiceProtocol {
     }
   }
 
+  /// Training rows the way a server sends them: one message per record, its stored id the cursor.
+  /// The rows here are the records' prompts only; the row shapes are the server's (TrainingRowsTests).
+  func exportTrainingData(
+    request: Alignd_V1_ExportTrainingDataRequest, response: RPCWriter<Alignd_V1_TrainingRows>,
+    context: ServerContext
+  ) async throws {
+    let records = state.withLock { Array($0.stored.values) }.sorted { $0.sequence < $1.sequence }
+    for (index, record) in records.enumerated() where UInt64(index + 1) > request.afterCursor {
+      try await response.write(.with {
+        $0.rows = [#"{"prompt":"\#(record.preference.prompt)"}"#]
+        $0.cursor = UInt64(index + 1)
+      })
+    }
+  }
+
   func uploadCheckpoint(
     request: RPCAsyncSequence<Alignd_V1_UploadCheckpointRequest, any Error>, context: ServerContext
   ) async throws -> Alignd_V1_UploadCheckpointResponse { throw RPCError(code: .unimplemented, message: "") }
@@ -196,11 +211,18 @@ struct FeedbackUploadTests {
     try await InProcessAdmin.with(admin) { connector in
       _ = try await FeedbackUpload(path: path, options: Self.options(retries: 0)).run(on: connector) { _ in }
       let counter = ExportCounter()
-      try await FeedbackExport(format: .trl).run(on: connector, into: try JSONLSink(path: output), counter: counter)
+      try await FeedbackExport(format: .jsonl).run(on: connector, into: try JSONLSink(path: output), counter: counter)
       #expect(counter.records == 5 && counter.rows == 5)
+      // A training format writes the server's rows as they come, one line each.
+      let training = ExportCounter()
+      try await FeedbackExport(format: .trl).run(on: connector, into: try JSONLSink(path: output + ".trl"), counter: training)
+      #expect(training.records == 5 && training.rows == 5 && training.lastID == 5)
     }
+    defer { try? FileManager.default.removeItem(atPath: output + ".trl") }
     let rows = try String(contentsOfFile: output, encoding: .utf8).split(separator: "\n")
     #expect(rows.count == 5)
     #expect(rows.first?.contains(#""chosen":"good 1""#) == true)
+    let trl = try String(contentsOfFile: output + ".trl", encoding: .utf8).split(separator: "\n")
+    #expect(trl.count == 5 && trl.allSatisfy { $0.hasPrefix(#"{"prompt":""#) })
   }
 }

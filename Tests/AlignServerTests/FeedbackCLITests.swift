@@ -85,6 +85,11 @@ struct FeedbackCLITests {
     row.compactMapValues { $0 as? String }
   }
 
+  /// A TRL row's trainer columns (the server adds provenance columns trainers ignore).
+  static func pair(_ row: [String: Any]) -> [String: String] {
+    strings(row).filter { ["prompt", "chosen", "rejected"].contains($0.key) }
+  }
+
   static func trlRow(_ i: Int) -> [String: Any] {
     [
       "prompt": "Prompt \(i): what is \"quoted\", ünïcødé and a\nnewline?",
@@ -210,18 +215,18 @@ struct FeedbackCLITests {
     // TRL, preferences only: exactly the rows uploaded, in order.
     let trlFile = folder.appendingPathComponent("trl.jsonl")
     let trl = try await Self.alignctl(
-      ["feedback", "export", "--server", Self.address(server), "--format", "trl", "--kind", "preference",
+      ["feedback", "export", "--server", Self.address(server), "--format", "trl", "--type", "preference",
        "--output", trlFile.path], folder: folder)
     #expect(trl.status == 0, "\(trl.stderr)")
     let exported = try Self.readJSONL(trlFile)
-    #expect(exported.map(Self.strings) == preferences.map(Self.strings))
-    #expect(exported.allSatisfy { Set($0.keys) == ["prompt", "chosen", "rejected"] })
+    #expect(exported.map(Self.pair) == preferences.map(Self.strings))
+    #expect(exported.allSatisfy { $0["source"] as? String == "admin" && $0["feedback_type"] as? String == "preference" })
 
     // TRL with rankings: each ranking adds its ordered pairs.
     let withRankings = try await Self.alignctl(
       ["feedback", "export", "--server", Self.address(server), "--format", "trl"], folder: folder)
     let pairs = withRankings.stdout.split(separator: "\n").suffix(3).map {
-      Self.strings((try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) ?? [:])
+      Self.pair((try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) ?? [:])
     }
     #expect(pairs == [
       ["prompt": "Rank", "chosen": "best", "rejected": "middle"],

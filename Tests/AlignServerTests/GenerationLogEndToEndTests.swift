@@ -75,7 +75,7 @@ struct GenerationLogEndToEndTests {
     }
     #expect(sseID.hasPrefix("cmpl-"), "\(streamed.text)")
 
-    try await server.withClient { client in
+    let unaryID = try await server.withClient { client -> String in
       let inference = Alignd_V1_Inference.Client(wrapping: client)
       let sseLogged = try await Alignd_V1_Admin.Client(wrapping: client).getGeneration(
         .with { $0.completionID = sseID }, metadata: Self.bearer(Self.adminKey))
@@ -242,6 +242,7 @@ struct GenerationLogEndToEndTests {
       let storedCorrection = try #require(stored.first { $0.record.metadata["feedback_type"] == "correction" })
       #expect(storedCorrection.record.preference.chosen == "A better story.")
       #expect(storedCorrection.record.preference.rejected == streamedText)
+      return unaryID
     }
 
     // 7. alignctl reads the log and exports the app preference in TRL's conversational form,
@@ -286,6 +287,31 @@ struct GenerationLogEndToEndTests {
     }
     #expect(statuses.last == 429 && (6...7).contains(statuses.count - 1), "\(statuses)")
     #expect(statuses.dropLast().allSatisfy { $0 == 404 })
+    // 9. The other training formats, built by the server and read back by Hugging Face datasets:
+    // KTO from the thumbs up and the rating of 4 (both label true), SFT from the correction, and
+    // a rollout per logged completion.
+    #expect(try RLHFLoopEndToEndTests.readBack(trlFile, format: "trl-chat").count == 2)
+    for (format, count) in [("kto", 2), ("kto-chat", 2), ("sft", 1), ("sft-chat", 1)] {
+      let file = folder.appendingPathComponent("\(format).jsonl").path
+      let result = try ctl(["feedback", "export", "--format", format, "--source", "app", "--output", file])
+      #expect(result.status == 0, "\(result.output)")
+      let read = try RLHFLoopEndToEndTests.readBack(file, format: format)
+      #expect(read.count == count, "\(format): \(read)")
+      if format == "kto" { #expect(read.allSatisfy { $0["label"] as? Bool == true }) }
+      if format == "sft-chat" {
+        #expect((read.first?["messages"] as? [[String: String]])?.last == ["role": "assistant", "content": "A better story."])
+      }
+    }
+    let rolloutFile = folder.appendingPathComponent("rollouts.jsonl").path
+    let rolled = try ctl(["log", "export", "--format", "rollouts", "--output", rolloutFile])
+    #expect(rolled.status == 0, "\(rolled.output)")
+    let rollouts = try RLHFLoopEndToEndTests.readBack(rolloutFile, format: "rollouts")
+    #expect(rollouts.count == 5)
+    let unaryRollout = try #require(rollouts.first { $0["completion_id"] as? String == unaryID })
+    let ids = unaryRollout["completion_token_ids"] as? [Int] ?? []
+    #expect(!ids.isEmpty && (unaryRollout["completion_logprobs"] as? [Double])?.count == ids.count)
+    #expect(unaryRollout["policy_version"] as? String == policy && unaryRollout["prompt"] as? String == "The sky is")
+
     server.signal(SIGTERM)
     _ = try await server.waitForExit()
   }

@@ -168,6 +168,19 @@ public enum Alignd_V1_Admin: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "ExportTrainingData" metadata.
+        public enum ExportTrainingData: Sendable {
+            /// Request type for "ExportTrainingData".
+            public typealias Input = Alignd_V1_ExportTrainingDataRequest
+            /// Response type for "ExportTrainingData".
+            public typealias Output = Alignd_V1_TrainingRows
+            /// Descriptor for "ExportTrainingData".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "alignd.v1.Admin"),
+                method: "ExportTrainingData",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "alignd.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             StreamFeedback.descriptor,
@@ -180,7 +193,8 @@ public enum Alignd_V1_Admin: Sendable {
             GetStatus.descriptor,
             ListGenerations.descriptor,
             GetGeneration.descriptor,
-            ExportGenerations.descriptor
+            ExportGenerations.descriptor,
+            ExportTrainingData.descriptor
         ]
     }
 }
@@ -401,6 +415,26 @@ extension Alignd_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Alignd_V1_ExportGenerationsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion>
+
+        /// Handle the "ExportTrainingData" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams training data built from the store, oldest first, one message per stored record
+        /// > that yields rows: preference pairs (TRL standard and conversational), KTO, SFT from
+        /// > corrections, and on-policy rollouts from the generation log. Resumable with after_cursor.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Alignd_V1_ExportTrainingDataRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Alignd_V1_TrainingRows` messages.
+        func exportTrainingData(
+            request: GRPCCore.StreamingServerRequest<Alignd_V1_ExportTrainingDataRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_TrainingRows>
     }
 
     /// Service protocol for the "alignd.v1.Admin" service.
@@ -605,6 +639,26 @@ extension Alignd_V1_Admin {
             request: GRPCCore.ServerRequest<Alignd_V1_ExportGenerationsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion>
+
+        /// Handle the "ExportTrainingData" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams training data built from the store, oldest first, one message per stored record
+        /// > that yields rows: preference pairs (TRL standard and conversational), KTO, SFT from
+        /// > corrections, and on-policy rollouts from the generation log. Resumable with after_cursor.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ExportTrainingDataRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Alignd_V1_TrainingRows` messages.
+        func exportTrainingData(
+            request: GRPCCore.ServerRequest<Alignd_V1_ExportTrainingDataRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_TrainingRows>
     }
 
     /// Simple service protocol for the "alignd.v1.Admin" service.
@@ -810,6 +864,27 @@ extension Alignd_V1_Admin {
             response: GRPCCore.RPCWriter<Alignd_V1_LoggedCompletion>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "ExportTrainingData" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams training data built from the store, oldest first, one message per stored record
+        /// > that yields rows: preference pairs (TRL standard and conversational), KTO, SFT from
+        /// > corrections, and on-policy rollouts from the generation log. Resumable with after_cursor.
+        ///
+        /// - Parameters:
+        ///   - request: A `Alignd_V1_ExportTrainingDataRequest` message.
+        ///   - response: A response stream of `Alignd_V1_TrainingRows` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func exportTrainingData(
+            request: Alignd_V1_ExportTrainingDataRequest,
+            response: GRPCCore.RPCWriter<Alignd_V1_TrainingRows>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -938,6 +1013,17 @@ extension Alignd_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Alignd_V1_Admin.Method.ExportTrainingData.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_ExportTrainingDataRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_TrainingRows>(),
+            handler: { request, context in
+                try await self.exportTrainingData(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1048,6 +1134,17 @@ extension Alignd_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_LoggedCompletion> {
         let response = try await self.exportGenerations(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func exportTrainingData(
+        request: GRPCCore.StreamingServerRequest<Alignd_V1_ExportTrainingDataRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_TrainingRows> {
+        let response = try await self.exportTrainingData(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1204,6 +1301,23 @@ extension Alignd_V1_Admin.SimpleServiceProtocol {
             metadata: [:],
             producer: { writer in
                 try await self.exportGenerations(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func exportTrainingData(
+        request: GRPCCore.ServerRequest<Alignd_V1_ExportTrainingDataRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Alignd_V1_TrainingRows> {
+        return GRPCCore.StreamingServerResponse<Alignd_V1_TrainingRows>(
+            metadata: [:],
+            producer: { writer in
+                try await self.exportTrainingData(
                     request: request.message,
                     response: writer,
                     context: context
@@ -1471,6 +1585,31 @@ extension Alignd_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_LoggedCompletion>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_LoggedCompletion>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ExportTrainingData" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams training data built from the store, oldest first, one message per stored record
+        /// > that yields rows: preference pairs (TRL standard and conversational), KTO, SFT from
+        /// > corrections, and on-policy rollouts from the generation log. Resumable with after_cursor.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ExportTrainingDataRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_ExportTrainingDataRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_TrainingRows` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func exportTrainingData<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_ExportTrainingDataRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_ExportTrainingDataRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_TrainingRows>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_TrainingRows>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1854,6 +1993,40 @@ extension Alignd_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ExportTrainingData" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams training data built from the store, oldest first, one message per stored record
+        /// > that yields rows: preference pairs (TRL standard and conversational), KTO, SFT from
+        /// > corrections, and on-policy rollouts from the generation log. Resumable with after_cursor.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Alignd_V1_ExportTrainingDataRequest` message.
+        ///   - serializer: A serializer for `Alignd_V1_ExportTrainingDataRequest` messages.
+        ///   - deserializer: A deserializer for `Alignd_V1_TrainingRows` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func exportTrainingData<Result>(
+            request: GRPCCore.ClientRequest<Alignd_V1_ExportTrainingDataRequest>,
+            serializer: some GRPCCore.MessageSerializer<Alignd_V1_ExportTrainingDataRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Alignd_V1_TrainingRows>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_TrainingRows>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Alignd_V1_Admin.Method.ExportTrainingData.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2165,6 +2338,35 @@ extension Alignd_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_ExportGenerationsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_LoggedCompletion>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExportTrainingData" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Streams training data built from the store, oldest first, one message per stored record
+    /// > that yields rows: preference pairs (TRL standard and conversational), KTO, SFT from
+    /// > corrections, and on-policy rollouts from the generation log. Resumable with after_cursor.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Alignd_V1_ExportTrainingDataRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exportTrainingData<Result>(
+        request: GRPCCore.ClientRequest<Alignd_V1_ExportTrainingDataRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_TrainingRows>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.exportTrainingData(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Alignd_V1_ExportTrainingDataRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Alignd_V1_TrainingRows>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2524,6 +2726,39 @@ extension Alignd_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.exportGenerations(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExportTrainingData" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Streams training data built from the store, oldest first, one message per stored record
+    /// > that yields rows: preference pairs (TRL standard and conversational), KTO, SFT from
+    /// > corrections, and on-policy rollouts from the generation log. Resumable with after_cursor.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exportTrainingData<Result>(
+        _ message: Alignd_V1_ExportTrainingDataRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Alignd_V1_TrainingRows>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Alignd_V1_ExportTrainingDataRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.exportTrainingData(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -30,6 +30,86 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// The row shapes of ExportTrainingData (Docs/EXPORTS.md). Every row also carries the versions
+/// that produced its texts and the completion ids when known; trainers ignore extra columns.
+public nonisolated enum Alignd_V1_TrainingFormat: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// TRL preference, standard: {"prompt", "chosen", "rejected"} strings. From preferences
+  /// (app comparisons and corrections, admin pairs) and rankings (every ordered pair).
+  case preference // = 1
+
+  /// TRL preference, conversational: prompt = the chat messages, chosen and rejected = one
+  /// assistant message each.
+  case preferenceChat // = 2
+
+  /// KTO (unpaired), standard: {"prompt", "completion", "label"}. From ratings (label true above
+  /// the scale's midpoint, false below, left out at it) and thumbs.
+  case kto // = 3
+
+  /// KTO, conversational: prompt = messages, completion = one assistant message.
+  case ktoChat // = 4
+
+  /// SFT prompt-completion, standard: {"prompt", "completion"} with the corrected text. From
+  /// corrections.
+  case sft // = 5
+
+  /// SFT, conversational: {"messages"} ending with the corrected assistant message.
+  case sftChat // = 6
+
+  /// On-policy rollouts from the generation log, for PPO/GRPO trainers: {"prompt", "messages",
+  /// "completion", "completion_id", "completion_token_ids", "completion_logprobs", "reward",
+  /// "finish_reason", "policy_version", ...}.
+  case rollouts // = 7
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .preference
+    case 2: self = .preferenceChat
+    case 3: self = .kto
+    case 4: self = .ktoChat
+    case 5: self = .sft
+    case 6: self = .sftChat
+    case 7: self = .rollouts
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .preference: return 1
+    case .preferenceChat: return 2
+    case .kto: return 3
+    case .ktoChat: return 4
+    case .sft: return 5
+    case .sftChat: return 6
+    case .rollouts: return 7
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Alignd_V1_TrainingFormat] = [
+    .unspecified,
+    .preference,
+    .preferenceChat,
+    .kto,
+    .ktoChat,
+    .sft,
+    .sftChat,
+    .rollouts,
+  ]
+
+}
+
 public nonisolated enum Alignd_V1_FeedbackKind: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -184,6 +264,72 @@ public nonisolated enum Alignd_V1_CheckpointState: SwiftProtobuf.Enum, Swift.Cas
     .failed,
   ]
 
+}
+
+public nonisolated struct Alignd_V1_ExportTrainingDataRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var format: Alignd_V1_TrainingFormat = .unspecified
+
+  /// Feedback formats: received time and versions (its kinds, after_id and limit are not used:
+  /// the format picks the kinds; resume with after_cursor).
+  public var feedback: Alignd_V1_ExportFeedbackRequest {
+    get {_feedback ?? Alignd_V1_ExportFeedbackRequest()}
+    set {_feedback = newValue}
+  }
+  /// Returns true if `feedback` has been explicitly set.
+  public var hasFeedback: Bool {self._feedback != nil}
+  /// Clears the value of `feedback`. Subsequent reads from it will return its default value.
+  public mutating func clearFeedback() {self._feedback = nil}
+
+  /// Feedback formats: only feedback from this source, "app" (POST /v1/feedback, SubmitFeedback)
+  /// or "admin" (the admin stream); empty = both.
+  public var source: String = String()
+
+  /// Feedback formats: only these feedback types (rating, thumbs, preference, correction,
+  /// ranking); empty = every type the format holds.
+  public var feedbackTypes: [String] = []
+
+  /// Rollouts: which logged completions.
+  public var generations: Alignd_V1_GenerationFilter {
+    get {_generations ?? Alignd_V1_GenerationFilter()}
+    set {_generations = newValue}
+  }
+  /// Returns true if `generations` has been explicitly set.
+  public var hasGenerations: Bool {self._generations != nil}
+  /// Clears the value of `generations`. Subsequent reads from it will return its default value.
+  public mutating func clearGenerations() {self._generations = nil}
+
+  /// Resume after this cursor (the last TrainingRows.cursor received; 0 = from the start).
+  public var afterCursor: UInt64 = 0
+
+  /// At most this many records (0 = all).
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _feedback: Alignd_V1_ExportFeedbackRequest? = nil
+  fileprivate var _generations: Alignd_V1_GenerationFilter? = nil
+}
+
+/// The rows one stored record yields, each a JSON object (one JSONL line).
+public nonisolated struct Alignd_V1_TrainingRows: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rows: [String] = []
+
+  /// The record's stored id (feedback id, or generation log id): resume after it.
+  public var cursor: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A scalar rating of one completion.
@@ -1286,6 +1432,10 @@ public nonisolated struct Alignd_V1_LoggedCompletion: @unchecked Sendable {
 
 fileprivate nonisolated let _protobuf_package = "alignd.v1"
 
+nonisolated extension Alignd_V1_TrainingFormat: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAINING_FORMAT_UNSPECIFIED\0\u{1}TRAINING_FORMAT_PREFERENCE\0\u{1}TRAINING_FORMAT_PREFERENCE_CHAT\0\u{1}TRAINING_FORMAT_KTO\0\u{1}TRAINING_FORMAT_KTO_CHAT\0\u{1}TRAINING_FORMAT_SFT\0\u{1}TRAINING_FORMAT_SFT_CHAT\0\u{1}TRAINING_FORMAT_ROLLOUTS\0")
+}
+
 nonisolated extension Alignd_V1_FeedbackKind: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FEEDBACK_KIND_UNSPECIFIED\0\u{1}FEEDBACK_KIND_RATING\0\u{1}FEEDBACK_KIND_PREFERENCE\0\u{1}FEEDBACK_KIND_RANKING\0\u{1}FEEDBACK_KIND_SAFETY_LABEL\0\u{1}FEEDBACK_KIND_COMMENT\0")
 }
@@ -1296,6 +1446,105 @@ nonisolated extension Alignd_V1_CheckpointFormat: SwiftProtobuf._ProtoNameProvid
 
 nonisolated extension Alignd_V1_CheckpointState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CHECKPOINT_STATE_UNSPECIFIED\0\u{1}CHECKPOINT_STATE_REGISTERED\0\u{1}CHECKPOINT_STATE_ACTIVE\0\u{1}CHECKPOINT_STATE_CANARY\0\u{1}CHECKPOINT_STATE_RETIRED\0\u{1}CHECKPOINT_STATE_FAILED\0")
+}
+
+nonisolated extension Alignd_V1_ExportTrainingDataRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExportTrainingDataRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}format\0\u{1}feedback\0\u{1}source\0\u{3}feedback_types\0\u{1}generations\0\u{3}after_cursor\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.format) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._feedback) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.feedbackTypes) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._generations) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.afterCursor) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.format != .unspecified {
+      try visitor.visitSingularEnumField(value: self.format, fieldNumber: 1)
+    }
+    try { if let v = self._feedback {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 3)
+    }
+    if !self.feedbackTypes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.feedbackTypes, fieldNumber: 4)
+    }
+    try { if let v = self._generations {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if self.afterCursor != 0 {
+      try visitor.visitSingularUInt64Field(value: self.afterCursor, fieldNumber: 6)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_ExportTrainingDataRequest, rhs: Alignd_V1_ExportTrainingDataRequest) -> Bool {
+    if lhs.format != rhs.format {return false}
+    if lhs._feedback != rhs._feedback {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.feedbackTypes != rhs.feedbackTypes {return false}
+    if lhs._generations != rhs._generations {return false}
+    if lhs.afterCursor != rhs.afterCursor {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_TrainingRows: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TrainingRows"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rows\0\u{1}cursor\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.rows) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.cursor) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rows.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rows, fieldNumber: 1)
+    }
+    if self.cursor != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cursor, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_TrainingRows, rhs: Alignd_V1_TrainingRows) -> Bool {
+    if lhs.rows != rhs.rows {return false}
+    if lhs.cursor != rhs.cursor {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Alignd_V1_Rating: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -26,6 +26,51 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated enum Alignd_V1_Comparison: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case none // = 0
+
+  /// Two samples of the policy that serves the request (as n = 2).
+  case samples // = 1
+
+  /// One completion from the active policy and one from the canary, in random order, each naming
+  /// its policy_version; a preference between them counts in the canary analysis' win rate. Two
+  /// samples of the active policy while no canary serves. Unary only (Generate, or HTTP without
+  /// stream): a stream answers INVALID_ARGUMENT.
+  case policies // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .none
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .none
+    case 1: self = .samples
+    case 2: self = .policies
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .none: return 0
+    case .samples: return 1
+    case .policies: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Alignd_V1_Comparison] = [
+    .none,
+    .samples,
+    .policies,
+  ]
+
+}
+
 /// Why a completion ended.
 public nonisolated enum Alignd_V1_FinishReason: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
@@ -404,6 +449,13 @@ public nonisolated struct Alignd_V1_GenerateRequest: @unchecked Sendable {
     set {_uniqueStorage()._logitBias = newValue}
   }
 
+  /// Two completions for a person to rank: SubmitFeedback's preference names both completion_ids
+  /// and is stored with both completions' policy versions. Leave n (and best_of) unset.
+  public var comparison: Alignd_V1_Comparison {
+    get {_storage._comparison}
+    set {_uniqueStorage()._comparison = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Input: Equatable, Sendable {
@@ -509,6 +561,10 @@ public nonisolated struct Alignd_V1_Completion: Sendable {
   /// This completion's own id (each of n completions has one); feedback names it. The
   /// generation log holds it when logging is on.
   public var completionID: String = String()
+
+  /// The policy version that generated it (GenerateResponse.versions.policy, except in a
+  /// COMPARISON_POLICIES answer, whose two completions come from two versions).
+  public var policyVersion: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1169,6 +1225,10 @@ public nonisolated struct Alignd_V1_SubmitFeedbackResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "alignd.v1"
 
+nonisolated extension Alignd_V1_Comparison: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0COMPARISON_NONE\0\u{1}COMPARISON_SAMPLES\0\u{1}COMPARISON_POLICIES\0")
+}
+
 nonisolated extension Alignd_V1_FinishReason: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FINISH_REASON_UNSPECIFIED\0\u{1}FINISH_REASON_STOP\0\u{1}FINISH_REASON_LENGTH\0\u{1}FINISH_REASON_CANCELLED\0\u{1}FINISH_REASON_DEADLINE\0\u{1}FINISH_REASON_SAFETY\0")
 }
@@ -1322,7 +1382,7 @@ nonisolated extension Alignd_V1_SafetyOptions.Mode: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prompt\0\u{1}chat\0\u{1}sampling\0\u{1}priority\0\u{1}safety\0\u{3}client_request_id\0\u{3}return_token_ids\0\u{4}!response_format\0\u{3}logit_bias\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prompt\0\u{1}chat\0\u{1}sampling\0\u{1}priority\0\u{1}safety\0\u{3}client_request_id\0\u{3}return_token_ids\0\u{4}!response_format\0\u{3}logit_bias\0\u{1}comparison\0")
 
   fileprivate class _StorageClass {
     var _input: Alignd_V1_GenerateRequest.OneOf_Input?
@@ -1333,6 +1393,7 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
     var _returnTokenIds: Bool = false
     var _responseFormat: Alignd_V1_ResponseFormat? = nil
     var _logitBias: Dictionary<Int32,Float> = [:]
+    var _comparison: Alignd_V1_Comparison = .none
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1351,6 +1412,7 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
       _returnTokenIds = source._returnTokenIds
       _responseFormat = source._responseFormat
       _logitBias = source._logitBias
+      _comparison = source._comparison
     }
   }
 
@@ -1397,6 +1459,7 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
         case 7: try { try decoder.decodeSingularBoolField(value: &_storage._returnTokenIds) }()
         case 40: try { try decoder.decodeSingularMessageField(value: &_storage._responseFormat) }()
         case 41: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: &_storage._logitBias) }()
+        case 42: try { try decoder.decodeSingularEnumField(value: &_storage._comparison) }()
         default: break
         }
       }
@@ -1441,6 +1504,9 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
       if !_storage._logitBias.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: _storage._logitBias, fieldNumber: 41)
       }
+      if _storage._comparison != .none {
+        try visitor.visitSingularEnumField(value: _storage._comparison, fieldNumber: 42)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1458,6 +1524,7 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
         if _storage._returnTokenIds != rhs_storage._returnTokenIds {return false}
         if _storage._responseFormat != rhs_storage._responseFormat {return false}
         if _storage._logitBias != rhs_storage._logitBias {return false}
+        if _storage._comparison != rhs_storage._comparison {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1508,7 +1575,7 @@ nonisolated extension Alignd_V1_ResponseFormat.TypeEnum: SwiftProtobuf._ProtoNam
 
 nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Completion"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}text\0\u{3}token_ids\0\u{3}finish_reason\0\u{1}logprobs\0\u{1}reward\0\u{3}flagged_categories\0\u{3}completion_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}text\0\u{3}token_ids\0\u{3}finish_reason\0\u{1}logprobs\0\u{1}reward\0\u{3}flagged_categories\0\u{3}completion_id\0\u{3}policy_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1524,6 +1591,7 @@ nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf
       case 6: try { try decoder.decodeSingularDoubleField(value: &self._reward) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.flaggedCategories) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.completionID) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.policyVersion) }()
       default: break
       }
     }
@@ -1558,6 +1626,9 @@ nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf
     if !self.completionID.isEmpty {
       try visitor.visitSingularStringField(value: self.completionID, fieldNumber: 8)
     }
+    if !self.policyVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.policyVersion, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1570,6 +1641,7 @@ nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf
     if lhs._reward != rhs._reward {return false}
     if lhs.flaggedCategories != rhs.flaggedCategories {return false}
     if lhs.completionID != rhs.completionID {return false}
+    if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

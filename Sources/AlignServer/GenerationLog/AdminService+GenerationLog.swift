@@ -32,7 +32,18 @@ extension AdminService {
     request: Alignd_V1_ExportGenerationsRequest, response: RPCWriter<Alignd_V1_LoggedCompletion>,
     context: ServerContext
   ) async throws {
-    var filter = try GenerationLogMapping.exportFilter(request)
+    try await forEachGeneration(try GenerationLogMapping.exportFilter(request), context: context) {
+      try await response.write($0)
+    }
+  }
+
+  /// Every logged completion the filter selects, oldest first, read a page at a time after the
+  /// log's queue is written out; stops early when the call is cancelled.
+  func forEachGeneration(
+    _ filter: GenerationLogFilter, context: ServerContext,
+    _ body: (Alignd_V1_LoggedCompletion) async throws -> Void
+  ) async throws {
+    var filter = filter
     await flushGenerationLog()
     var remaining = filter.limit
     let pageSize = 256
@@ -41,7 +52,7 @@ extension AdminService {
       if want == 0 { return }
       filter.limit = want
       let page = try await generations.generations(filter)
-      for stored in page { try await response.write(GenerationLogMapping.loggedCompletion(stored)) }
+      for stored in page { try await body(GenerationLogMapping.loggedCompletion(stored)) }
       guard let last = page.last, page.count == want else { return }
       filter.afterID = last.id
       remaining = remaining.map { $0 - page.count }

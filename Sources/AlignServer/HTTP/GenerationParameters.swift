@@ -95,6 +95,16 @@ public struct GenerationParameters: Sendable {
     if stream && template.bestOf > max(1, template.n) {
       throw .invalid("best_of ranks whole candidates, so it cannot be streamed", param: "best_of")
     }
+    // alignd extension: two completions for a person to rank ("samples" or "policies").
+    if let comparison = try body.string("comparison") {
+      guard let value = GenerationComparison(rawValue: comparison) else {
+        throw .invalid("comparison must be none, samples or policies", param: "comparison")
+      }
+      if value == .policies && stream {
+        throw .invalid("a comparison of the active and the canary policy cannot be streamed", param: "comparison")
+      }
+      template.comparison = value
+    }
     let user = try body.string("user") ?? ""
     template.clientRequestID = user.isEmpty ? nil : user
     if let priority = try Self.priority(body) { template.priority = priority }

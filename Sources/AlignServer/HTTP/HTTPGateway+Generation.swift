@@ -116,6 +116,8 @@ extension HTTPGateway {
         fields += [("logprobs", logprobs), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
         // alignd extension: the completion's own id, for feedback (POST /v1/feedback).
         fields.append(("completion_id", .string(completion.completionID)))
+        fields.append(
+          ("policy_version", .string(completion.policyVersion.isEmpty ? response.versions.policy : completion.policyVersion)))
         if let reward = completion.reward { fields.append(("reward", .number(reward))) }
         if !completion.flaggedCategories.isEmpty {
           fields.append(("flagged_categories", .array(completion.flaggedCategories.map { .string($0.rawValue) })))

@@ -77,6 +77,8 @@ public struct GenerationRequest: Sendable {
   /// Where the request came in (`grpc.Generate`, `http.chat.completions`, ...), for the log.
   public var endpoint = ""
   public var deadline: ContinuousClock.Instant?
+  /// Two completions for a person to rank (see ``GenerationComparison``).
+  public var comparison: GenerationComparison = .none
 
   public init(_ input: Input? = nil) { self.input = input }
 
@@ -88,6 +90,17 @@ public struct GenerationRequest: Sendable {
     case nil: return ""
     }
   }
+}
+
+/// A request for two completions that a person ranks; a preference naming both completion ids is
+/// stored with both completions' policy versions.
+public enum GenerationComparison: String, Sendable, CaseIterable {
+  case none
+  /// Two samples of the policy that serves the request (n = 2).
+  case samples
+  /// One completion from the active policy and one from the canary, in random order, each naming
+  /// its policy version (two samples of the active policy while no canary serves). Unary only.
+  case policies
 }
 
 /// A generation request that passed validation: the scheduler accepts only this.
@@ -151,7 +164,13 @@ extension GenerationRequest {
     }
     let maxTokens = min(requested, model.contextLength - tokens.count)
 
-    let n = max(1, self.n)
+    if comparison != .none {
+      guard self.n <= 1 || (comparison == .samples && self.n == 2) else {
+        throw InvalidRequest("a comparison returns two completions; leave n unset")
+      }
+      guard bestOf == 0 else { throw InvalidRequest("a comparison cannot rank candidates with best_of") }
+    }
+    let n = comparison == .samples ? 2 : max(1, self.n)
     guard n <= limits.maxSamples else { throw InvalidRequest("n \(n) exceeds the limit of \(limits.maxSamples)") }
     if bestOf != 0 && bestOf < n { throw InvalidRequest("best_of (\(bestOf)) must be at least n (\(n))") }
     let candidates = max(n, bestOf)

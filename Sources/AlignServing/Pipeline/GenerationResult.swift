@@ -40,6 +40,9 @@ public struct GeneratedCompletion: Sendable, Equatable {
   public var flaggedCategories: [SafetyCategory] = []
   /// The reward model's score (best_of only).
   public var reward: Double?
+  /// The policy version that generated it, when it is not the answer's (`versions.policy`): the
+  /// two completions of a comparison between the active and the canary policy. Empty otherwise.
+  public var policyVersion = ""
 
   public init(index: Int) { self.index = index }
 }

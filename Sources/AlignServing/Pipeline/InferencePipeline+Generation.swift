@@ -12,26 +12,77 @@ extension InferencePipeline {
   public func generate(_ request: GenerationRequest) async throws -> GenerationResult {
     let started = ContinuousClock.now
     return try await RequestScheduling(request).run {
-      try await generateScheduled(request, started: started)
+      if request.comparison == .policies { return try await generateComparison(request, started: started) }
+      let (lease, validated) = try prepare(request)
+      return try await generate(request, on: lease, validated: validated, started: started)
     }
   }
 
-  private func generateScheduled(_ request: GenerationRequest, started: ContinuousClock.Instant) async throws
-    -> GenerationResult
-  {
-    let (lease, validated) = try prepare(request)
-    defer { withExtendedLifetime(lease) {} }
-    return try await counted(lease.snapshot.version) {
-      try await generateCounted(request, policy: lease.snapshot, validated: validated, started: started)
-    }
-  }
-
-  private func generateCounted(
-    _ request: GenerationRequest, policy: PolicySnapshot, validated: ValidatedGenerate,
+  /// One policy answers the whole request.
+  private func generate(
+    _ request: GenerationRequest, on lease: SnapshotLease<PolicySnapshot>, validated: ValidatedGenerate,
     started: ContinuousClock.Instant
   ) async throws -> GenerationResult {
-    let tokenizer = policy.model.tokenizer
+    defer { withExtendedLifetime(lease) {} }
+    let (result, firstToken) = try await counted(lease.snapshot.version) {
+      try await generateCounted(request, policy: lease.snapshot, validated: validated, responseID: Self.responseID("gen"))
+    }
+    record(request, validated, result, started: started, firstToken: firstToken)
+    return result.forClient(returnTokenIDs: validated.returnTokenIDs)
+  }
+
+  /// A comparison of the active and the canary policy: each answers the request once, at the same
+  /// time (each in its own engine loop, counted in its own version's signals); the two completions
+  /// come back in random order, so that a person ranking them cannot learn which side is which,
+  /// each naming its version, and are logged as one response. While no canary serves, two samples
+  /// of the active policy.
+  private func generateComparison(_ request: GenerationRequest, started: ContinuousClock.Instant) async throws
+    -> GenerationResult
+  {
+    let (active, canary) = try policyPair()
+    guard let canary else {
+      var samples = request
+      samples.comparison = .samples
+      return try await generate(
+        samples, on: active, validated: try samples.validated(model: active.snapshot.model, limits: limits),
+        started: started)
+    }
+    defer { withExtendedLifetime((active, canary)) {} }
+    let validated = try request.validated(model: active.snapshot.model, limits: limits)
+    let canaryValidated = try request.validated(model: canary.snapshot.model, limits: limits)
     let responseID = Self.responseID("gen")
+    async let fromActive = counted(active.snapshot.version) {
+      try await generateCounted(request, policy: active.snapshot, validated: validated, responseID: responseID)
+    }
+    async let fromCanary = counted(canary.snapshot.version) {
+      try await generateCounted(request, policy: canary.snapshot, validated: canaryValidated, responseID: responseID)
+    }
+    let (a, c) = try await (fromActive, fromCanary)
+    var arms = [(a.result, active.snapshot.version), (c.result, canary.snapshot.version)]
+    if Bool.random() { arms.reverse() }
+    var merged = GenerationResult(
+      responseID: responseID, completions: [], usage: TokenUsage(promptTokens: a.result.usage.promptTokens),
+      versions: a.result.versions)
+    for (part, version) in arms {
+      for var completion in part.completions {
+        completion.index = merged.completions.count
+        completion.policyVersion = version
+        merged.completions.append(completion)
+      }
+      merged.usage.completionTokens += part.usage.completionTokens
+    }
+    let firstToken = [a.firstToken, c.firstToken].compactMap { $0 }.min()
+    record(request, validated, merged, started: started, firstToken: firstToken)
+    return merged.forClient(returnTokenIDs: validated.returnTokenIDs)
+  }
+
+  /// Runs a request on one policy snapshot: prompt screen, generation with output screening,
+  /// best_of ranking. Returns the whole answer (token ids included, for the log) and when its
+  /// first token came; the caller logs it and trims it for the client.
+  private func generateCounted(
+    _ request: GenerationRequest, policy: PolicySnapshot, validated: ValidatedGenerate, responseID: String
+  ) async throws -> (result: GenerationResult, firstToken: ContinuousClock.Instant?) {
+    let tokenizer = policy.model.tokenizer
     let screening = screening(request)
     let safety = screening == nil ? nil : try safetyChecker()
     defer { withExtendedLifetime(safety) {} }
@@ -43,8 +94,7 @@ extension InferencePipeline {
       let result = GenerationResult(
         responseID: responseID, completions: Self.blockedCompletions(validated.returnCount, verdict), usage: .init(),
         versions: versions)
-      record(request, validated, result, started: started, firstToken: nil)
-      return result
+      return (result, nil)
     }
     // best_of: score the candidates with the reward model before choosing.
     let judging = validated.returnCount < validated.spec.samples ? try rewardScorer(routingKey: nil) : nil
@@ -81,8 +131,7 @@ extension InferencePipeline {
       result.completions = Self.rank(result.completions, rewards: rewards, keep: validated.returnCount)
       result.candidateRewards = rewards
     }
-    record(request, validated, result, started: started, firstToken: tally.firstTokenAt)
-    return result.forClient(returnTokenIDs: validated.returnTokenIDs)
+    return (result, tally.firstTokenAt)
   }
 
   /// Hands an answered request to the generation log, if one is configured (never blocks).
@@ -133,6 +182,10 @@ extension InferencePipeline {
   private func streamScheduled(_ request: GenerationRequest, started: ContinuousClock.Instant) async throws
     -> GenerationStream
   {
+    guard request.comparison != .policies else {
+      throw InvalidRequest(
+        "a comparison of the active and the canary policy is answered whole: use Generate (HTTP: stream false)")
+    }
     let (lease, validated) = try prepare(request)
     guard validated.returnCount == validated.spec.samples else {
       throw InvalidRequest("best_of ranks whole candidates, so it needs Generate, not GenerateStream")
@@ -158,6 +211,13 @@ extension InferencePipeline {
         GenerationStream.Running(
           lease: lease, safety: safety, id: id, events: events,
           screens: outputScreens(screening, safety, validated))))
+  }
+
+  /// Leases on the active policy and, when one serves, the canary (a comparison of the two).
+  func policyPair() throws(ServingError) -> (SnapshotLease<PolicySnapshot>, SnapshotLease<PolicySnapshot>?) {
+    try checkServing()
+    guard let pair = models.policies.leasePair() else { throw .unavailable("no policy model is loaded") }
+    return pair
   }
 
   /// Captures the policy snapshot for a request and validates the request against it.

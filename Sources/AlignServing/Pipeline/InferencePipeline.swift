@@ -60,16 +60,21 @@ public struct InferencePipeline: Sendable {
   /// keys), held until the request ends so a swap never changes the weights under it.
   /// - Throws: ``ServingError/unavailable(_:)`` while loading or draining.
   func policy(routingKey: String? = nil) throws(ServingError) -> SnapshotLease<PolicySnapshot> {
+    try checkServing()
+    guard let lease = models.leasePolicy(routingKey: routingKey) else {
+      throw .unavailable("no policy model is loaded")
+    }
+    return lease
+  }
+
+  /// - Throws: ``ServingError/unavailable(_:)`` unless the server is serving.
+  func checkServing() throws(ServingError) {
     switch status.phase {
     case .loading: throw .unavailable("alignd is loading its models; retry shortly")
     case .draining: throw .unavailable("alignd is shutting down")
     case .failed(let reason): throw .unavailable("alignd failed to start: \(reason)")
     case .serving: break
     }
-    guard let lease = models.leasePolicy(routingKey: routingKey) else {
-      throw .unavailable("no policy model is loaded")
-    }
-    return lease
   }
 
   /// A lease on the safety checker.
