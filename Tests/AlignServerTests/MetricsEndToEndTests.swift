@@ -129,7 +129,8 @@ struct MetricsEndToEndTests {
     let keysFile = folder.appendingPathComponent("keys.txt")
     let key = "metrics-admin-key"
     try APIKeyStore.line(for: key, role: .admin, name: "metrics").write(to: keysFile, atomically: true, encoding: .utf8)
-    let server = try await ServerProcess(arguments: ["--keys-file", keysFile.path])
+    // No sampled judging of completions (10% by default): the reward batches below are counted exactly.
+    let server = try await ServerProcess(arguments: ["--keys-file", keysFile.path, "--reward-sample-rate", "0"])
     try await server.waitUntilServing()
 
     let before = try Self.scrape(server, key: key)

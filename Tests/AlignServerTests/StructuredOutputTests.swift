@@ -98,4 +98,41 @@ struct StructuredOutputTests {
     server.signal(SIGTERM)
     #expect(try await server.waitForExit() == 0)
   }
+
+  @Test(
+    "openai client: tool calls in two turns, streamed and unstreamed; required calls name a tool; bad tool_choice is a 400",
+    .enabled(if: enabled))
+  func openAIToolCalls() async throws {
+    let server = try await ServerProcess()
+    try await server.waitUntilServing()
+    let results = try HTTPGatewayTests.openAI(
+      server, ["tools_unstreamed", "tools_streamed", "tools_required", "bad_tool_choice"])
+    for name in ["tools_unstreamed", "tools_streamed"] {
+      let exchange = try #require(results[name] as? [String: Any], "\(results)")
+      // The named tool is called with arguments valid against its schema, parsed by the client.
+      #expect(exchange["finish_reason"] as? String == "tool_calls", "\(name): \(exchange)")
+      let calls = exchange["calls"] as? [[String: Any]] ?? []
+      #expect(calls.count == 1 && calls.first?["name"] as? String == "get_weather", "\(name): \(exchange)")
+      #expect((calls.first?["id"] as? String)?.hasPrefix("call_") == true)
+      #expect(exchange["arguments_valid"] as? Bool == true, "\(name): \(exchange)")
+      // The tool's result goes back; the model answers in text.
+      let answer = exchange["answer"] as? String ?? ""
+      #expect(!answer.isEmpty && ["stop", "length"].contains(exchange["final_finish_reason"] as? String), "\(name): \(exchange)")
+    }
+    let required = try #require((results["tools_required"] as? [String: Any])?["outcomes"] as? [[String: Any]])
+    #expect(required.count == 5)
+    for outcome in required {
+      #expect(outcome["finish_reason"] as? String == "tool_calls", "\(outcome)")
+      let names = outcome["names"] as? [String] ?? []
+      #expect(names.count == 1 && ["get_weather", "get_time"].contains(names.first ?? ""), "\(outcome)")
+    }
+    let bad = try #require(results["bad_tool_choice"] as? [String: [String: Any]])
+    #expect(bad.count == 3)
+    for (name, outcome) in bad {
+      #expect(outcome["status"] as? Int == 400, "\(name): \(outcome)")
+      #expect((outcome["body"] as? [String: Any])?["param"] != nil, "\(name): \(outcome)")
+    }
+    server.signal(SIGTERM)
+    #expect(try await server.waitForExit() == 0)
+  }
 }

@@ -15,7 +15,8 @@ Usage: openai_check.py --base-url http://127.0.0.1:PORT/v1 [--api-key KEY] [--mo
 Scenarios: completion, chat, chat_stream, completion_stream, chat_logprobs, completion_n,
            moderation, models, bad_temperature, unknown_model, unknown_route, auth, rate_limit,
            admin_status, deadline, structured_parse, structured_stream, json_object,
-           unsupported_schema, logit_bias, bad_logit_bias
+           unsupported_schema, logit_bias, bad_logit_bias, tools_unstreamed, tools_streamed,
+           tools_required, bad_tool_choice
 """
 from __future__ import annotations
 
@@ -404,13 +405,142 @@ def bad_logit_bias(client: OpenAI, model: str) -> dict:
     return results
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "description": "The time in a city.",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                "required": ["city"]}},
+}
+TOOL_QUESTION = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+
+
+def tool_exchange(client: OpenAI, model: str, stream: bool) -> dict:
+    """Two turns: the model must call get_weather (a named tool_choice), the call is parsed from
+    `tool_calls`, the tool's result goes back as a `tool` message, and the model answers in text."""
+    first = {"model": model, "messages": TOOL_QUESTION, "tools": [WEATHER_TOOL, TIME_TOOL],
+             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+             "max_tokens": 64, "temperature": 0.7, "seed": 3}
+    if stream:
+        # As apps do: tool-call deltas accumulated by index (id and name once, arguments in pieces).
+        calls: dict[int, dict] = {}
+        finish = None
+        for chunk in client.chat.completions.create(stream=True, **first):
+            for part in chunk.choices:
+                for delta in part.delta.tool_calls or []:
+                    entry = calls.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
+                    if delta.id:
+                        entry["id"] = delta.id
+                    if delta.function and delta.function.name:
+                        entry["name"] += delta.function.name
+                    if delta.function and delta.function.arguments:
+                        entry["arguments"] += delta.function.arguments
+                if part.finish_reason:
+                    finish = part.finish_reason
+        parsed = [calls[index] for index in sorted(calls)]
+    else:
+        response = client.chat.completions.create(**first)
+        choice = response.choices[0]
+        finish = choice.finish_reason
+        parsed = [{"id": call.id, "name": call.function.name, "arguments": call.function.arguments}
+                  for call in (choice.message.tool_calls or [])]
+    outcome = {"finish_reason": finish, "calls": parsed}
+    if not parsed:
+        return outcome
+    call = parsed[0]
+    try:
+        arguments = json.loads(call["arguments"])
+        outcome["arguments"] = arguments
+        outcome["arguments_valid"] = (isinstance(arguments, dict) and set(arguments) == {"city", "unit"}
+                                      and isinstance(arguments["city"], str)
+                                      and arguments["unit"] in ("celsius", "fahrenheit"))
+    except json.JSONDecodeError:
+        outcome["arguments_valid"] = False
+    messages = TOOL_QUESTION + [
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": call["id"], "type": "function",
+                         "function": {"name": call["name"], "arguments": call["arguments"]}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": json.dumps({"temperature": 18, "sky": "clear"})},
+    ]
+    second = {"model": model, "messages": messages, "tools": [WEATHER_TOOL, TIME_TOOL], "tool_choice": "none",
+              "max_tokens": 32, "temperature": 0, "seed": 3}
+    if stream:
+        text = ""
+        for chunk in client.chat.completions.create(stream=True, **second):
+            for part in chunk.choices:
+                text += part.delta.content or ""
+                if part.finish_reason:
+                    outcome["final_finish_reason"] = part.finish_reason
+        outcome["answer"] = text
+    else:
+        answer = client.chat.completions.create(**second)
+        outcome["answer"] = answer.choices[0].message.content
+        outcome["final_finish_reason"] = answer.choices[0].finish_reason
+    return outcome
+
+
+def tools_unstreamed(client: OpenAI, model: str) -> dict:
+    return tool_exchange(client, model, stream=False)
+
+
+def tools_streamed(client: OpenAI, model: str) -> dict:
+    return tool_exchange(client, model, stream=True)
+
+
+def tools_required(client: OpenAI, model: str) -> dict:
+    """tool_choice "required" with two tools: five calls, each naming one of them with valid arguments."""
+    outcomes = []
+    for seed in range(5):
+        response = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "What time is it in Tokyo?"}],
+            tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="required", max_tokens=64, temperature=0.9, seed=seed)
+        choice = response.choices[0]
+        calls = choice.message.tool_calls or []
+        outcomes.append({"finish_reason": choice.finish_reason,
+                         "names": [call.function.name for call in calls],
+                         "arguments": [call.function.arguments for call in calls]})
+    return {"outcomes": outcomes}
+
+
+def bad_tool_choice(client: OpenAI, model: str) -> dict:
+    """A tool_choice naming a function that is not among the tools, and tool_choice without tools."""
+    results = {}
+    for name, kwargs in {
+        "unknown_name": {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+        "no_tools": {"tool_choice": "required"},
+        "bad_tool": {"tools": [{"type": "function", "function": {"description": "no name"}}]},
+    }.items():
+        try:
+            client.chat.completions.create(model=model, messages=TOOL_QUESTION, max_tokens=4, **kwargs)
+            results[name] = {"status": 200}
+        except openai.APIStatusError as error:
+            results[name] = error_result(error)
+    return results
+
+
 SCENARIOS = {
     name: function for name, function in globals().items()
     if callable(function) and name in {
         "completion", "completion_stream", "chat", "chat_stream", "chat_logprobs", "completion_n",
         "moderation", "models", "bad_temperature", "unknown_model", "unknown_route", "auth", "rate_limit",
         "admin_status", "deadline", "structured_parse", "structured_stream", "json_object",
-        "unsupported_schema", "logit_bias", "bad_logit_bias",
+        "unsupported_schema", "logit_bias", "bad_logit_bias", "tools_unstreamed", "tools_streamed",
+        "tools_required", "bad_tool_choice",
     }
 }
 

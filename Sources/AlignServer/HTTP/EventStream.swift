@@ -49,6 +49,10 @@ final class StreamTranscoder: @unchecked Sendable {
   /// The response id (feedback refers to it).
   private let id: String
   private var opened = false
+  /// With tools, a completion's text is held until its end, when it is known to be a call (sent as
+  /// tool-call deltas) or text (sent as one content delta).
+  private let tools: ToolCalling?
+  private var held: [Int: String] = [:]
 
   init(
     endpoint: GenerationParameters.Endpoint, choices: Int, created: Int64, responseID: String,
@@ -62,6 +66,7 @@ final class StreamTranscoder: @unchecked Sendable {
     self.fingerprint = OpenAIShapes.fingerprint(versions)
     self.logprobs = parameters.logprobs
     self.includeUsage = parameters.includeUsage
+    self.tools = endpoint == .chat ? parameters.tools : nil
   }
 
   private func chunk(_ choices: [JSONValue], usage: JSONValue? = nil) -> JSONValue {
@@ -96,6 +101,10 @@ final class StreamTranscoder: @unchecked Sendable {
 
   /// The events for one released chunk (the chat stream's opening chunk first).
   func events(for piece: GenerationChunk) -> [JSONValue] {
+    if tools != nil {
+      held[piece.sample, default: ""] += piece.text
+      return opening()
+    }
     var logprobsValue = JSONValue.null
     if let top = logprobs {
       let offset = sent[piece.sample, default: 0]
@@ -121,12 +130,37 @@ final class StreamTranscoder: @unchecked Sendable {
   /// The events that end the stream: every choice's finish reason with the exact versions, then
   /// usage when asked for.
   func events(forEnd end: GenerationResult) -> [JSONValue] {
+    var released: [JSONValue] = []
+    var finishes: [Int: JSONValue] = [:]
+    if let tools {
+      for completion in end.completions {
+        let text = held[completion.index, default: ""]
+        let (content, calls) = tools.calls(in: text)
+        var delta: [(String, JSONValue)] = []
+        if let content, !content.isEmpty { delta.append(("content", .string(content))) }
+        if !calls.isEmpty {
+          delta.append(("tool_calls", OpenAIShapes.toolCalls(calls, delta: true)))
+          finishes[completion.index] = .string("tool_calls")
+        }
+        guard !delta.isEmpty else { continue }
+        released.append(
+          chunk([
+            .object([
+              ("index", .int(Int64(completion.index))), ("delta", .object(delta)), ("logprobs", .null),
+              ("finish_reason", .null),
+            ])
+          ]))
+      }
+    }
     let finals: [JSONValue] = end.completions.map { completion in
       var fields: [(String, JSONValue)] =
         endpoint == .chat
         ? [("index", .int(Int64(completion.index))), ("delta", .object([]))]
         : [("text", .string("")), ("index", .int(Int64(completion.index)))]
-      fields += [("logprobs", .null), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
+      fields += [
+        ("logprobs", .null),
+        ("finish_reason", finishes[completion.index] ?? OpenAIShapes.finishReason(completion.finishReason)),
+      ]
       // alignd extension: the completion's own id, for feedback (POST /v1/feedback).
       fields.append(("completion_id", .string(completion.completionID)))
       if !completion.flaggedCategories.isEmpty {
@@ -140,7 +174,7 @@ final class StreamTranscoder: @unchecked Sendable {
       fields.append(("versions", OpenAIShapes.versions(end.versions)))
       final = .object(fields)
     }
-    var events = opening() + [final]
+    var events = opening() + released + [final]
     if includeUsage { events.append(chunk([], usage: OpenAIShapes.usage(end.usage))) }
     return events
   }

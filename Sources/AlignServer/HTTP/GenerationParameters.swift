@@ -18,12 +18,14 @@ public struct GenerationParameters: Sendable {
   /// nil when it asked for no log-probabilities.
   public var logprobs: Int?
   public var model: String?
+  /// Chat `tools` and `tool_choice` (nil: none, or `tool_choice: "none"`).
+  public var tools: ToolCalling?
 
   /// Fields OpenAI defines that alignd does not implement: a request using them gets a 400
   /// rather than an answer that silently ignores them.
   static let unsupported: [Endpoint: [String]] = [
     .completions: ["suffix"],
-    .chat: ["tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction"],
+    .chat: ["functions", "function_call", "audio", "modalities", "prediction"],
   ]
 
   public init(_ body: JSONObject, endpoint: Endpoint) throws(GatewayError) {
@@ -38,7 +40,15 @@ public struct GenerationParameters: Sendable {
       throw .invalid("echo is not supported by alignd", param: "echo")
     }
     model = try body.string("model")
+    if endpoint == .chat { tools = try ToolCalling.parse(body) }
     template.responseFormat = try Self.responseFormat(body)
+    if let forced = tools?.forcedSchema {
+      guard case .text = template.responseFormat else {
+        throw .invalid("response_format cannot be combined with a required or named tool_choice", param: "response_format")
+      }
+      // The whole completion is the call: constrained to the tool's arguments schema.
+      template.responseFormat = .jsonSchema(forced)
+    }
     template.logitBias = try Self.logitBias(body)
 
     // max_tokens: OpenAI's completions default is 16; chat has no default (the server's applies).
@@ -222,6 +232,17 @@ public struct GenerationParameters: Sendable {
         }
       default:
         throw .invalid("messages[\(i)].content must be a string or a list of text parts", param: "messages")
+      }
+      // An assistant turn's earlier tool calls, written back the way the model writes them.
+      if let calls = try message.array("tool_calls"), !calls.isEmpty {
+        var written: [(name: String, arguments: String)] = []
+        for call in calls {
+          guard let function = try JSONObject(call)?.object("function"), let name = try function.string("name") else {
+            throw .invalid("messages[\(i)].tool_calls entries need function.name", param: "messages")
+          }
+          written.append((name, try function.string("arguments") ?? "{}"))
+        }
+        text += (text.isEmpty ? "" : "\n") + ToolCalling.render(written)
       }
       // OpenAI's newer "developer" role plays the part of "system" in chat templates.
       result.append(ChatMessage(role: role == "developer" ? "system" : role, content: text))

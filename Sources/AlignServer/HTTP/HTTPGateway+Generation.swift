@@ -54,7 +54,8 @@ extension HTTPGateway {
     let requests: [GenerationRequest]
     switch endpoint {
     case .chat:
-      requests = [parameters.request(.chat(try GenerationParameters.chatMessages(body)), deadline: deadline)]
+      let messages = try GenerationParameters.chatMessages(body)
+      requests = [parameters.request(.chat(parameters.tools?.messages(messages) ?? messages), deadline: deadline)]
     case .completions:
       guard let prompts = try body.strings("prompt"), !prompts.isEmpty else {
         throw GatewayError.invalid("prompt must be a string or a non-empty list of strings", param: "prompt")
@@ -101,19 +102,21 @@ extension HTTPGateway {
             : OpenAIShapes.completionLogprobs(completion.logprobs, top: top, offset: 0)
         }
         var fields: [(String, JSONValue)]
+        var finish = OpenAIShapes.finishReason(completion.finishReason)
         switch endpoint {
         case .chat:
-          fields = [
-            ("index", index),
-            (
-              "message",
-              .object([("role", .string("assistant")), ("content", .string(completion.text)), ("refusal", .null)])
-            ),
-          ]
+          var message: [(String, JSONValue)] = [("role", .string("assistant"))]
+          if let tools = parameters.tools, case let (content, calls) = tools.calls(in: completion.text), !calls.isEmpty {
+            message += [("content", .optional(content)), ("refusal", .null), ("tool_calls", OpenAIShapes.toolCalls(calls))]
+            finish = .string("tool_calls")
+          } else {
+            message += [("content", .string(completion.text)), ("refusal", .null)]
+          }
+          fields = [("index", index), ("message", .object(message))]
         case .completions:
           fields = [("text", .string(completion.text)), ("index", index)]
         }
-        fields += [("logprobs", logprobs), ("finish_reason", OpenAIShapes.finishReason(completion.finishReason))]
+        fields += [("logprobs", logprobs), ("finish_reason", finish)]
         // alignd extension: the completion's own id, for feedback (POST /v1/feedback).
         fields.append(("completion_id", .string(completion.completionID)))
         fields.append(

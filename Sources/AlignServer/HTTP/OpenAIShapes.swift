@@ -17,6 +17,18 @@ public enum OpenAIShapes {
     }
   }
 
+  /// `tool_calls` of a chat message (or, with `index`, of a stream delta).
+  static func toolCalls(_ calls: [ToolCalling.Call], delta: Bool = false) -> JSONValue {
+    .array(
+      calls.enumerated().map { index, call in
+        .object(
+          (delta ? [("index", .int(Int64(index)))] : []) + [
+            ("id", .string(call.id)), ("type", .string("function")),
+            ("function", .object([("name", .string(call.name)), ("arguments", .string(call.arguments))])),
+          ])
+      })
+  }
+
   static func usage(_ usage: TokenUsage) -> JSONValue {
     .object([
       ("prompt_tokens", .int(Int64(usage.promptTokens))),
