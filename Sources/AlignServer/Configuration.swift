@@ -43,6 +43,8 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var maxStepTokens: Int = 256
   /// KV cache size in tokens shared by running sequences (memory: ~46 KB per token for SmolLM2).
   public var kvCacheTokens: Int = 16384
+  /// KV tokens kept for prompt prefixes later requests reuse (0: off), on top of kv_cache_tokens.
+  public var prefixCacheTokens: Int = 4096
   /// Engine worker threads.
   public var engineThreads: Int = 2
   /// max_tokens when a request leaves it unset.
@@ -262,6 +264,10 @@ public enum ConfigurationLoader {
     int("max_running_sequences", \.maxRunningSequences, "Most sequences decoding together.", range: 1...1024),
     int("max_step_tokens", \.maxStepTokens, "Most tokens in one forward step.", range: 16...65536),
     int("kv_cache_tokens", \.kvCacheTokens, "KV cache size in tokens.", range: 256...10_000_000),
+    int(
+      "prefix_cache_tokens", \.prefixCacheTokens,
+      "KV tokens kept for prompt prefixes that later requests reuse, on top of kv_cache_tokens (0 = off).",
+      range: 0...10_000_000),
     int("engine_threads", \.engineThreads, "Engine worker threads.", range: 1...256),
     int("default_max_tokens", \.defaultMaxTokens, "max_tokens when a request leaves it unset.", range: 1...1_000_000),
     int("max_tokens_limit", \.maxTokensLimit, "Largest max_tokens a request may ask for.", range: 1...1_000_000),

@@ -179,6 +179,7 @@ public enum InferenceMapping {
       $0.promptTokens = UInt32(usage.promptTokens)
       $0.completionTokens = UInt32(usage.completionTokens)
       $0.totalTokens = UInt32(usage.totalTokens)
+      $0.cachedPromptTokens = UInt32(usage.cachedPromptTokens)
     }
   }
 

@@ -83,6 +83,8 @@ public struct GenerationLoopStats: Sendable, Equatable {
   public var releasedSlots: UInt64
   /// Largest number of sequences decoded in one step.
   public var maxDecodeBatch: Int
+  /// KV tokens only the prefix cache holds.
+  public var prefixCachedTokens = 0
 }
 
 /// One engine loop per loaded policy: continuous batching on a dedicated thread.
@@ -105,6 +107,8 @@ public final class GenerationLoop: @unchecked Sendable {
     var firstTokenSeen = false
     /// Tokens generated so far per sample (for a finish event sent off the loop thread).
     var generated: [Int: Int] = [:]
+    /// Leading prompt tokens reused from the prefix cache.
+    var cachedTokens = 0
     /// Ends the request at its deadline even while a forward step runs (``expire(_:)``);
     /// cancelled once the request ends otherwise.
     var deadlineTimer: Task<Void, Never>?
@@ -117,6 +121,8 @@ public final class GenerationLoop: @unchecked Sendable {
     var stopped = false
     var stats: GenerationLoopStats
     var jobs: [TeacherForcingJob] = []
+    /// Prompts kept for reuse (the loop thread owns their KV sequences).
+    var prefixes: PrefixIndex
   }
 
   /// Teacher-forced forward passes (prompt log-probabilities), batched together between steps.
@@ -145,6 +151,8 @@ public final class GenerationLoop: @unchecked Sendable {
     var gaps = 0
     /// Where the completion stands in `spec.constraint`'s grammar.
     var grammarState: JSONGrammar.State?
+    /// Its prompt was offered to the prefix cache (once, when its prefill ended).
+    var prefixOffered = false
   }
 
   public let model: PolicyModel
@@ -158,6 +166,9 @@ public final class GenerationLoop: @unchecked Sendable {
   /// Loop-thread only.
   private var slots: [SlotID: SlotContext] = [:]
   private let finishedThread = DispatchSemaphore(value: 0)
+  /// KV tokens the prefix cache may hold on its own (0: off); loop-thread only from here on.
+  private let prefixBudget: Int
+  private var nextPrefixSequence = GenerationLoop.prefixSlotBase
 
   /// Creates the loop and starts its thread.
   /// - Throws: when the KV cache cannot be allocated.
@@ -167,16 +178,21 @@ public final class GenerationLoop: @unchecked Sendable {
   ) throws {
     self.model = model
     self.metrics = ServingMetrics(model: model.version, factory: metricsFactory)
-    // Room for the generation reservations plus one context of teacher-forcing work.
+    // Room for the generation reservations, one context of teacher-forcing work and the prefix
+    // cache's own blocks.
+    self.prefixBudget = max(0, configuration.prefixCacheTokens)
     self.cache = try model.engine.makeCache(
-      capacityTokens: configuration.kvCapacityTokens + model.contextLength)
+      capacityTokens: configuration.kvCapacityTokens + model.contextLength + prefixBudget)
     let stats = GenerationLoopStats(
       queued: 0, runningSequences: 0, capacity: configuration.queueCapacity, steps: 0, releasedSlots: 0,
       maxDecodeBatch: 0)
     // Reservations must count whole blocks of this cache, or sequences could outgrow it.
     var configuration = configuration
     configuration.kvBlockSize = cache.blockSize
-    self.shared = Mutex(Shared(scheduler: GenerationScheduler(configuration: configuration), stats: stats))
+    self.shared = Mutex(
+      Shared(
+        scheduler: GenerationScheduler(configuration: configuration), stats: stats,
+        prefixes: PrefixIndex(blockSize: cache.blockSize)))
     // The thread holds the loop only for one step at a time: a loop that nobody references any more
     // (a snapshot dropped without `shutdown()`) is freed, with its KV cache, instead of running on.
     let finished = finishedThread
@@ -215,12 +231,19 @@ public final class GenerationLoop: @unchecked Sendable {
       id = try shared.withLock { (state: inout Shared) throws(GenerationScheduler.AdmissionError) -> RequestID in
         let id = state.nextID
         state.nextID += 1
-        try state.scheduler.submit(
-          .init(
-            id: id, promptTokens: spec.promptTokens, maxTokens: spec.maxTokens, samples: spec.samples,
-            priority: spec.priority, deadline: deadline),
-          now: now)
+        let cached = prefixBudget > 0 ? state.prefixes.pin(id, prompt: spec.promptTokens) : 0
+        do throws(GenerationScheduler.AdmissionError) {
+          try state.scheduler.submit(
+            .init(
+              id: id, promptTokens: spec.promptTokens, maxTokens: spec.maxTokens, samples: spec.samples,
+              priority: spec.priority, deadline: deadline, cachedPrefix: cached),
+            now: now)
+        } catch {
+          state.prefixes.unpin(id)
+          throw error
+        }
         var context = RequestContext(spec: spec, continuation: continuation, submittedAt: submittedAt)
+        context.cachedTokens = cached
         if let deadline = spec.deadline {
           context.deadlineTimer = Task { [weak self] in
             do { try await Task.sleep(until: deadline, clock: .continuous) } catch { return }
@@ -238,8 +261,19 @@ public final class GenerationLoop: @unchecked Sendable {
       }
       throw error
     }
+    if prefixBudget > 0 {
+      let cached = shared.withLock { $0.requests[id]?.cachedTokens ?? 0 }
+      metrics.prefixLookups(hit: cached > 0).increment()
+      if cached > 0 { metrics.prefixCachedTokens.increment(by: cached) }
+    }
     wake.signal()
     return (id, stream)
+  }
+
+  /// Leading prompt tokens of request `id` that the prefix cache supplies (0 when none, or when
+  /// the request has ended).
+  public func cachedTokens(of id: RequestID) -> Int {
+    shared.withLock { $0.requests[id]?.cachedTokens ?? 0 }
   }
 
   /// Cancels a request; its KV slots are freed at the next step.
@@ -257,6 +291,7 @@ public final class GenerationLoop: @unchecked Sendable {
     let ended = shared.withLock { state -> Bool in
       guard let request = state.requests.removeValue(forKey: id) else { return false }
       state.scheduler.cancel(id)
+      state.prefixes.unpin(id)
       for sample in 0..<request.spec.samples where !request.finishedSamples.contains(sample) {
         request.continuation.yield(
           .finished(sample: sample, reason: .deadline, completionTokens: request.generated[sample] ?? 0))
@@ -440,10 +475,58 @@ public final class GenerationLoop: @unchecked Sendable {
           grammarState: spec.constraint?.grammar.initialState)
       }
       do {
-        try cache.addSequence(SequenceID(first))
+        if let reuse = shared.withLock({ $0.prefixes.unpin(request) }) {
+          // Start from the cached prompt: its whole blocks are shared, prefill resumes after them.
+          try cache.fork(SequenceID(reuse.sequence), into: SequenceID(first))
+          try cache.truncate(SequenceID(first), to: reuse.tokens)
+        } else {
+          try cache.addSequence(SequenceID(first))
+        }
       } catch {
         failRequest(request, message: "the KV cache refused the sequence: \(error)")
       }
+    }
+    if prefixBudget > 0 && !step.releasedSlots.isEmpty { enforcePrefixBudget() }
+  }
+
+  /// Sequence ids of the prefix cache's entries start here, above any generation slot and below
+  /// the teacher-forcing ones.
+  static let prefixSlotBase = 1 << 29
+
+  /// Keeps the prompt of `slot`'s request, once its prefill has ended, for later requests that
+  /// begin with the same tokens (whole KV blocks shared, not copied).
+  private func offerPrefix(slot: SlotID) {
+    guard prefixBudget > 0, var context = slots[slot], !context.prefixOffered,
+      cache.length(of: SequenceID(slot)) == context.promptLength
+    else { return }
+    context.prefixOffered = true
+    slots[slot] = context
+    let prompt = context.spec.promptTokens
+    let length = shared.withLock { $0.prefixes.wants(prompt) }
+    guard length > 0, length <= prefixBudget else { return }
+    let sequence = nextPrefixSequence
+    nextPrefixSequence = nextPrefixSequence >= Self.teacherForcingSlotBase - 1 ? Self.prefixSlotBase : sequence + 1
+    do {
+      try cache.fork(SequenceID(slot), into: SequenceID(sequence))
+      try cache.truncate(SequenceID(sequence), to: length)
+    } catch {
+      cache.removeSequence(SequenceID(sequence))
+      return
+    }
+    let dropped = shared.withLock { $0.prefixes.insert(prompt, length: length, sequence: sequence) }
+    for old in dropped { cache.removeSequence(SequenceID(old)) }
+    enforcePrefixBudget()
+  }
+
+  /// Drops least recently used entries while the blocks only the prefix cache holds exceed its
+  /// budget (blocks a running request shares are that request's reservation).
+  private func enforcePrefixBudget() {
+    while true {
+      let sequences = shared.withLock { $0.prefixes.entries.values.map(\.sequence) }
+      let held = sequences.reduce(0) { $0 + cache.exclusiveBlocks(of: SequenceID($1)) } * cache.blockSize
+      shared.withLock { $0.stats.prefixCachedTokens = held }
+      guard held > prefixBudget, let victim = shared.withLock({ $0.prefixes.evictOne() }) else { return }
+      cache.removeSequence(SequenceID(victim))
     }
   }
 
@@ -476,6 +559,7 @@ public final class GenerationLoop: @unchecked Sendable {
       state.stats.maxDecodeBatch = max(state.stats.maxDecodeBatch, decodeCount)
     }
 
+    for item in step.items where !item.sampleSlots.isEmpty && item.tokens.count > 0 { offerPrefix(slot: item.slot) }
     for (index, item) in step.items.enumerated() where !item.sampleSlots.isEmpty {
       let output = outputs[index]
       guard output.rows > 0 else { continue }
@@ -631,6 +715,7 @@ public final class GenerationLoop: @unchecked Sendable {
       slots[slot] = context
     }
     return shared.withLock { state in
+      state.prefixes.unpin(id)
       guard let request = state.requests.removeValue(forKey: id) else { return false }
       request.deadlineTimer?.cancel()
       for sample in 0..<request.spec.samples where !request.finishedSamples.contains(sample) {
@@ -647,6 +732,7 @@ public final class GenerationLoop: @unchecked Sendable {
   private func failRequest(_ id: RequestID, message: String) {
     shared.withLock { state in
       state.scheduler.cancel(id)
+      state.prefixes.unpin(id)
       guard let request = state.requests.removeValue(forKey: id) else { return }
       request.deadlineTimer?.cancel()
       request.continuation.yield(.failed(message))

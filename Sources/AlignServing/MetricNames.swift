@@ -27,6 +27,10 @@ public enum MetricNames {
   public static let rejections = "alignd_rejections_total"
   /// Counter: requests that ended early, labelled `model`, `reason`.
   public static let requestsEndedEarly = "alignd_requests_ended_early_total"
+  /// Prefix-cache lookups at submission, by result (hit, miss); their hit rate.
+  public static let prefixLookups = "alignd_prefix_cache_lookups_total"
+  /// Prompt tokens taken from the prefix cache instead of prefilled.
+  public static let prefixCachedTokens = "alignd_prefix_cache_tokens_total"
 
   // Judging.
   /// Histogram: items per reward-model forward batch, labelled `reward_version`.

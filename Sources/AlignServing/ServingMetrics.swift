@@ -35,6 +35,12 @@ public struct ServingMetrics: Sendable {
   /// Requests that ended early, by reason (cancelled, deadline).
   let cancelled: Counter
   let expired: Counter
+  /// Prefix-cache lookups of submitted requests, by result (hit, miss), and prompt tokens reused.
+  let prefixHits: Counter
+  let prefixMisses: Counter
+  let prefixCachedTokens: Counter
+
+  func prefixLookups(hit: Bool) -> Counter { hit ? prefixHits : prefixMisses }
 
   public init(model: String, factory: any MetricsFactory = MetricsSystem.factory) {
     let labels = [("model", model)]
@@ -56,5 +62,8 @@ public struct ServingMetrics: Sendable {
       label: MetricNames.requestsEndedEarly, dimensions: labels + [("reason", "cancelled")], factory: factory)
     expired = Counter(
       label: MetricNames.requestsEndedEarly, dimensions: labels + [("reason", "deadline")], factory: factory)
+    prefixHits = Counter(label: MetricNames.prefixLookups, dimensions: labels + [("result", "hit")], factory: factory)
+    prefixMisses = Counter(label: MetricNames.prefixLookups, dimensions: labels + [("result", "miss")], factory: factory)
+    prefixCachedTokens = Counter(label: MetricNames.prefixCachedTokens, dimensions: labels, factory: factory)
   }
 }

@@ -120,8 +120,9 @@ struct GatewayMappingTests {
     #expect(choices[1]["finish_reason"] as? String == "content_filter")
     #expect(choices[1]["flagged_categories"] as? [String] == ["hate"])
     #expect(choices[0]["reward"] as? Double == 0.5)
-    let usage = try #require(object["usage"] as? [String: Int])
-    #expect(usage == ["prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8])
+    let usage = try #require(object["usage"] as? [String: Any])
+    #expect(usage["prompt_tokens"] as? Int == 5 && usage["completion_tokens"] as? Int == 3 && usage["total_tokens"] as? Int == 8)
+    #expect(usage["prompt_tokens_details"] as? [String: Int] == ["cached_tokens": 0])
     #expect((object["versions"] as? [String: String]) == ["policy": "p@1", "reward": "r@2", "safety": "s@3"])
   }
 

@@ -183,4 +183,49 @@ struct GenerationLoopTests {
     #expect(next.finishes[0] == .length)
     #expect(metrics.counterTotal(label: "alignd_requests_ended_early_total") == 1)
   }
+
+  @Test(
+    "a prompt that begins like an earlier one reuses its cached KV blocks and decodes the same tokens",
+    .enabled(if: modelPresent, "the default model is not fetched (scripts/fetch-models.sh)"))
+  func prefixCacheReusesAPromptsBlocks() async throws {
+    let system = String(repeating: "You answer questions about the sea, briefly and kindly. ", count: 30)
+    func prompt(_ loop: GenerationLoop, _ question: String) -> [Int32] { loop.model.encodePrompt(system + question) }
+    // Batch-invariant kernels (every row on the same path, however a prompt is chunked): the
+    // reused blocks then give exactly the bits a full prefill gives. With the default GEMM path for
+    // large chunks, a prompt chunked differently rounds differently, as any chunking does.
+    let invariant = EngineSettings(gemmMinTokens: Int.max)
+    let metrics = TestMetrics()
+    let cached = try GenerationLoop(
+      model: try PolicyModel(ggufPath: Self.modelPath, version: "smollm2-test", settings: invariant),
+      configuration: .init(maxRunningSequences: 8, kvCapacityTokens: 4096, prefixCacheTokens: 2048),
+      metricsFactory: metrics)
+    defer { cached.shutdown() }
+    let plain = try GenerationLoop(
+      model: try PolicyModel(ggufPath: Self.modelPath, version: "smollm2-plain", settings: invariant),
+      configuration: .init(maxRunningSequences: 8, kvCapacityTokens: 4096), metricsFactory: TestMetrics())
+    defer { plain.shutdown() }
+    var outcomes: [[Int32]] = []
+    for question in [" Why is the sea salty?", " What lives in the deep sea?"] {
+      let tokens = prompt(cached, question)
+      let spec = GenerationSpec(
+        promptTokens: tokens, maxTokens: 12, sampling: SamplingParameters(temperature: 0, seed: 1), ignoreEOS: true)
+      let (id, events) = try cached.submit(spec)
+      let reused = cached.cachedTokens(of: id)
+      let outcome = await Self.collect(events)
+      let reference = await Self.collect(try plain.submit(spec).events)
+      // The same greedy tokens as a loop that prefills the whole prompt.
+      #expect(outcome.tokens[0] == reference.tokens[0])
+      outcomes.append(outcome.tokens[0] ?? [])
+      if question.contains("salty") {
+        #expect(reused == 0)
+      } else {
+        // Whole blocks of the shared system prompt, never the last prompt token.
+        #expect(reused >= 256 && reused < tokens.count, "\(reused) of \(tokens.count)")
+      }
+    }
+    #expect(outcomes.count == 2)
+    #expect(metrics.counterTotal(label: "alignd_prefix_cache_lookups_total") == 2)
+    #expect(metrics.counterTotal(label: "alignd_prefix_cache_tokens_total") >= 256)
+    #expect(cached.stats.prefixCachedTokens > 0 && cached.stats.prefixCachedTokens <= 2048)
+  }
 }

@@ -176,6 +176,9 @@ public nonisolated struct Alignd_V1_Usage: Sendable {
 
   public var totalTokens: UInt32 = 0
 
+  /// Prompt tokens whose keys and values came from the prefix cache (not prefilled again).
+  public var cachedPromptTokens: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -342,7 +345,7 @@ nonisolated extension Alignd_V1_Conversation: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Alignd_V1_Usage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Usage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{3}total_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{3}total_tokens\0\u{3}cached_prompt_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -353,6 +356,7 @@ nonisolated extension Alignd_V1_Usage: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.promptTokens) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.completionTokens) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.totalTokens) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.cachedPromptTokens) }()
       default: break
       }
     }
@@ -368,6 +372,9 @@ nonisolated extension Alignd_V1_Usage: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.totalTokens != 0 {
       try visitor.visitSingularUInt32Field(value: self.totalTokens, fieldNumber: 3)
     }
+    if self.cachedPromptTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.cachedPromptTokens, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -375,6 +382,7 @@ nonisolated extension Alignd_V1_Usage: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.promptTokens != rhs.promptTokens {return false}
     if lhs.completionTokens != rhs.completionTokens {return false}
     if lhs.totalTokens != rhs.totalTokens {return false}
+    if lhs.cachedPromptTokens != rhs.cachedPromptTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -168,6 +168,11 @@ public final class KVCache: @unchecked Sendable {
     sequences[id]?.length = length
   }
 
+  /// Blocks of `id` that no other sequence shares (what removing it would free).
+  public func exclusiveBlocks(of id: SequenceID) -> Int {
+    sequences[id]?.blocks.reduce(0) { $0 + (refCounts[Int($1)] == 1 ? 1 : 0) } ?? 0
+  }
+
   /// The block list of `id` (for attention).
   func blocks(of id: SequenceID) -> [Int32] { sequences[id]?.blocks ?? [] }
 

@@ -34,6 +34,7 @@ public enum OpenAIShapes {
       ("prompt_tokens", .int(Int64(usage.promptTokens))),
       ("completion_tokens", .int(Int64(usage.completionTokens))),
       ("total_tokens", .int(Int64(usage.totalTokens))),
+      ("prompt_tokens_details", .object([("cached_tokens", .int(Int64(usage.cachedPromptTokens)))])),
     ])
   }
 

@@ -51,6 +51,8 @@ public struct GeneratedCompletion: Sendable, Equatable {
 public struct TokenUsage: Sendable, Equatable {
   public var promptTokens: Int
   public var completionTokens: Int
+  /// Prompt tokens the prefix cache supplied (not prefilled again).
+  public var cachedPromptTokens = 0
   public var totalTokens: Int { promptTokens + completionTokens }
 
   public init(promptTokens: Int = 0, completionTokens: Int = 0) {

@@ -103,6 +103,7 @@ extension InferencePipeline {
 
     try Self.checkNotCancelled()
     let (id, events) = try policy.loop.submit(validated.spec)
+    let cached = policy.loop.cachedTokens(of: id)
     let screens = outputScreens(screening, safety, validated)
     let tally = try await collect(
       events, id: id, on: policy, completionIDs: Self.completionIDs(validated.spec.samples), screens: screens
@@ -123,7 +124,7 @@ extension InferencePipeline {
       version: policy.version, request: request, screened: screens != nil)
     var result = GenerationResult(
       responseID: responseID, completions: tally.completions,
-      usage: tally.usage(promptTokens: validated.spec.promptTokens.count), versions: versions)
+      usage: tally.usage(promptTokens: validated.spec.promptTokens.count, cachedTokens: cached), versions: versions)
     if let judging {
       let context = Self.rewardContext(request)
       let rewards = try await Self.rewards(
@@ -204,12 +205,13 @@ extension InferencePipeline {
     }
     try Self.checkNotCancelled()
     let (id, events) = try policy.loop.submit(validated.spec)
+    let cached = policy.loop.cachedTokens(of: id)
     return GenerationStream(
       responseID: responseID, versions: versions, scheduling: RequestScheduling(request), pipeline: self,
       origin: origin,
       body: .running(
         GenerationStream.Running(
-          lease: lease, safety: safety, id: id, events: events,
+          lease: lease, safety: safety, id: id, events: events, cachedTokens: cached,
           screens: outputScreens(screening, safety, validated))))
   }
 
@@ -315,6 +317,8 @@ public final class GenerationStream: Sendable {
     let safety: SnapshotLease<SafetySnapshot>?
     let id: RequestID
     let events: AsyncStream<GenerationEvent>
+    /// Prompt tokens the prefix cache supplied.
+    let cachedTokens: Int
     let screens: OutputScreens?
   }
 
@@ -405,7 +409,8 @@ public final class GenerationStream: Sendable {
       tally.completions, texts: sampled ? tally.completions.map(\.text) : nil, version: policy.version,
       request: origin.request, screened: running.screens != nil)
     return end(
-      tally.completions, usage: tally.usage(promptTokens: validated.spec.promptTokens.count),
+      tally.completions,
+      usage: tally.usage(promptTokens: validated.spec.promptTokens.count, cachedTokens: running.cachedTokens),
       firstToken: tally.firstTokenAt)
   }
 
@@ -470,7 +475,9 @@ struct GenerationTally {
     }
   }
 
-  func usage(promptTokens: Int) -> TokenUsage {
-    TokenUsage(promptTokens: promptTokens, completionTokens: completionTokens)
+  func usage(promptTokens: Int, cachedTokens: Int = 0) -> TokenUsage {
+    var usage = TokenUsage(promptTokens: promptTokens, completionTokens: completionTokens)
+    usage.cachedPromptTokens = cachedTokens
+    return usage
   }
 }

@@ -31,11 +31,17 @@ public struct GenerationScheduler {
     public var agingInterval: Double
     /// Tokens per KV cache block (reservations round up to whole blocks).
     public var kvBlockSize: Int
+    /// KV tokens kept for prompt prefixes that later requests reuse, on top of
+    /// `kvCapacityTokens` (0: no prefix cache). The engine loop owns them; the scheduler only
+    /// starts a request's prefill after its reused prefix (``Request/cachedPrefix``).
+    public var prefixCacheTokens: Int
 
     public init(
       maxRunningSequences: Int = 32, maxStepTokens: Int = 256, queueCapacity: Int = 256,
-      kvCapacityTokens: Int = 32 * 1024, agingInterval: Double = 2, kvBlockSize: Int = 1
+      kvCapacityTokens: Int = 32 * 1024, agingInterval: Double = 2, kvBlockSize: Int = 1,
+      prefixCacheTokens: Int = 0
     ) {
+      self.prefixCacheTokens = prefixCacheTokens
       self.maxRunningSequences = maxRunningSequences
       self.maxStepTokens = maxStepTokens
       self.queueCapacity = queueCapacity
@@ -55,11 +61,15 @@ public struct GenerationScheduler {
     public var priority: RequestPriority
     /// Absolute deadline in the scheduler's clock (seconds), if any.
     public var deadline: Double?
+    /// Leading prompt tokens whose keys and values the KV cache already holds (a reused prefix):
+    /// prefill starts after them. Less than the prompt, so the last prompt token is always fed.
+    public var cachedPrefix: Int
 
     public init(
       id: RequestID, promptTokens: [Int32], maxTokens: Int, samples: Int = 1,
-      priority: RequestPriority = .normal, deadline: Double? = nil
+      priority: RequestPriority = .normal, deadline: Double? = nil, cachedPrefix: Int = 0
     ) {
+      self.cachedPrefix = max(0, min(cachedPrefix, promptTokens.count - 1))
       self.id = id
       self.promptTokens = promptTokens
       self.maxTokens = maxTokens
@@ -258,7 +268,7 @@ public struct GenerationScheduler {
       var slots: [SlotID] = []
       for _ in 0..<next.samples { slots.append(freeSlots.removeLast()) }
       reservedTokens += next.reservation(blockSize: configuration.kvBlockSize)
-      running.append(Running(request: next, slots: slots))
+      running.append(Running(request: next, slots: slots, prefilled: next.cachedPrefix))
       step.admitted.append(next.id)
       step.admittedSlots[next.id] = slots
     }
