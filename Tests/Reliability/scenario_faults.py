@@ -493,7 +493,9 @@ class GenlogLoad:
             for c in completions:
                 c.update(response_id=response_id, answered_at=now, trial=self.trial)
                 self.answered.append(c)
-            if len(completions) == 2:
+            # A preference needs two different texts (the server refuses equal ones, rightly); two
+            # samples of a few tokens at temperature 0.8 are sometimes the same.
+            if len(completions) == 2 and completions[0].get("text") != completions[1].get("text"):
                 self.pairs.append((completions[0]["completion_id"], completions[1]["completion_id"]))
 
     def generator(self, g: int) -> None:
