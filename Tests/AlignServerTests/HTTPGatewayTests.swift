@@ -5,6 +5,9 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -438,5 +441,31 @@ struct HTTPGatewayTests {
     #expect(events.last == "data: [DONE]", "\(output.text)")
     #expect(output.text.contains(#""finish_reason":"length""#), "\(output.text)")
     #expect(server.log.contains("draining"))
+  }
+
+  @Test(
+    "SIGTERM with a silent TCP connection open on the HTTP port: the process still exits 0 within the drain timeout",
+    .enabled(if: defaultPresent))
+  func silentConnectionDoesNotHoldShutdown() async throws {
+    let server = try await ServerProcess(arguments: ["--drain-timeout-seconds", "2"])
+    try await server.waitUntilServing()
+    // A client (a TCP health probe, a stalled peer) that connects and sends nothing: before the
+    // fix it held the HTTP listener's shutdown past the drain timeout and the process died with
+    // ServiceLifecycle's "Cancellation took longer than allowed" fatal error.
+    let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    try #require(socket >= 0)
+    defer { close(socket) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(server.httpPort).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    try #require(connected == 0)
+    try await Task.sleep(for: .milliseconds(300))
+    server.signal(SIGTERM)
+    #expect(try await server.waitForExit(timeout: .seconds(20)) == 0)
+    #expect(!server.log.contains("Fatal error"), "\(server.log.suffix(600))")
   }
 }

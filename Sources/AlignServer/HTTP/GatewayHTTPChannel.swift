@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import NIOTLS
+import ServiceLifecycle
 
 /// The gateway port's connections: HTTP/1.1 and HTTP/2 on one port, in plaintext (h2c with prior
 /// knowledge) or over TLS (chosen by ALPN).
@@ -96,7 +97,21 @@ struct GatewayHTTPChannel: ServerChildChannel {
 
   func handle(value: Value, logger: Logger) async {
     do {
-      switch try await value.connection.get() {
+      // A connection that has not chosen its protocol carries no request: on graceful shutdown
+      // (or cancellation) it is closed at once. Left alone it would hold the listener's shutdown
+      // for the whole idle timeout, past the drain timeout, and its cancellation past the service
+      // group's limit, which ends the process with a fatal error.
+      let channel = value.channel
+      let connection = try await withGracefulShutdownHandler {
+        try await withTaskCancellationHandler {
+          try await value.connection.get()
+        } onCancel: {
+          channel.close(promise: nil)
+        }
+      } onGracefulShutdown: {
+        channel.close(promise: nil)
+      }
+      switch connection {
       case .http1(let connection): await http1.handle(value: connection, logger: logger)
       case .http2(let connection): await http2.handle(value: connection, logger: logger)
       }
