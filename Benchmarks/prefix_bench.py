@@ -17,6 +17,8 @@ import sys
 import time
 import uuid
 
+from bench_common import write_section
+
 SECTION = "prefix-bench"
 # About 1,000 tokens for SmolLM2's tokenizer (measured by the script: usage.prompt_tokens).
 SYSTEM_BODY = " ".join(
@@ -108,10 +110,7 @@ def report(args) -> int:
         f"<!-- {SECTION}:end -->",
     ]
     section = "\n".join(lines)
-    text = open(args.results).read()
-    pattern = re.compile(rf"<!-- {SECTION}:start -->.*?<!-- {SECTION}:end -->", re.S)
-    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    open(args.results, "w").write(text)
+    write_section(args.results, section + "\n", f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->")
     print(section)
     return 0
 
