@@ -146,8 +146,10 @@ struct JudgingPromisesEndToEndTests {
         let order = finished.value
         let position = try #require(order.firstIndex(of: "high"))
         // At most the LOW items already taken into a batch (and those that finished meanwhile)
-        // finish before it: the queued ones wait.
-        #expect(position <= lows - queuedLow + 1, "order \(order), \(queuedLow) LOW queued when HIGH arrived")
+        // finish before it: the queued ones wait. The queue was read before HIGH was sent; on a
+        // loaded machine the batcher may take up to two more LOW items before HIGH arrives (CI saw
+        // one). Without priorities HIGH would finish last (position 8).
+        #expect(position <= lows - queuedLow + 3, "order \(order), \(queuedLow) LOW queued before HIGH was sent")
       }
     }
     server.signal(SIGTERM)
