@@ -129,28 +129,28 @@ struct BatchingEndToEndTests {
   }
 
   @Test func deadlineMidStreamEndsWithFinishReasonDeadline() async throws {
-    let server = try await ServerProcess()
+    let server = try await ServerProcess(arguments: ["--max-tokens-limit", "4000", "--kv-cache-tokens", "8192"])
     try await server.waitUntilServing()
     try await server.withClient { client in
       let inference = Alignd_V1_Inference.Client(wrapping: client)
       // Open the connection first: the client's clock starts before the TCP and HTTP/2
       // handshakes, the server's only when the call arrives, and this test is about the latter.
       _ = try await inference.generate(Self.request("Hi", maxTokens: 1, seed: 0, ignoreEOS: true))
-      // 5 s: the server ends the call 500 ms early (its deadline timer does not wait for a
-      // forward step under way, however slow the loaded machine makes it); 2000 tokens would
+      // 10 s: the server ends the call 1 s early (its deadline timer does not wait for a forward
+      // step under way), room for a loaded machine to deliver the last message; 4000 tokens would
       // need 400 tokens/s, well above this model's single-stream decode here.
       var options = CallOptions.defaults
-      options.timeout = .seconds(5)
+      options.timeout = .seconds(10)
       let result = try await Self.stream(
-        inference, Self.request("Tell me everything about oceans.", maxTokens: 2000, seed: 1, ignoreEOS: true),
+        inference, Self.request("Tell me everything about oceans.", maxTokens: 4000, seed: 1, ignoreEOS: true),
         options: options)
       #expect(result.finish == .deadline)
-      #expect(result.ids.count > 0 && result.ids.count < 2000)
+      #expect(result.ids.count > 0 && result.ids.count < 4000)
 
       // A unary call past its deadline gets DEADLINE_EXCEEDED.
       let error = await #expect(throws: RPCError.self) {
         _ = try await inference.generate(
-          Self.request("Tell me everything about rivers.", maxTokens: 2000, seed: 2, ignoreEOS: true), options: options)
+          Self.request("Tell me everything about rivers.", maxTokens: 4000, seed: 2, ignoreEOS: true), options: options)
       }
       #expect(error?.code == .deadlineExceeded)
     }
