@@ -4,9 +4,11 @@ JSON schema (response_format json_schema) against the same requests unconstraine
 32 concurrent streams, against one alignd's HTTP gateway. Standard library only.
 
 Workloads (alternated within each run so machine noise hits both alike):
-  free     chat completion, temperature 0.8, max_tokens T, ignore_eos (always T tokens)
-  schema   the same prompt with a json_schema (nested object, enum, integer, array of bounded
-           strings); it ends when the document does, so tokens/s (not requests/s) is compared
+  schema   chat completion, temperature 0.8, max_tokens T, with a json_schema (nested object,
+           enum, integer, array of bounded strings); it ends when the document does
+  free     the same prompt and seed unconstrained, ignore_eos, max_tokens = the length the schema
+           request of that seed had in an untimed calibration pass: both workloads generate the
+           same number of tokens per request, so per-request costs (HTTP, prefill) weigh alike
 Metric: completion tokens / wall seconds over N requests at concurrency C; the ratio
 schema / free is the constrained-decoding cost (target ≥ 0.90).
 
@@ -41,6 +43,7 @@ SCHEMA = {
 
 
 def body(kind: str, tokens: int, seed: int) -> bytes:
+    """A request; for `free`, `tokens` is the exact length to generate."""
     request = {"model": "alignd", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens,
                "temperature": 0.8, "seed": seed}
     if kind == "schema":
@@ -51,6 +54,7 @@ def body(kind: str, tokens: int, seed: int) -> bytes:
 
 
 def one(port: int, kind: str, tokens: int, seed: int) -> int:
+    """Sends one request and returns its completion tokens."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/chat/completions", data=body(kind, tokens, seed),
         headers={"content-type": "application/json"})
@@ -61,24 +65,39 @@ def one(port: int, kind: str, tokens: int, seed: int) -> int:
     return answer["usage"]["completion_tokens"]
 
 
-def measure(port: int, kind: str, requests: int, tokens: int, concurrency: int, seed: int) -> dict:
+def measure(port: int, kind: str, requests: int, tokens: int, concurrency: int, seed: int,
+            lengths: dict[int, int]) -> dict:
+    """`lengths`: seed → the schema request's length, which the free request of that seed matches."""
+    def length(i: int) -> int:
+        return tokens if kind == "schema" else lengths.get(seed + i, tokens)
+
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        counts = list(pool.map(lambda i: one(port, kind, tokens, seed + i), range(requests)))
+        counts = list(pool.map(lambda i: one(port, kind, length(i), seed + i), range(requests)))
     seconds = time.monotonic() - started
     return {"kind": kind, "concurrency": concurrency, "requests": requests, "tokens": sum(counts),
             "seconds": round(seconds, 3), "tokens_per_second": round(sum(counts) / seconds, 2)}
 
 
+def calibrate(port: int, seeds: list[int], tokens: int) -> dict[int, int]:
+    """Untimed: each seed's schema completion length (the warm-up too: compiles the schema)."""
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return dict(zip(seeds, pool.map(lambda seed: one(port, "schema", tokens, seed), seeds)))
+
+
 def run(args: argparse.Namespace) -> None:
     rows = []
-    for concurrency in [int(c) for c in args.concurrency.split(",")]:
+    levels = [int(c) for c in args.concurrency.split(",")]
+    seeds = sorted({1000 * r + i for r in range(args.runs) for c in levels for i in range(max(args.requests, c * 2))})
+    lengths = calibrate(args.http_port, seeds, args.tokens)
+    print(json.dumps({"calibrated": len(lengths), "mean_length": round(statistics.mean(lengths.values()), 1)}), flush=True)
+    for concurrency in levels:
         requests = max(args.requests, concurrency * 2)
-        for kind in ["free", "schema"]:  # warm-up: compiles the schema, fills the mask cache
-            measure(args.http_port, kind, concurrency, args.tokens, concurrency, 7)
+        for kind in ["free", "schema"]:  # warm-up at this concurrency
+            measure(args.http_port, kind, concurrency, args.tokens, concurrency, 7, lengths)
         for r in range(args.runs):
             for kind in (["free", "schema"] if r % 2 == 0 else ["schema", "free"]):
-                row = measure(args.http_port, kind, requests, args.tokens, concurrency, 1000 * r)
+                row = measure(args.http_port, kind, requests, args.tokens, concurrency, 1000 * r, lengths)
                 row.update(run=r, cpu_busy_after=cpu_busy(1.0))
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -92,13 +111,19 @@ def report(args: argparse.Namespace) -> None:
              f"{meta['date']} · {meta['machine']} · load before {meta['load_before']} · policy {meta['policy']} · "
              f"commit {meta['commit']}", "",
              f"`{meta['alignd_cmd']}`; Benchmarks/run-structured-bench.sh, {meta['runs']} runs, "
-             "chat completions over HTTP/1.1, temperature 0.8; free = ignore_eos to max_tokens, schema = "
-             "response_format json_schema (Benchmarks/structured_bench.py).", "",
-             "| streams | free tok/s (median) | schema tok/s (median) | schema / free |", "|---|---|---|---|"]
+             "chat completions over HTTP/1.1, temperature 0.8; schema = response_format json_schema, free = "
+             "the same prompt and seed unconstrained with ignore_eos, as many tokens as the schema request of "
+             "that seed took (like for like; Benchmarks/structured_bench.py).", "",
+             "| streams | free tok/s (median) | schema tok/s (median) | schema / free | tokens per request (free / schema) |",
+             "|---|---|---|---|---|"]
     for concurrency in sorted({row["concurrency"] for row in rows}):
         free = statistics.median(r["tokens_per_second"] for r in rows if r["concurrency"] == concurrency and r["kind"] == "free")
         schema = statistics.median(r["tokens_per_second"] for r in rows if r["concurrency"] == concurrency and r["kind"] == "schema")
-        lines.append(f"| {concurrency} | {free:.1f} | {schema:.1f} | {schema / free:.2f} |")
+        per = {kind: sum(r["tokens"] for r in rows if r["concurrency"] == concurrency and r["kind"] == kind)
+               / sum(r["requests"] for r in rows if r["concurrency"] == concurrency and r["kind"] == kind)
+               for kind in ["free", "schema"]}
+        lines.append(f"| {concurrency} | {free:.1f} | {schema:.1f} | {schema / free:.2f} | "
+                     f"{per['free']:.1f} / {per['schema']:.1f} |")
     if meta.get("mask"):
         lines += ["", f"Mask computation (alignd_constraint_mask_seconds over the run): {meta['mask']}."]
     if meta.get("notes"):

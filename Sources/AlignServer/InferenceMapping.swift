@@ -50,6 +50,7 @@ public enum InferenceMapping {
     request.ignoreEOS = s.ignoreEos
     request.returnTokenIDs = message.returnTokenIds
     request.logitBias = message.logitBias
+    if message.hasPromptLogprobs { request.promptLogprobs = Int(message.promptLogprobs) }
     switch message.comparison {
     case .none: request.comparison = .none
     case .samples: request.comparison = .samples
@@ -159,6 +160,16 @@ public enum InferenceMapping {
     }
   }
 
+  /// A prompt's tokens and log-probabilities (sent only when the request asked for them).
+  public static func promptLogprobs(_ prompt: PromptLogprobs) -> Alignd_V1_PromptLogprobs {
+    .with {
+      $0.firstTokenID = prompt.firstTokenID
+      $0.firstToken = prompt.firstToken
+      $0.tokens = tokenLogprobs(prompt.tokens)
+      $0.totalLogprob = prompt.totalLogprob
+    }
+  }
+
   /// `policyVersion`: the answer's (a completion of a comparison of two policies names its own).
   public static func completion(_ completion: GeneratedCompletion, policyVersion: String) -> Alignd_V1_Completion {
     .with {
@@ -190,6 +201,7 @@ public enum InferenceMapping {
       $0.usage = usage(result.usage)
       $0.versions = versions(result.versions)
       $0.candidateRewards = result.candidateRewards
+      if let prompt = result.promptLogprobs { $0.promptLogprobs = promptLogprobs(prompt) }
     }
   }
 
@@ -213,6 +225,7 @@ public enum InferenceMapping {
         $0.completions = result.completions.map { completion($0, policyVersion: result.versions.policy) }
         $0.usage = usage(result.usage)
         $0.versions = versions(result.versions)
+        if let prompt = result.promptLogprobs { $0.promptLogprobs = promptLogprobs(prompt) }
       }
     }
   }

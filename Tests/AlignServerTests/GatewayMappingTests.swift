@@ -38,11 +38,30 @@ struct GatewayMappingTests {
     #expect(parameters.logprobs == 2 && !parameters.stream)
   }
 
+  @Test("echo scores the prompt when its log-probabilities are asked for, or when max_tokens is 0")
+  func echoAsksForPromptLogprobs() throws {
+    for (json, echo, promptLogprobs) in [
+      (#"{"prompt": "hi", "echo": true, "logprobs": 3}"#, true, 3),
+      (#"{"prompt": "hi", "echo": true, "logprobs": 0, "max_tokens": 0}"#, true, 0),
+      (#"{"prompt": "hi", "echo": true, "max_tokens": 0}"#, true, 0),
+      (#"{"prompt": "hi", "echo": true}"#, true, nil),
+      (#"{"prompt": "hi", "echo": false, "logprobs": 3}"#, false, nil),
+      (#"{"prompt": "hi", "logprobs": 3}"#, false, nil),
+    ] as [(String, Bool, Int?)] {
+      let parameters = try GenerationParameters(try Self.body(json), endpoint: .completions)
+      #expect(parameters.echo == echo, "\(json)")
+      #expect(parameters.template.promptLogprobs == promptLogprobs, "\(json)")
+    }
+    // Chat has no echo: the field is not read there.
+    let chat = try GenerationParameters(try Self.body(#"{"messages": [], "echo": true}"#), endpoint: .chat)
+    #expect(!chat.echo && chat.template.promptLogprobs == nil)
+  }
+
   @Test(
     "bodies the gateway refuses are 400s naming the parameter",
     arguments: [
       (#"{"prompt": "hi", "suffix": "x"}"#, "suffix"),
-      (#"{"prompt": "hi", "echo": true}"#, "echo"),
+      (#"{"prompt": "hi", "echo": "yes"}"#, "echo"),
       (#"{"prompt": "hi", "stream": true, "best_of": 3}"#, "best_of"),
       (#"{"prompt": "hi", "priority": "urgent"}"#, "priority"),
       (#"{"prompt": "hi", "safety": "loud"}"#, "safety"),

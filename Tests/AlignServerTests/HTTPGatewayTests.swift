@@ -126,7 +126,7 @@ struct HTTPGatewayTests {
       server,
       [
         "completion", "completion_stream", "chat", "chat_stream", "chat_logprobs", "completion_n", "moderation",
-        "models", "bad_temperature", "unknown_model", "unknown_route",
+        "models", "bad_temperature", "unknown_model", "unknown_route", "completion_echo", "completion_echo_stream",
       ])
     // The same greedy requests over gRPC.
     let (completion, chat, safety) = try await server.withClient { client in
@@ -183,6 +183,8 @@ struct HTTPGatewayTests {
     #expect(logprobs["greedy_is_top"] as? Bool == true)
     #expect((logprobs["tokens"] as? [String])?.joined() == logprobs["text"] as? String)
 
+    try await Self.checkEcho(results, server: server)
+
     let n = try #require(results["completion_n"] as? [String: Any])
     #expect(n["indexes"] as? [Int] == [0, 1], "\(n)")
     #expect((n["texts"] as? [String])?.count == 2)
@@ -219,6 +221,100 @@ struct HTTPGatewayTests {
 
     server.signal(SIGTERM)
     #expect(try await server.waitForExit() == 0)
+  }
+
+  /// `echo` on completions (openai_check.py's echo scenarios) against the policy's teacher-forced
+  /// log-probabilities from gRPC Logprobs, and gRPC Generate's `prompt_logprobs`.
+  static func checkEcho(_ results: [String: Any], server: ServerProcess) async throws {
+    let echo = try #require(results["completion_echo"] as? [String: Any], "\(results["completion_echo"] ?? "none")")
+    let prompt = try #require(echo["prompt"] as? String)
+    let (reference, generated) = try await server.withClient { client in
+      let inference = Alignd_V1_Inference.Client(wrapping: client)
+      let reference = try await inference.logprobs(
+        .with {
+          $0.items = [.with { $0.continuation = prompt }]
+          $0.topLogprobs = 2
+        })
+      var request = Self.greedy(prompt: prompt, maxTokens: 0)
+      request.promptLogprobs = 2
+      let generated = try await inference.generate(request)
+      for (field, change) in [
+        ("max_tokens 0 without prompt_logprobs", { (r: inout Alignd_V1_GenerateRequest) in r.clearPromptLogprobs() }),
+        ("prompt_logprobs 21", { (r: inout Alignd_V1_GenerateRequest) in r.promptLogprobs = 21 }),
+      ] {
+        var bad = request
+        change(&bad)
+        do {
+          _ = try await inference.generate(bad)
+          Issue.record("\(field) was accepted")
+        } catch let error as RPCError {
+          #expect(error.code == .invalidArgument, "\(field): \(error)")
+        }
+      }
+      return (reference.items[0], generated)
+    }
+    let expected = reference.tokens.map { Double($0.logprob) }
+    #expect(expected.count >= 8)
+    func close(_ a: [Double?], _ b: [Double]) -> Bool {
+      a.count == b.count && zip(a, b).allSatisfy { x, y in x.map { abs($0 - y) < 1e-3 } ?? false }
+    }
+
+    // gRPC: the prompt alone, scored; the completion is empty.
+    let scoredPrompt = generated.promptLogprobs
+    #expect(generated.hasPromptLogprobs)
+    #expect(close(scoredPrompt.tokens.map { Double($0.logprob) }, expected))
+    #expect(scoredPrompt.tokens.map(\.tokenID) == reference.tokens.map(\.tokenID))
+    #expect(scoredPrompt.tokens.allSatisfy { $0.top.count == 2 })
+    #expect(scoredPrompt.firstToken + scoredPrompt.tokens.map(\.token).joined() == prompt)
+    #expect(abs(scoredPrompt.totalLogprob - reference.totalLogprob) < 1e-2)
+    #expect(generated.completions.map(\.text) == [""])
+    #expect(generated.completions[0].finishReason == .length)
+    #expect(generated.usage.completionTokens == 0)
+
+    // HTTP echo with max_tokens 0: the prompt, its tokens, null first.
+    let scored = try #require(echo["scored"] as? [String: Any])
+    #expect(echo["scored_text"] as? String == prompt)
+    #expect(echo["scored_finish"] as? String == "length")
+    #expect((echo["scored_usage"] as? [String: Any])?["completion_tokens"] as? Int == 0)
+    let tokens = try #require(scored["tokens"] as? [String])
+    #expect(tokens.joined() == prompt)
+    #expect(tokens.count == expected.count + 1)
+    let logprobs = try #require(scored["token_logprobs"] as? [Any])
+    #expect(logprobs.first is NSNull)
+    #expect(close(logprobs.dropFirst().map { $0 as? Double }, expected), "\(logprobs) vs \(expected)")
+    let tops = try #require(scored["top_counts"] as? [Any])
+    #expect(tops.first is NSNull && tops.dropFirst().allSatisfy { $0 as? Int == 2 })
+    let offsets = try #require(scored["text_offset"] as? [Int])
+    var position = 0
+    #expect(offsets == tokens.map { token in defer { position += token.count }; return position })
+
+    // With a continuation: the prompt's part, then exactly the non-echo answer.
+    let continued = try #require(echo["continued"] as? [String: Any])
+    let plain = try #require(echo["plain"] as? [String: Any])
+    let plainText = try #require(echo["plain_text"] as? String)
+    #expect(!plainText.isEmpty)
+    #expect(echo["continued_text"] as? String == prompt + plainText)
+    #expect(continued["tokens"] as? [String] == tokens + (plain["tokens"] as? [String] ?? []))
+    let continuedLogprobs = try #require(continued["token_logprobs"] as? [Any])
+    let plainLogprobs = try #require(plain["token_logprobs"] as? [Double])
+    #expect(close(continuedLogprobs.dropFirst().prefix(expected.count).map { $0 as? Double }, expected))
+    #expect(close(continuedLogprobs.suffix(plainLogprobs.count).map { $0 as? Double }, plainLogprobs))
+    #expect((continued["text_offset"] as? [Int])?.last == prompt.count + plainText.count - tokensLast(plain))
+    #expect(echo["text_only"] as? String == prompt + plainText)
+    #expect(echo["text_only_logprobs"] as? Bool == true)
+
+    // Streamed: the prompt opens the stream, then the same tokens and text.
+    let stream = try #require(results["completion_echo_stream"] as? [String: Any])
+    #expect(stream["first_text"] as? String == prompt)
+    #expect(stream["text"] as? String == prompt + plainText)
+    #expect(stream["tokens"] as? [String] == continued["tokens"] as? [String])
+    #expect(stream["text_offset"] as? [Int] == continued["text_offset"] as? [Int])
+    #expect(((stream["token_logprobs"] as? [Any])?.first) is NSNull)
+  }
+
+  /// The length of the last token of a choice's logprobs (its offset is the text's length less it).
+  static func tokensLast(_ logprobs: [String: Any]) -> Int {
+    (logprobs["tokens"] as? [String])?.last?.count ?? 0
   }
 
   @Test(

@@ -121,6 +121,61 @@ def chat_logprobs(client: OpenAI, model: str) -> dict:
     }
 
 
+ECHO_PROMPT = "The quick brown fox jumps over the lazy dog."
+
+
+def legacy_logprobs(choice) -> dict:
+    """A completions choice's logprobs as plain lists (null where OpenAI answers null)."""
+    logprobs = choice.logprobs
+    return {
+        "tokens": logprobs.tokens, "token_logprobs": logprobs.token_logprobs,
+        "top_counts": [None if top is None else len(top) for top in logprobs.top_logprobs],
+        "text_offset": logprobs.text_offset,
+    }
+
+
+def completion_echo(client: OpenAI, model: str) -> dict:
+    # The prompt alone, scored (what evaluation harnesses send for log-likelihoods).
+    scored = client.completions.create(
+        model=model, prompt=ECHO_PROMPT, echo=True, logprobs=2, max_tokens=0, temperature=0)
+    # The prompt and a greedy continuation; and the same continuation without echo.
+    continued = client.completions.create(
+        model=model, prompt=ECHO_PROMPT, echo=True, logprobs=1, max_tokens=4, temperature=0, seed=7)
+    plain = client.completions.create(
+        model=model, prompt=ECHO_PROMPT, logprobs=1, max_tokens=4, temperature=0, seed=7)
+    # Echo without logprobs and without max_tokens 0.
+    text_only = client.completions.create(
+        model=model, prompt=ECHO_PROMPT, echo=True, max_tokens=4, temperature=0, seed=7)
+    return {
+        "prompt": ECHO_PROMPT,
+        "scored_text": scored.choices[0].text, "scored_finish": scored.choices[0].finish_reason,
+        "scored_usage": scored.usage.model_dump(), "scored": legacy_logprobs(scored.choices[0]),
+        "continued_text": continued.choices[0].text, "continued": legacy_logprobs(continued.choices[0]),
+        "plain_text": plain.choices[0].text, "plain": legacy_logprobs(plain.choices[0]),
+        "text_only": text_only.choices[0].text, "text_only_logprobs": text_only.choices[0].logprobs is None,
+    }
+
+
+def completion_echo_stream(client: OpenAI, model: str) -> dict:
+    stream = client.completions.create(
+        model=model, prompt=ECHO_PROMPT, echo=True, logprobs=1, max_tokens=4, temperature=0, seed=7,
+        stream=True)
+    texts, tokens, token_logprobs, offsets, finish = [], [], [], [], None
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.text:
+                texts.append(choice.text)
+            if choice.logprobs is not None:
+                tokens += choice.logprobs.tokens
+                token_logprobs += choice.logprobs.token_logprobs
+                offsets += choice.logprobs.text_offset
+            finish = choice.finish_reason or finish
+    return {
+        "first_text": texts[0] if texts else None, "text": "".join(texts), "tokens": tokens,
+        "token_logprobs": token_logprobs, "text_offset": offsets, "finish_reason": finish,
+    }
+
+
 def completion_n(client: OpenAI, model: str) -> dict:
     response = client.completions.create(
         model=model, prompt="Once upon a time", max_tokens=8, temperature=0.9, seed=11, n=2,
@@ -537,7 +592,8 @@ SCENARIOS = {
     name: function for name, function in globals().items()
     if callable(function) and name in {
         "completion", "completion_stream", "chat", "chat_stream", "chat_logprobs", "completion_n",
-        "moderation", "models", "bad_temperature", "unknown_model", "unknown_route", "auth", "rate_limit",
+        "completion_echo", "completion_echo_stream", "moderation", "models", "bad_temperature",
+        "unknown_model", "unknown_route", "auth", "rate_limit",
         "admin_status", "deadline", "structured_parse", "structured_stream", "json_object",
         "unsupported_schema", "logit_bias", "bad_logit_bias", "tools_unstreamed", "tools_streamed",
         "tools_required", "bad_tool_choice",

@@ -456,6 +456,19 @@ public nonisolated struct Alignd_V1_GenerateRequest: @unchecked Sendable {
     set {_uniqueStorage()._comparison = newValue}
   }
 
+  /// Also score the prompt: the response carries its tokens with their log-probabilities under
+  /// the policy (teacher-forced, as Logprobs computes them) and this many alternatives per token
+  /// (0...20). With it, max_tokens may be 0: only the prompt is scored (OpenAI's echo with
+  /// logprobs and max_tokens 0, as evaluation harnesses use it).
+  public var promptLogprobs: UInt32 {
+    get {_storage._promptLogprobs ?? 0}
+    set {_uniqueStorage()._promptLogprobs = newValue}
+  }
+  /// Returns true if `promptLogprobs` has been explicitly set.
+  public var hasPromptLogprobs: Bool {_storage._promptLogprobs != nil}
+  /// Clears the value of `promptLogprobs`. Subsequent reads from it will return its default value.
+  public mutating func clearPromptLogprobs() {_uniqueStorage()._promptLogprobs = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Input: Equatable, Sendable {
@@ -604,12 +617,45 @@ public nonisolated struct Alignd_V1_GenerateResponse: Sendable {
   /// With best_of: the rewards of all candidates, in generation order.
   public var candidateRewards: [Double] = []
 
+  /// The prompt's tokens and log-probabilities, when prompt_logprobs asked for them.
+  public var promptLogprobs: Alignd_V1_PromptLogprobs {
+    get {_promptLogprobs ?? Alignd_V1_PromptLogprobs()}
+    set {_promptLogprobs = newValue}
+  }
+  /// Returns true if `promptLogprobs` has been explicitly set.
+  public var hasPromptLogprobs: Bool {self._promptLogprobs != nil}
+  /// Clears the value of `promptLogprobs`. Subsequent reads from it will return its default value.
+  public mutating func clearPromptLogprobs() {self._promptLogprobs = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _usage: Alignd_V1_Usage? = nil
   fileprivate var _versions: Alignd_V1_ModelVersions? = nil
+  fileprivate var _promptLogprobs: Alignd_V1_PromptLogprobs? = nil
+}
+
+/// A prompt's tokens with their log-probabilities under the policy that served the request.
+public nonisolated struct Alignd_V1_PromptLogprobs: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The first prompt token, which nothing precedes: it has no log-probability.
+  public var firstTokenID: Int32 = 0
+
+  public var firstToken: String = String()
+
+  /// Every later prompt token, in order.
+  public var tokens: [Alignd_V1_TokenLogprob] = []
+
+  /// Sum of their log-probabilities.
+  public var totalLogprob: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// One chunk of streamed tokens of completion `index`.
@@ -663,12 +709,23 @@ public nonisolated struct Alignd_V1_StreamEnd: Sendable {
 
   public var candidateRewards: [Double] = []
 
+  /// The prompt's tokens and log-probabilities, when prompt_logprobs asked for them.
+  public var promptLogprobs: Alignd_V1_PromptLogprobs {
+    get {_promptLogprobs ?? Alignd_V1_PromptLogprobs()}
+    set {_promptLogprobs = newValue}
+  }
+  /// Returns true if `promptLogprobs` has been explicitly set.
+  public var hasPromptLogprobs: Bool {self._promptLogprobs != nil}
+  /// Clears the value of `promptLogprobs`. Subsequent reads from it will return its default value.
+  public mutating func clearPromptLogprobs() {self._promptLogprobs = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _usage: Alignd_V1_Usage? = nil
   fileprivate var _versions: Alignd_V1_ModelVersions? = nil
+  fileprivate var _promptLogprobs: Alignd_V1_PromptLogprobs? = nil
 }
 
 public nonisolated struct Alignd_V1_GenerateStreamResponse: Sendable {
@@ -1382,7 +1439,7 @@ nonisolated extension Alignd_V1_SafetyOptions.Mode: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prompt\0\u{1}chat\0\u{1}sampling\0\u{1}priority\0\u{1}safety\0\u{3}client_request_id\0\u{3}return_token_ids\0\u{4}!response_format\0\u{3}logit_bias\0\u{1}comparison\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prompt\0\u{1}chat\0\u{1}sampling\0\u{1}priority\0\u{1}safety\0\u{3}client_request_id\0\u{3}return_token_ids\0\u{4}!response_format\0\u{3}logit_bias\0\u{1}comparison\0\u{3}prompt_logprobs\0")
 
   fileprivate class _StorageClass {
     var _input: Alignd_V1_GenerateRequest.OneOf_Input?
@@ -1394,6 +1451,7 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
     var _responseFormat: Alignd_V1_ResponseFormat? = nil
     var _logitBias: Dictionary<Int32,Float> = [:]
     var _comparison: Alignd_V1_Comparison = .none
+    var _promptLogprobs: UInt32? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1413,6 +1471,7 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
       _responseFormat = source._responseFormat
       _logitBias = source._logitBias
       _comparison = source._comparison
+      _promptLogprobs = source._promptLogprobs
     }
   }
 
@@ -1460,6 +1519,7 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
         case 40: try { try decoder.decodeSingularMessageField(value: &_storage._responseFormat) }()
         case 41: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: &_storage._logitBias) }()
         case 42: try { try decoder.decodeSingularEnumField(value: &_storage._comparison) }()
+        case 43: try { try decoder.decodeSingularUInt32Field(value: &_storage._promptLogprobs) }()
         default: break
         }
       }
@@ -1507,6 +1567,9 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
       if _storage._comparison != .none {
         try visitor.visitSingularEnumField(value: _storage._comparison, fieldNumber: 42)
       }
+      try { if let v = _storage._promptLogprobs {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 43)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1525,6 +1588,7 @@ nonisolated extension Alignd_V1_GenerateRequest: SwiftProtobuf.Message, SwiftPro
         if _storage._responseFormat != rhs_storage._responseFormat {return false}
         if _storage._logitBias != rhs_storage._logitBias {return false}
         if _storage._comparison != rhs_storage._comparison {return false}
+        if _storage._promptLogprobs != rhs_storage._promptLogprobs {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1649,7 +1713,7 @@ nonisolated extension Alignd_V1_Completion: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Alignd_V1_GenerateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerateResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}response_id\0\u{1}completions\0\u{1}usage\0\u{1}versions\0\u{3}candidate_rewards\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}response_id\0\u{1}completions\0\u{1}usage\0\u{1}versions\0\u{3}candidate_rewards\0\u{3}prompt_logprobs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1662,6 +1726,7 @@ nonisolated extension Alignd_V1_GenerateResponse: SwiftProtobuf.Message, SwiftPr
       case 3: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._versions) }()
       case 5: try { try decoder.decodeRepeatedDoubleField(value: &self.candidateRewards) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._promptLogprobs) }()
       default: break
       }
     }
@@ -1687,6 +1752,9 @@ nonisolated extension Alignd_V1_GenerateResponse: SwiftProtobuf.Message, SwiftPr
     if !self.candidateRewards.isEmpty {
       try visitor.visitPackedDoubleField(value: self.candidateRewards, fieldNumber: 5)
     }
+    try { if let v = self._promptLogprobs {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1696,6 +1764,52 @@ nonisolated extension Alignd_V1_GenerateResponse: SwiftProtobuf.Message, SwiftPr
     if lhs._usage != rhs._usage {return false}
     if lhs._versions != rhs._versions {return false}
     if lhs.candidateRewards != rhs.candidateRewards {return false}
+    if lhs._promptLogprobs != rhs._promptLogprobs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Alignd_V1_PromptLogprobs: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PromptLogprobs"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}first_token_id\0\u{3}first_token\0\u{1}tokens\0\u{3}total_logprob\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.firstTokenID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.firstToken) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.tokens) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.totalLogprob) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.firstTokenID != 0 {
+      try visitor.visitSingularInt32Field(value: self.firstTokenID, fieldNumber: 1)
+    }
+    if !self.firstToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.firstToken, fieldNumber: 2)
+    }
+    if !self.tokens.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.tokens, fieldNumber: 3)
+    }
+    if self.totalLogprob.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.totalLogprob, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_PromptLogprobs, rhs: Alignd_V1_PromptLogprobs) -> Bool {
+    if lhs.firstTokenID != rhs.firstTokenID {return false}
+    if lhs.firstToken != rhs.firstToken {return false}
+    if lhs.tokens != rhs.tokens {return false}
+    if lhs.totalLogprob != rhs.totalLogprob {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1753,7 +1867,7 @@ nonisolated extension Alignd_V1_TokenChunk: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Alignd_V1_StreamEnd: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamEnd"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}completions\0\u{1}usage\0\u{1}versions\0\u{3}candidate_rewards\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}completions\0\u{1}usage\0\u{1}versions\0\u{3}candidate_rewards\0\u{3}prompt_logprobs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1765,6 +1879,7 @@ nonisolated extension Alignd_V1_StreamEnd: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularMessageField(value: &self._usage) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._versions) }()
       case 4: try { try decoder.decodeRepeatedDoubleField(value: &self.candidateRewards) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._promptLogprobs) }()
       default: break
       }
     }
@@ -1787,6 +1902,9 @@ nonisolated extension Alignd_V1_StreamEnd: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.candidateRewards.isEmpty {
       try visitor.visitPackedDoubleField(value: self.candidateRewards, fieldNumber: 4)
     }
+    try { if let v = self._promptLogprobs {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1795,6 +1913,7 @@ nonisolated extension Alignd_V1_StreamEnd: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs._usage != rhs._usage {return false}
     if lhs._versions != rhs._versions {return false}
     if lhs.candidateRewards != rhs.candidateRewards {return false}
+    if lhs._promptLogprobs != rhs._promptLogprobs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

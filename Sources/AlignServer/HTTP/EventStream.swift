@@ -99,6 +99,24 @@ final class StreamTranscoder: @unchecked Sendable {
     ]
   }
 
+  /// Completions `echo`: a chunk per choice holding the prompt (and, when log-probabilities are
+  /// asked for, its tokens'), before any generated text.
+  func echo(_ prompt: String, scores: PromptLogprobs?) -> [JSONValue] {
+    (0..<choices).map { index in
+      var logprobsValue = JSONValue.null
+      if let top = logprobs, let scores {
+        logprobsValue = OpenAIShapes.completionLogprobs([], top: top, offset: 0, prompt: scores)
+      }
+      sent[index] = prompt.count
+      return chunk([
+        .object([
+          ("text", .string(prompt)), ("index", .int(Int64(index))), ("logprobs", logprobsValue),
+          ("finish_reason", .null),
+        ])
+      ])
+    }
+  }
+
   /// The events for one released chunk (the chat stream's opening chunk first).
   func events(for piece: GenerationChunk) -> [JSONValue] {
     if tools != nil {

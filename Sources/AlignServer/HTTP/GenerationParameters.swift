@@ -20,6 +20,9 @@ public struct GenerationParameters: Sendable {
   public var model: String?
   /// Chat `tools` and `tool_choice` (nil: none, or `tool_choice: "none"`).
   public var tools: ToolCalling?
+  /// Completions `echo`: each choice's text starts with the prompt, and with `logprobs` its
+  /// log-probabilities start with the prompt tokens' (the first one null, as OpenAI answers).
+  public var echo = false
 
   /// Fields OpenAI defines that alignd does not implement: a request using them gets a 400
   /// rather than an answer that silently ignores them.
@@ -35,9 +38,6 @@ public struct GenerationParameters: Sendable {
       if case .array(let values) = value, values.isEmpty { continue }
       if case .string(let text) = value, text.isEmpty || text == "none" { continue }
       throw .invalid("\(key) is not supported by alignd", param: key)
-    }
-    if endpoint == .completions, try body.bool("echo") == true {
-      throw .invalid("echo is not supported by alignd", param: "echo")
     }
     model = try body.string("model")
     if endpoint == .chat { tools = try ToolCalling.parse(body) }
@@ -96,6 +96,16 @@ public struct GenerationParameters: Sendable {
     // The service returns log-probabilities with at least one alternative; the gateway trims
     // them to the count asked for (0 keeps only the sampled token's).
     if let logprobs { template.logprobs = max(1, logprobs) }
+    if endpoint == .completions, try body.bool("echo") == true {
+      echo = true
+      // The prompt is scored when its log-probabilities are asked for, and also with max_tokens
+      // 0, which the pipeline accepts only for a scored prompt (an echo of the prompt alone).
+      if let logprobs {
+        template.promptLogprobs = logprobs
+      } else if template.maxTokens == 0 {
+        template.promptLogprobs = 0
+      }
+    }
 
     stream = try body.bool("stream") ?? false
     if let options = try body.object("stream_options") {

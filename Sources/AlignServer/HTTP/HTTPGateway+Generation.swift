@@ -78,12 +78,18 @@ extension HTTPGateway {
       for try await (index, result) in group { results[index] = result }
       return results.compactMap { $0 }
     }
-    return Self.json(Self.completionBody(results, endpoint: endpoint, parameters: parameters))
+    let prompts = requests.map { request in
+      if case .prompt(let prompt) = request.input { return prompt }
+      return ""
+    }
+    return Self.json(Self.completionBody(results, endpoint: endpoint, parameters: parameters, prompts: prompts))
   }
 
   /// The non-streamed OpenAI answer: one choice per completion, numbered across prompts.
+  /// `prompts` (completions only) are the texts that `echo` puts before each prompt's choices.
   public static func completionBody(
-    _ responses: [GenerationResult], endpoint: GenerationParameters.Endpoint, parameters: GenerationParameters
+    _ responses: [GenerationResult], endpoint: GenerationParameters.Endpoint, parameters: GenerationParameters,
+    prompts: [String] = []
   ) -> JSONValue {
     let versions = responses[0].versions
     var choices: [JSONValue] = []
@@ -99,7 +105,8 @@ extension HTTPGateway {
           logprobs =
             endpoint == .chat
             ? OpenAIShapes.chatLogprobs(completion.logprobs, top: top)
-            : OpenAIShapes.completionLogprobs(completion.logprobs, top: top, offset: 0)
+            : OpenAIShapes.completionLogprobs(
+              completion.logprobs, top: top, offset: 0, prompt: parameters.echo ? response.promptLogprobs : nil)
         }
         var fields: [(String, JSONValue)]
         var finish = OpenAIShapes.finishReason(completion.finishReason)
@@ -114,7 +121,8 @@ extension HTTPGateway {
           }
           fields = [("index", index), ("message", .object(message))]
         case .completions:
-          fields = [("text", .string(completion.text)), ("index", index)]
+          let echoed = parameters.echo && promptIndex < prompts.count ? prompts[promptIndex] : ""
+          fields = [("text", .string(echoed + completion.text)), ("index", index)]
         }
         fields += [("logprobs", logprobs), ("finish_reason", finish)]
         // alignd extension: the completion's own id, for feedback (POST /v1/feedback).
@@ -175,9 +183,15 @@ extension HTTPGateway {
     var headers = HTTPFields()
     headers[.contentType] = "text/event-stream"
     headers[.cacheControl] = "no-cache"
+    let echoed: String? = if parameters.echo, case .prompt(let prompt) = request.input { prompt } else { nil }
     let body = ResponseBody { writer in
       let sink = EventSink(writer: writer)
       do {
+        if let echoed {
+          // The prompt (with its log-probabilities when asked for) opens each choice.
+          let scores = try await stream.promptLogprobs()
+          for event in transcoder.echo(echoed, scores: scores) { try await sink.send(event) }
+        }
         let end = try await stream.run { chunk in
           for event in transcoder.events(for: chunk) { try await sink.send(event) }
         }

@@ -76,29 +76,34 @@ public enum OpenAIShapes {
     ])
   }
 
-  /// Completions (legacy) logprobs: parallel lists plus `text_offset` from `offset` on.
-  static func completionLogprobs(_ tokens: [DecodedLogprob], top: Int, offset: Int) -> JSONValue {
+  /// Completions (legacy) logprobs: parallel lists plus `text_offset` from `offset` on. With
+  /// `prompt` (echo), the prompt's tokens come first, the very first with null log-probabilities.
+  static func completionLogprobs(
+    _ tokens: [DecodedLogprob], top: Int, offset: Int, prompt: PromptLogprobs? = nil
+  ) -> JSONValue {
+    var texts: [JSONValue] = []
+    var logprobs: [JSONValue] = []
+    var tops: [JSONValue] = []
     var offsets: [JSONValue] = []
     var position = offset
-    for token in tokens {
+    func append(_ text: String, _ logprob: JSONValue, _ top: JSONValue) {
+      texts.append(.string(text))
+      logprobs.append(logprob)
+      tops.append(top)
       offsets.append(.int(Int64(position)))
-      position += token.token.count
+      position += text.count
+    }
+    if let prompt { append(prompt.firstToken, .null, .null) }
+    for token in (prompt?.tokens ?? []) + tokens {
+      var seen = Set<String>()
+      var pairs: [(String, JSONValue)] = []
+      for alternative in token.top.prefix(top) where seen.insert(alternative.token).inserted {
+        pairs.append((alternative.token, .number(alternative.logprob)))
+      }
+      append(token.token, .number(token.logprob), .object(pairs))
     }
     return .object([
-      ("tokens", .array(tokens.map { .string($0.token) })),
-      ("token_logprobs", .array(tokens.map { .number($0.logprob) })),
-      (
-        "top_logprobs",
-        .array(
-          tokens.map { token in
-            var seen = Set<String>()
-            var pairs: [(String, JSONValue)] = []
-            for alternative in token.top.prefix(top) where seen.insert(alternative.token).inserted {
-              pairs.append((alternative.token, .number(alternative.logprob)))
-            }
-            return .object(pairs)
-          })
-      ),
+      ("tokens", .array(texts)), ("token_logprobs", .array(logprobs)), ("top_logprobs", .array(tops)),
       ("text_offset", .array(offsets)),
     ])
   }

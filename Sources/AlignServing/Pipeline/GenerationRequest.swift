@@ -79,6 +79,10 @@ public struct GenerationRequest: Sendable {
   public var deadline: ContinuousClock.Instant?
   /// Two completions for a person to rank (see ``GenerationComparison``).
   public var comparison: GenerationComparison = .none
+  /// Also score the prompt: its tokens' log-probabilities under the policy with this many
+  /// alternatives each (0...20); nil: not scored. With it, `maxTokens` may be 0 (only the prompt
+  /// is scored, as OpenAI's echo with max_tokens 0).
+  public var promptLogprobs: Int?
 
   public init(_ input: Input? = nil) { self.input = input }
 
@@ -113,6 +117,8 @@ public struct ValidatedGenerate: Sendable {
   public var returnCount: Int
   /// The prompt as the model sees it (a conversation rendered with the chat template).
   public var renderedPrompt: String
+  /// Alternatives per prompt token when the prompt is scored too; nil: it is not.
+  public var promptLogprobs: Int?
 }
 
 extension GenerationRequest {
@@ -157,7 +163,12 @@ extension GenerationRequest {
       throw InvalidRequest("the prompt has \(tokens.count) tokens; the context holds \(model.contextLength)")
     }
 
-    if maxTokens == 0 { throw InvalidRequest("max_tokens must be at least 1") }
+    if let promptLogprobs, promptLogprobs < 0 || promptLogprobs > GenerationLimits.maxLogprobs {
+      throw InvalidRequest("prompt_logprobs \(promptLogprobs) is outside 0...\(GenerationLimits.maxLogprobs)")
+    }
+    if maxTokens == 0 && promptLogprobs == nil {
+      throw InvalidRequest("max_tokens must be at least 1 (0 only when the prompt is scored: prompt_logprobs, or echo)")
+    }
     let requested = maxTokens ?? limits.defaultMaxTokens
     guard requested <= limits.maxTokensLimit else {
       throw InvalidRequest("max_tokens \(requested) exceeds the server limit of \(limits.maxTokensLimit)")
@@ -226,7 +237,8 @@ extension GenerationRequest {
       extraStopTokenIDs: Set(stopTokenIDs), ignoreEOS: ignoreEOS, constraint: constraint, priority: priority,
       deadline: deadline)
     return ValidatedGenerate(
-      spec: spec, returnTokenIDs: returnTokenIDs, logprobs: logprobs, returnCount: n, renderedPrompt: rendered)
+      spec: spec, returnTokenIDs: returnTokenIDs, logprobs: logprobs, returnCount: n, renderedPrompt: rendered,
+      promptLogprobs: promptLogprobs)
   }
 }
 

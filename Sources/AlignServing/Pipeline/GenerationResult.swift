@@ -23,6 +23,17 @@ public struct DecodedLogprob: Sendable, Equatable {
   }
 }
 
+/// A prompt's tokens with their teacher-forced log-probabilities under the policy that served
+/// the request (``GenerationRequest/promptLogprobs``).
+public struct PromptLogprobs: Sendable, Equatable {
+  /// The first prompt token: nothing precedes it, so it has no log-probability.
+  public var firstTokenID: Int32
+  public var firstToken: String
+  /// Every later prompt token, in order.
+  public var tokens: [DecodedLogprob]
+  public var totalLogprob: Double { tokens.reduce(0) { $0 + Double($1.logprob) } }
+}
+
 /// One completion of a generation request.
 public struct GeneratedCompletion: Sendable, Equatable {
   /// Its place in the answer (after best_of ranking: its rank).
@@ -69,6 +80,8 @@ public struct GenerationResult: Sendable, Equatable {
   public var versions: ModelVersions
   /// Every candidate's reward, in generation order (best_of only).
   public var candidateRewards: [Double] = []
+  /// The prompt's tokens and log-probabilities, when the request asked for them.
+  public var promptLogprobs: PromptLogprobs?
 }
 
 extension GenerationResult {

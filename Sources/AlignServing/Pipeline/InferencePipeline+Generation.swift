@@ -63,6 +63,7 @@ extension InferencePipeline {
     var merged = GenerationResult(
       responseID: responseID, completions: [], usage: TokenUsage(promptTokens: a.result.usage.promptTokens),
       versions: a.result.versions)
+    merged.promptLogprobs = a.result.promptLogprobs
     for (part, version) in arms {
       for var completion in part.completions {
         completion.index = merged.completions.count
@@ -102,16 +103,26 @@ extension InferencePipeline {
     if let judging { versions.reward = judging.versions.reward }
 
     try Self.checkNotCancelled()
-    let (id, events) = try policy.loop.submit(validated.spec)
-    let cached = policy.loop.cachedTokens(of: id)
+    // The prompt's own log-probabilities when asked for: one teacher-forced pass, batched with
+    // Logprobs work and run alongside the generation.
+    async let promptScores = Self.scorePrompt(validated, on: policy)
+    let completionIDs = Self.completionIDs(validated.spec.samples)
+    var tally = GenerationTally(completionIDs: completionIDs)
+    var cached = 0
     let screens = outputScreens(screening, safety, validated)
-    let tally = try await collect(
-      events, id: id, on: policy, completionIDs: Self.completionIDs(validated.spec.samples), screens: screens
-    ) { tally, sample, text, ids, logprobs in
-      // Token ids are kept for the log whether or not the client asked for them.
-      tally.place(
-        sample, text: text, ids: ids,
-        logprobs: validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : [])
+    if validated.spec.maxTokens == 0 {
+      // Only the prompt is scored (echo with max_tokens 0): the completions are empty.
+      tally.endEmpty()
+    } else {
+      let (id, events) = try policy.loop.submit(validated.spec)
+      cached = policy.loop.cachedTokens(of: id)
+      tally = try await collect(events, id: id, on: policy, completionIDs: completionIDs, screens: screens) {
+        tally, sample, text, ids, logprobs in
+        // Token ids are kept for the log whether or not the client asked for them.
+        tally.place(
+          sample, text: text, ids: ids,
+          logprobs: validated.logprobs > 0 ? DecodedLogprob.decode(logprobs, tokenizer: tokenizer) : [])
+      }
     }
     if tally.completions.contains(where: { $0.finishReason == .deadline }) {
       throw ServingError.deadlineExceeded("the deadline expired before the completion finished")
@@ -125,6 +136,7 @@ extension InferencePipeline {
     var result = GenerationResult(
       responseID: responseID, completions: tally.completions,
       usage: tally.usage(promptTokens: validated.spec.promptTokens.count, cachedTokens: cached), versions: versions)
+    result.promptLogprobs = try await promptScores
     if let judging {
       let context = Self.rewardContext(request)
       let rewards = try await Self.rewards(
@@ -201,9 +213,20 @@ extension InferencePipeline {
     if let screening, let safety, let verdict = try await blockedPrompt(screening, checker: safety.snapshot.checker) {
       return GenerationStream(
         responseID: responseID, versions: versions, scheduling: RequestScheduling(request), pipeline: self,
-        origin: origin, body: .blocked(Self.blockedCompletions(validated.returnCount, verdict)))
+        origin: origin, body: .answered(Self.blockedCompletions(validated.returnCount, verdict)))
     }
     try Self.checkNotCancelled()
+    // The prompt's log-probabilities, when asked for, computed alongside the generation (the
+    // task inherits the request's priority and deadline).
+    let promptScores =
+      validated.promptLogprobs == nil ? nil : Task { try await Self.scorePrompt(validated, on: policy) }
+    if validated.spec.maxTokens == 0 {
+      var tally = GenerationTally(completionIDs: Self.completionIDs(validated.spec.samples))
+      tally.endEmpty()
+      return GenerationStream(
+        responseID: responseID, versions: versions, scheduling: RequestScheduling(request), pipeline: self,
+        origin: origin, body: .answered(tally.completions), promptScores: promptScores)
+    }
     let (id, events) = try policy.loop.submit(validated.spec)
     let cached = policy.loop.cachedTokens(of: id)
     return GenerationStream(
@@ -212,7 +235,8 @@ extension InferencePipeline {
       body: .running(
         GenerationStream.Running(
           lease: lease, safety: safety, id: id, events: events, cachedTokens: cached,
-          screens: outputScreens(screening, safety, validated))))
+          screens: outputScreens(screening, safety, validated))),
+      promptScores: promptScores)
   }
 
   /// Leases on the active policy and, when one serves, the canary (a comparison of the two).
@@ -330,8 +354,9 @@ public final class GenerationStream: Sendable {
   }
 
   enum Body: Sendable {
-    /// The prompt was blocked: no generation runs, the end says why.
-    case blocked([GeneratedCompletion])
+    /// No generation runs: the prompt was blocked (the end says why), or only the prompt is
+    /// scored (max_tokens 0).
+    case answered([GeneratedCompletion])
     case running(Running)
   }
 
@@ -344,11 +369,13 @@ public final class GenerationStream: Sendable {
   let pipeline: InferencePipeline
   let origin: Origin
   let body: Body
+  /// The prompt's log-probabilities, when the request asked for them.
+  let promptScores: Task<PromptLogprobs?, any Error>?
   private let started = Atomic<Bool>(false)
 
   init(
     responseID: String, versions: ModelVersions, scheduling: RequestScheduling, pipeline: InferencePipeline,
-    origin: Origin, body: Body
+    origin: Origin, body: Body, promptScores: Task<PromptLogprobs?, any Error>? = nil
   ) {
     self.responseID = responseID
     self.versions = versions
@@ -356,8 +383,9 @@ public final class GenerationStream: Sendable {
     self.pipeline = pipeline
     self.origin = origin
     self.body = body
+    self.promptScores = promptScores
     switch body {
-    case .blocked(let completions): completionIDs = completions.map(\.completionID)
+    case .answered(let completions): completionIDs = completions.map(\.completionID)
     case .running: completionIDs = InferencePipeline.completionIDs(origin.validated.spec.samples)
     }
   }
@@ -365,6 +393,19 @@ public final class GenerationStream: Sendable {
   deinit {
     if case .running(let running) = body, !started.load(ordering: .relaxed) {
       running.lease.snapshot.loop.cancel(running.id)
+    }
+    promptScores?.cancel()
+  }
+
+  /// The prompt's tokens and log-probabilities (nil unless the request asked for them), once
+  /// computed: a client that echoes the prompt awaits them before its first chunk. Cancelling
+  /// the waiting task cancels the computation.
+  public func promptLogprobs() async throws -> PromptLogprobs? {
+    guard let promptScores else { return nil }
+    return try await withTaskCancellationHandler {
+      try await promptScores.value
+    } onCancel: {
+      promptScores.cancel()
     }
   }
 
@@ -376,7 +417,9 @@ public final class GenerationStream: Sendable {
   public func run(_ deliver: (GenerationChunk) async throws -> Void) async throws -> GenerationResult {
     let running: Running
     switch body {
-    case .blocked(let completions): return end(completions, usage: .init(), firstToken: nil)
+    case .answered(let completions):
+      let usage = TokenUsage(promptTokens: promptScores == nil ? 0 : origin.validated.spec.promptTokens.count)
+      return end(completions, usage: usage, firstToken: nil, prompt: try await promptLogprobs())
     case .running(let value): running = value
     }
     guard !started.exchange(true, ordering: .relaxed) else {
@@ -411,15 +454,17 @@ public final class GenerationStream: Sendable {
     return end(
       tally.completions,
       usage: tally.usage(promptTokens: validated.spec.promptTokens.count, cachedTokens: running.cachedTokens),
-      firstToken: tally.firstTokenAt)
+      firstToken: tally.firstTokenAt, prompt: try await promptLogprobs())
   }
 
   /// The end of the stream: finish reasons, usage, versions and ids, but no text (that went out
   /// in chunks). The whole answer goes to the generation log first.
   private func end(
-    _ completions: [GeneratedCompletion], usage: TokenUsage, firstToken: ContinuousClock.Instant?
+    _ completions: [GeneratedCompletion], usage: TokenUsage, firstToken: ContinuousClock.Instant?,
+    prompt: PromptLogprobs?
   ) -> GenerationResult {
-    let result = GenerationResult(responseID: responseID, completions: completions, usage: usage, versions: versions)
+    var result = GenerationResult(responseID: responseID, completions: completions, usage: usage, versions: versions)
+    result.promptLogprobs = prompt
     pipeline.record(origin.request, origin.validated, result, started: origin.started, firstToken: firstToken)
     var end = result
     for index in end.completions.indices {
@@ -452,6 +497,11 @@ struct GenerationTally {
     completions[sample].text += text
     completions[sample].tokenIDs += ids
     completions[sample].logprobs += logprobs
+  }
+
+  /// Ends every sample without output (max_tokens 0: only the prompt is scored).
+  mutating func endEmpty() {
+    for index in completions.indices { completions[index].finishReason = .length }
   }
 
   /// Marks a sample as stopped by the output safety screen.

@@ -112,4 +112,16 @@ extension InferencePipeline {
       },
       versions: versions(policy: policy))
   }
+
+  /// The prompt's teacher-forced log-probabilities for a generation that asked for them (nil when
+  /// it did not), batched with Logprobs work on the same policy.
+  static func scorePrompt(_ validated: ValidatedGenerate, on policy: PolicySnapshot) async throws -> PromptLogprobs? {
+    guard let top = validated.promptLogprobs else { return nil }
+    let tokens = validated.spec.promptTokens
+    let tokenizer = policy.model.tokenizer
+    let scored = try await policy.teacherForcing.submit(TeacherForcingRequest(sequences: [tokens], topLogprobs: top))
+    return PromptLogprobs(
+      firstTokenID: tokens[0], firstToken: tokenizer.decode([tokens[0]]),
+      tokens: DecodedLogprob.decode(scored[0], tokenizer: tokenizer))
+  }
 }
