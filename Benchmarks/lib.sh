@@ -109,10 +109,13 @@ http_ok() { curl -sf "$1" >/dev/null 2>&1; }
 wait_http_ok() { wait_until "$2" "$3" http_ok "$1"; }
 
 machine_description() {
-    local cpu mem
+    local cpu mem flags
     cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
     mem="$(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo)"
-    echo "$cpu, $(nproc) cores visible, RAM $mem GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), Linux $(uname -r)"
+    # The SIMD flags that pick kernels (ours and llama.cpp's): AVX2-only and AVX-512 machines differ.
+    flags="$(sed -n 's/^flags[[:space:]]*: //p' /proc/cpuinfo | head -1 | tr ' ' '\n' \
+        | grep -xE 'sse4_2|fma|f16c|avx|avx2|avx512f|avx512bw|avx512vl|avx512_vnni|avx512_bf16|avx_vnni' | tr '\n' ' ')"
+    echo "$cpu, $(nproc) cores visible, SIMD flags: ${flags% }, RAM $mem GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), Linux $(uname -r)"
 }
 
 rel() { local p="$1"; echo "${p#"$REPO"/}"; }

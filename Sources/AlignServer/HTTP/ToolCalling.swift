@@ -68,6 +68,9 @@ public struct ToolCalling: Sendable {
       }
     default: throw .invalid("tools must be a list of functions", param: "tools")
     }
+    let badChoice = GatewayError.invalid(
+      "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+      param: "tool_choice")
     let choice: Choice?
     switch body["tool_choice"] {
     case nil, .null?: choice = tools.isEmpty ? nil : .auto
@@ -76,15 +79,13 @@ public struct ToolCalling: Sendable {
     case .string("required")?: choice = .required
     case .object(let fields)?:
       let object = JSONObject(Dictionary(fields, uniquingKeysWith: { a, _ in a }))
-      guard let name = try object.object("function")?.string("name") else {
-        throw .invalid("tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}", param: "tool_choice")
-      }
+      guard let name = try object.object("function")?.string("name") else { throw badChoice }
       guard tools.contains(where: { $0.name == name }) else {
         throw .invalid("tool_choice names \(name), which is not among the tools", param: "tool_choice")
       }
       choice = .named(name)
     default:
-      throw .invalid("tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}", param: "tool_choice")
+      throw badChoice
     }
     guard let choice else { return nil }
     guard !tools.isEmpty else { throw .invalid("tool_choice \(choice) needs tools", param: "tool_choice") }
