@@ -74,6 +74,13 @@ def expect(ctx, name: str, expected, observed, passed: bool, detail: str = "") -
     return ctx.checks.check(name, passed, value=observed, bound=expected, detail=detail)
 
 
+def stop_cleanly(ctx, srv, part: str) -> None:
+    """SIGTERM after the part's probes: the server must drain and exit 0 (a silent connection once
+    made it end with a fatal error instead)."""
+    code = srv.stop()
+    expect(ctx, f"{part}: the server exits 0 on SIGTERM after the probes", 0, code, code == 0)
+
+
 # --- auth ---------------------------------------------------------------------------------------------
 
 def auth_variants(keys: dict) -> list[tuple[str, list]]:
@@ -230,7 +237,7 @@ def part_auth(ctx, keys: dict, keys_path: str, cfg_keys: set) -> None:
     else:
         fig["http"] = {"skipped": "no HTTP gateway in this binary (nothing listens on --http-port)"}
         ctx.notes.append("auth: HTTP routes skipped: this alignd binary has no HTTP gateway listening on --http-port")
-    srv.stop()
+    stop_cleanly(ctx, srv, "auth")
 
     # A separate admin listener, when this binary has admin_port.
     if "admin_port" in cfg_keys:
@@ -251,7 +258,7 @@ def part_auth(ctx, keys: dict, keys_path: str, cfg_keys: set) -> None:
             fig["admin_port"]["http_admin_status"] = status
             expect(ctx, "auth: with admin_port, the HTTP gateway does not serve /v1/admin/* (admin key)", 404,
                    status, status == 404)
-        srv.stop()
+        stop_cleanly(ctx, srv, "auth (admin_port)")
     else:
         fig["admin_port"] = {"skipped": "this binary has no admin_port key"}
 
@@ -403,7 +410,7 @@ def part_limits(ctx, keys: dict, keys_path: str) -> None:
         expect(ctx, "http: a body above max_request_bytes gets 413, max_tokens 17 gets 400",
                {"body_above_limit": 413, "max_tokens_17": 400}, {"body_above_limit": s_big, "max_tokens_17": s_mt},
                s_big == 413 and s_mt == 400)
-    srv.stop()
+    stop_cleanly(ctx, srv, "limits")
 
     # default_max_tokens above max_tokens_limit: a configuration that cannot work.
     srv = fc.start_server(ctx, ["--max-tokens-limit", "16"], name="limits-default")
@@ -583,7 +590,7 @@ def part_checkpoints(ctx, keys: dict, keys_path: str) -> None:
            {"escaped": [], "registry": listed_before, "staging": [], "files": []},
            {"escaped": escaped, "registry": listed_after, "staging": leftovers, "files": stray},
            not escaped and listed_after == listed_before and not leftovers and not stray)
-    srv.stop()
+    stop_cleanly(ctx, srv, "checkpoints")
     ctx.figures["checkpoints"] = fig
 
 
@@ -761,7 +768,7 @@ def part_connections(ctx) -> None:
         took = time.monotonic() - t0
     fig["streams_grpcio"] = {"calls": 40, "ok": ok, "seconds": round(took, 3)}
     expect(ctx, "streams: 40 concurrent calls on one grpcio channel (limit 4) all succeed", 40, ok, ok == 40)
-    srv.stop()
+    stop_cleanly(ctx, srv, "connections")
     ctx.figures["connections"] = fig
     slow = [k for k, v in cases.items() if k.startswith(("silent", "half an", "preface", "HTTP gateway")) and (v is None or v > idle + slack)]
     ctx.headline.update({"slow-loris peers left open": len(slow)})
