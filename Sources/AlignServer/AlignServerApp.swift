@@ -169,7 +169,8 @@ public struct AlignServerApp: Sendable {
     let scheduler = GenerationScheduler.Configuration(
       maxRunningSequences: config.maxRunningSequences, maxStepTokens: config.maxStepTokens,
       queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens,
-      agingInterval: config.priorityAgingSeconds, prefixCacheTokens: config.prefixCacheTokens)
+      agingInterval: config.priorityAgingSeconds, prefixCacheTokens: config.prefixCacheTokens,
+      kvCachePrecision: config.kvCachePrecision)
     let engine = EngineSettings(
       threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
       gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens)

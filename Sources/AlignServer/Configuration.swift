@@ -1,3 +1,4 @@
+import AlignEngine
 import AlignRollout
 import AlignServing
 import Foundation
@@ -41,8 +42,11 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var maxRunningSequences: Int = 32
   /// Most tokens in one forward step (decode tokens plus prefill chunks).
   public var maxStepTokens: Int = 256
-  /// KV cache size in tokens shared by running sequences (memory: ~46 KB per token for SmolLM2).
+  /// KV cache size in tokens shared by running sequences (memory for SmolLM2: 23 KB per token
+  /// in float16, 46 KB in float32).
   public var kvCacheTokens: Int = 16384
+  /// How the policy's KV cache stores keys and values (float16: half the memory and attention reads).
+  public var kvCachePrecision: KVCachePrecision = .float16
   /// KV tokens kept for prompt prefixes later requests reuse (0: off), on top of kv_cache_tokens.
   public var prefixCacheTokens: Int = 4096
   /// Engine worker threads.
@@ -264,6 +268,9 @@ public enum ConfigurationLoader {
     int("max_running_sequences", \.maxRunningSequences, "Most sequences decoding together.", range: 1...1024),
     int("max_step_tokens", \.maxStepTokens, "Most tokens in one forward step.", range: 16...65536),
     int("kv_cache_tokens", \.kvCacheTokens, "KV cache size in tokens.", range: 256...10_000_000),
+    enumeration(
+      "kv_cache_precision", \.kvCachePrecision,
+      "How the KV cache stores keys and values: float16 halves its memory and attention's reads; float32 keeps them exact."),
     int(
       "prefix_cache_tokens", \.prefixCacheTokens,
       "KV tokens kept for prompt prefixes that later requests reuse, on top of kv_cache_tokens (0 = off).",

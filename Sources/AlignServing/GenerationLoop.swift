@@ -182,7 +182,8 @@ public final class GenerationLoop: @unchecked Sendable {
     // cache's own blocks.
     self.prefixBudget = max(0, configuration.prefixCacheTokens)
     self.cache = try model.engine.makeCache(
-      capacityTokens: configuration.kvCapacityTokens + model.contextLength + prefixBudget)
+      capacityTokens: configuration.kvCapacityTokens + model.contextLength + prefixBudget,
+      precision: configuration.kvCachePrecision)
     let stats = GenerationLoopStats(
       queued: 0, runningSequences: 0, capacity: configuration.queueCapacity, steps: 0, releasedSlots: 0,
       maxDecodeBatch: 0)

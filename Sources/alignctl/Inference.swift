@@ -322,15 +322,20 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "Prompt length of each sequence in the batched measurement (llama-batched-bench's npp).")
   var batchPromptTokens: Int = 128
   @Option(help: "Runs per figure (the median is reported).") var runs: Int = 3
+  @Option(help: "KV cache precision: float32 or float16 (alignd serve's default).")
+  var kvCache: String = "float32"
   @Flag(help: "Also measure the machine's roofs (read bandwidth, compute peaks).") var roofs = false
   @Flag(help: "Print JSON.") var json = false
 
   func run() throws {
+    guard let precision = KVCachePrecision(rawValue: kvCache) else {
+      throw ValidationError("--kv-cache must be float32 or float16")
+    }
     let transformer = try TransformerModel(ggufPath: model)
     let engine = try Engine(model: transformer, settings: EngineSettings(threads: threads))
     let result = try engine.benchmark(
       promptTokens: promptTokens, decodeTokens: genTokens, batchSequences: batch, batchPromptTokens: batchPromptTokens,
-      batchSteps: genTokens, repetitions: runs)
+      batchSteps: genTokens, repetitions: runs, kvCachePrecision: precision)
     let measured = roofs ? MachineRoofs.measure(threads: threads) : nil
     let weightBytes = transformer.weightBytes, parameters = transformer.matrixParameters
     var fields: [String: Any] = [
@@ -340,6 +345,7 @@ struct Bench: AsyncParsableCommand {
       "batch": result.batchSequences,
       "batch_prompt_tokens": result.batchPromptTokens,
       "threads": result.threads,
+      "kv_cache": precision.rawValue,
       "weight_bytes_per_token": weightBytes,
       "matrix_parameters": parameters,
     ]

@@ -199,7 +199,9 @@ struct JudgingEndToEndTests {
     }
     probe.signal(SIGTERM)
     _ = try await probe.waitForExit()
-    let words = plainText.split(whereSeparator: { !$0.isLetter }).map(String.init).filter { $0.count >= 5 }
+    // A word of the answer that the question does not contain (else the prompt screen blocks too).
+    let words = plainText.split(whereSeparator: { !$0.isLetter }).map(String.init)
+      .filter { $0.count >= 5 && !question.localizedCaseInsensitiveContains($0) }
     let term = try #require(words.dropFirst(2).first ?? words.first, "no word to block in: \(plainText)")
     let policy = folder.appendingPathComponent("policy.json")
     try Data("""

@@ -38,9 +38,10 @@ extension Engine {
   ///   - batchPromptTokens: prompt length of each of those sequences (llama-batched-bench's npp).
   ///   - batchSteps: forward calls timed in the batched measurement.
   ///   - repetitions: each figure is the median of this many runs.
+  ///   - kvCachePrecision: how the cache stores keys and values.
   public func benchmark(
     promptTokens: Int = 128, decodeTokens: Int = 64, batchSequences: Int = 32, batchPromptTokens: Int = 128,
-    batchSteps: Int = 16, repetitions: Int = 3
+    batchSteps: Int = 16, repetitions: Int = 3, kvCachePrecision: KVCachePrecision = .float32
   ) throws -> BenchmarkResult {
     let vocab = model.hyperparameters.vocabSize
     var rng = Xoshiro256(seed: 1234)
@@ -48,7 +49,7 @@ extension Engine {
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     let now = { DispatchTime.now().uptimeNanoseconds }
     let capacity = max(promptTokens + decodeTokens, batchSequences * (batchPromptTokens + batchSteps + 16)) + 64
-    let cache = try makeCache(capacityTokens: capacity)
+    let cache = try makeCache(capacityTokens: capacity, precision: kvCachePrecision)
 
     var prefill: [Double] = []
     var decode: [Double] = []

@@ -162,8 +162,10 @@ public final class Engine: @unchecked Sendable {
   }
 
   /// Creates a KV cache sized for this engine's model.
-  public func makeCache(capacityTokens: Int, blockSize: Int = 16) throws -> KVCache {
-    try KVCache(model: model, capacityTokens: capacityTokens, blockSize: blockSize)
+  public func makeCache(
+    capacityTokens: Int, blockSize: Int = 16, precision: KVCachePrecision = .float32
+  ) throws -> KVCache {
+    try KVCache(model: model, capacityTokens: capacityTokens, blockSize: blockSize, precision: precision)
   }
 
   struct Piece {
@@ -326,12 +328,17 @@ public final class Engine: @unchecked Sendable {
           for j in 0..<p.count {
             let t = p.tokenOffset + j
             let o = cache.offset(blocks: bl, layer: li, position: p.position + j)
-            (cache.keys.floats + o).update(from: kp + t * kvDim, count: kvDim)
-            (cache.values.floats + o).update(from: vp + t * kvDim, count: kvDim)
+            cache.store(kp + t * kvDim, into: cache.keys, at: o, count: kvDim)
+            cache.store(vp + t * kvDim, into: cache.values, at: o, count: kvDim)
           }
         }
       }
-      attention(layer: li, pieces: pieces, blockLists: blockLists, total: total, cache: cache)
+      switch cache.precision {
+      case .float32:
+        attention(layer: li, pieces: pieces, blockLists: blockLists, total: total, cache: cache, as: Float.self)
+      case .float16:
+        attention(layer: li, pieces: pieces, blockLists: blockLists, total: total, cache: cache, as: Float16.self)
+      }
       matmul(layer.wo, attp, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
 
       rmsNorm(xp, layer.ffnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
@@ -411,8 +418,11 @@ public final class Engine: @unchecked Sendable {
     }
   }
 
-  /// Causal attention of every new token over its own sequence's cached keys and values.
-  private func attention(layer li: Int, pieces: [Piece], blockLists: [[Int32]], total: Int, cache: KVCache) {
+  /// Causal attention of every new token over its own sequence's cached keys and values, stored
+  /// as `Element` (the cache's precision; the arithmetic is in float either way).
+  private func attention<Element: KVElement>(
+    layer li: Int, pieces: [Piece], blockLists: [[Int32]], total: Int, cache: KVCache, as: Element.Type
+  ) {
     let hp = model.hyperparameters
     let kvHeads = hp.kvHeadCount
     let headDim = hp.headDim
@@ -421,7 +431,8 @@ public final class Engine: @unchecked Sendable {
     let kvDim = hp.kvDim
     let scale = 1 / Float(headDim).squareRoot()
     let qp = q.floats, attp = att.floats
-    let kc = cache.keys.floats, vc = cache.values.floats
+    let kc = cache.keys.raw.assumingMemoryBound(to: Element.self)
+    let vc = cache.values.raw.assumingMemoryBound(to: Element.self)
     let bs = cache.blockSize
     let layerStride = bs * kvDim
     let blockStride = hp.layerCount * layerStride
@@ -471,11 +482,11 @@ public final class Engine: @unchecked Sendable {
                   var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
                   eachPosition { j, offset in
                     let w = SIMD16<Float>(repeating: sc[j] * inv)
-                    let v = UnsafeRawPointer(vc + offset + d0)
-                    a0 = a0 + w * v.loadUnaligned(as: SIMD16<Float>.self)
-                    a1 = a1 + w * v.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-                    a2 = a2 + w * v.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self)
-                    a3 = a3 + w * v.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self)
+                    let v = vc + offset + d0
+                    a0 = a0 + w * Element.load16(v)
+                    a1 = a1 + w * Element.load16(v + 16)
+                    a2 = a2 + w * Element.load16(v + 32)
+                    a3 = a3 + w * Element.load16(v + 48)
                   }
                   let o = UnsafeMutableRawPointer(out + d0)
                   o.storeBytes(of: a0, as: SIMD16<Float>.self)
@@ -487,7 +498,7 @@ public final class Engine: @unchecked Sendable {
                 if d0 < headDim {
                   let rest = headDim - d0
                   (out + d0).update(repeating: 0, count: rest)
-                  eachPosition { j, offset in axpy(sc[j] * inv, vc + offset + d0, out + d0, rest) }
+                  eachPosition { j, offset in Element.axpy(sc[j] * inv, vc + offset + d0, out + d0, rest) }
                 }
               }
             }

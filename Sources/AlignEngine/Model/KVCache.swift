@@ -12,6 +12,19 @@ public struct SequenceID: Hashable, Sendable, Comparable, CustomStringConvertibl
   public var description: String { "seq\(rawValue)" }
 }
 
+/// How a `KVCache` stores keys and values.
+public enum KVCachePrecision: String, Sendable, CaseIterable {
+  /// 4 bytes per number: exactly the keys and values the forward pass computed.
+  case float32
+  /// IEEE half, 2 bytes per number (llama.cpp's default): half the memory and half the bytes
+  /// attention reads per cached token; each key and value is rounded to nearest on writing (about
+  /// 3 significant digits), and attention computes in float from the stored halves.
+  case float16
+
+  /// Bytes of one stored number.
+  public var byteWidth: Int { self == .float32 ? 4 : 2 }
+}
+
 /// Keys and values of past tokens, addressed by sequence, stored in fixed-size blocks.
 ///
 /// Capacity is fixed at creation. Sequences own lists of blocks; `fork` shares a parent's blocks (a
@@ -29,6 +42,8 @@ public final class KVCache: @unchecked Sendable {
   public let blockSize: Int
   /// Number of blocks.
   public let blockCount: Int
+  /// How keys and values are stored.
+  public let precision: KVCachePrecision
 
   /// (block, layer, blockSize, kvDim)
   let keys: AlignedBuffer
@@ -44,24 +59,29 @@ public final class KVCache: @unchecked Sendable {
 
   /// Creates a cache for `model` holding up to `capacityTokens` tokens over all sequences.
   /// - Throws: `EngineError.invalidArgument` for a non-positive capacity or block size.
-  public convenience init(model: TransformerModel, capacityTokens: Int, blockSize: Int = 16) throws {
+  public convenience init(
+    model: TransformerModel, capacityTokens: Int, blockSize: Int = 16, precision: KVCachePrecision = .float32
+  ) throws {
     try self.init(
       layerCount: model.hyperparameters.layerCount, kvDim: model.hyperparameters.kvDim,
-      capacityTokens: capacityTokens, blockSize: blockSize)
+      capacityTokens: capacityTokens, blockSize: blockSize, precision: precision)
   }
 
   /// Creates a cache for a model with `layerCount` layers and key/value width `kvDim`.
-  public init(layerCount: Int, kvDim: Int, capacityTokens: Int, blockSize: Int = 16) throws {
+  public init(
+    layerCount: Int, kvDim: Int, capacityTokens: Int, blockSize: Int = 16, precision: KVCachePrecision = .float32
+  ) throws {
     guard capacityTokens > 0, blockSize > 0, layerCount > 0, kvDim > 0 else {
       throw EngineError.invalidArgument("KV cache capacity \(capacityTokens) / block size \(blockSize) must be positive")
     }
     self.layerCount = layerCount
     self.kvDim = kvDim
     self.blockSize = blockSize
+    self.precision = precision
     blockCount = (capacityTokens + blockSize - 1) / blockSize
-    let floats = blockCount * layerCount * blockSize * kvDim
-    keys = AlignedBuffer(floats: floats)
-    values = AlignedBuffer(floats: floats)
+    let bytes = blockCount * layerCount * blockSize * kvDim * precision.byteWidth
+    keys = AlignedBuffer(byteCount: bytes)
+    values = AlignedBuffer(byteCount: bytes)
     refCounts = [Int32](repeating: 0, count: blockCount)
     freeBlocks = (0..<Int32(blockCount)).reversed()
   }
@@ -145,9 +165,10 @@ public final class KVCache: @unchecked Sendable {
         throw EngineError.cacheFull(requestedTokens: n, freeTokens: freeTokens)
       }
       refCounts[Int(fresh)] = 1
-      let stride = layerCount * blockSize * kvDim
-      (keys.floats + Int(fresh) * stride).update(from: keys.floats + Int(last) * stride, count: stride)
-      (values.floats + Int(fresh) * stride).update(from: values.floats + Int(last) * stride, count: stride)
+      let stride = layerCount * blockSize * kvDim * precision.byteWidth
+      for buffer in [keys, values] {
+        (buffer.raw + Int(fresh) * stride).copyMemory(from: buffer.raw + Int(last) * stride, byteCount: stride)
+      }
       release(last)
       s.blocks[s.blocks.count - 1] = fresh
     }
@@ -176,7 +197,16 @@ public final class KVCache: @unchecked Sendable {
   /// The block list of `id` (for attention).
   func blocks(of id: SequenceID) -> [Int32] { sequences[id]?.blocks ?? [] }
 
-  /// Float offset of (layer, position) for a sequence whose block list is `blocks`.
+  /// Stores `count` numbers at element `offset` of `buffer` (keys or values), in this cache's precision.
+  @inline(__always)
+  func store(_ source: UnsafePointer<Float>, into buffer: AlignedBuffer, at offset: Int, count: Int) {
+    switch precision {
+    case .float32: (buffer.floats + offset).update(from: source, count: count)
+    case .float16: storeHalves(source, buffer.raw.assumingMemoryBound(to: Float16.self) + offset, count)
+    }
+  }
+
+  /// Element offset of (layer, position) for a sequence whose block list is `blocks`.
   @inline(__always)
   func offset(blocks: UnsafeBufferPointer<Int32>, layer: Int, position: Int) -> Int {
     let b = Int(blocks[position / blockSize])

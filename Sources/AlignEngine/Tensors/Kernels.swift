@@ -1,3 +1,7 @@
+#if arch(x86_64) && ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
+import _Builtin_intrinsics.intel
+#endif
+
 import CBLAS
 
 /// Runs `body(participant, range)` over `0..<count` in chunks of about `grain` items, in parallel on
@@ -17,27 +21,99 @@ func parallelFor(
   }
 }
 
-/// Dot product of two float vectors.
+/// 16 IEEE halves at `p` as floats (exact): F16C's conversion on AVX2 builds (Swift's vector
+/// conversion does not always become it), the generic conversion otherwise.
 @inline(__always)
-func dotF32(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+func loadHalves16(_ p: UnsafeRawPointer) -> SIMD16<Float> {
+  #if arch(x86_64) && ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
+  let low = _mm256_cvtph_ps(_mm_loadu_si128(p.assumingMemoryBound(to: __m128i.self)))
+  let high = _mm256_cvtph_ps(_mm_loadu_si128((p + 16).assumingMemoryBound(to: __m128i.self)))
+  return SIMD16<Float>(lowHalf: low, highHalf: high)
+  #else
+  return SIMD16<Float>(p.loadUnaligned(as: SIMD16<Float16>.self))
+  #endif
+}
+
+/// Dot product of a float vector with floats, or with IEEE halves (a float16 KV cache's keys)
+/// converted to float; for floats, the same arithmetic whatever the call site.
+@inline(__always)
+func dotF32<Element: KVElement>(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Element>, _ n: Int) -> Float {
   var acc0 = SIMD16<Float>()
   var acc1 = SIMD16<Float>()
   var i = 0
   let ra = UnsafeRawPointer(a)
-  let rb = UnsafeRawPointer(b)
   while i + 32 <= n {
-    acc0 += ra.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
-      * rb.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
-    acc1 += ra.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD16<Float>.self)
-      * rb.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD16<Float>.self)
+    acc0 += ra.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) * Element.load16(b + i)
+    acc1 += ra.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD16<Float>.self) * Element.load16(b + i + 16)
     i += 32
   }
   var s = (acc0 + acc1).sum()
   while i < n {
-    s += a[i] * b[i]
+    s += a[i] * b[i].float
     i += 1
   }
   return s
+}
+
+/// What attention reads from a KV cache (float, or IEEE half converted to float on loading): the
+/// float path is exactly the arithmetic of the float-only kernels.
+protocol KVElement {
+  /// The number as a float (exact).
+  var float: Float { get }
+  /// 16 cached numbers as floats.
+  static func load16(_ p: UnsafePointer<Self>) -> SIMD16<Float>
+  /// `y += a * x`.
+  static func axpy(_ a: Float, _ x: UnsafePointer<Self>, _ y: UnsafeMutablePointer<Float>, _ n: Int)
+}
+
+extension Float: KVElement {
+  @inline(__always)
+  var float: Float { self }
+  @inline(__always)
+  static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+  }
+  @inline(__always)
+  static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    AlignEngine.axpy(a, x, y, n)
+  }
+}
+
+extension Float16: KVElement {
+  @inline(__always)
+  var float: Float { Float(self) }
+  @inline(__always)
+  static func load16(_ p: UnsafePointer<Float16>) -> SIMD16<Float> {
+    loadHalves16(UnsafeRawPointer(p))
+  }
+  @inline(__always)
+  static func axpy(_ a: Float, _ x: UnsafePointer<Float16>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    AlignEngine.axpy(a, x, y, n)
+  }
+}
+
+/// Rounds `n` floats to IEEE halves (to nearest, ties to even), as a float16 KV cache stores them.
+@inline(__always)
+func storeHalves(_ source: UnsafePointer<Float>, _ target: UnsafeMutablePointer<Float16>, _ n: Int) {
+  var i = 0
+  let rs = UnsafeRawPointer(source)
+  let rt = UnsafeMutableRawPointer(target)
+  while i + 16 <= n {
+    rt.storeBytes(
+      of: SIMD16<Float16>(rs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)), toByteOffset: 2 * i,
+      as: SIMD16<Float16>.self)
+    i += 16
+  }
+  while i < n {
+    target[i] = Float16(source[i])
+    i += 1
+  }
+}
+
+/// `y += a * x` for IEEE halves `x` (a float16 KV cache's values), in float.
+@inline(__always)
+func axpy(_ a: Float, _ x: UnsafePointer<Float16>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+  for i in 0..<n { y[i] += a * Float(x[i]) }
 }
 
 /// `y += a * x`.

@@ -1,3 +1,5 @@
+import AlignEngine
+
 /// Identifies one generation request inside the scheduler.
 public typealias RequestID = UInt64
 
@@ -35,13 +37,18 @@ public struct GenerationScheduler {
     /// `kvCapacityTokens` (0: no prefix cache). The engine loop owns them; the scheduler only
     /// starts a request's prefill after its reused prefix (``Request/cachedPrefix``).
     public var prefixCacheTokens: Int
+    /// How the engine loop's KV cache stores keys and values. float32 here (results compare
+    /// exactly with reference implementations); the server's `kv_cache_precision` defaults to
+    /// float16 (half the memory, half the bytes attention reads per cached token).
+    public var kvCachePrecision: KVCachePrecision
 
     public init(
       maxRunningSequences: Int = 32, maxStepTokens: Int = 256, queueCapacity: Int = 256,
       kvCapacityTokens: Int = 32 * 1024, agingInterval: Double = 2, kvBlockSize: Int = 1,
-      prefixCacheTokens: Int = 0
+      prefixCacheTokens: Int = 0, kvCachePrecision: KVCachePrecision = .float32
     ) {
       self.prefixCacheTokens = prefixCacheTokens
+      self.kvCachePrecision = kvCachePrecision
       self.maxRunningSequences = maxRunningSequences
       self.maxStepTokens = maxStepTokens
       self.queueCapacity = queueCapacity
