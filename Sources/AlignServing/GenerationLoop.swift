@@ -160,6 +160,11 @@ public final class GenerationLoop: @unchecked Sendable {
   /// Time to first token and inter-token gaps of this loop's version (the canary analysis).
   public let latency = LatencyTally()
   private let shared: Mutex<Shared>
+  /// Requests cancelled since the last step. `cancel` runs inside task-cancellation handlers,
+  /// which hold the cancelled task's status lock, while the loop thread yields events (resuming
+  /// that task takes the same status lock) under `shared`: taking `shared` there deadlocked both
+  /// (found by CI). This lock is never held while resuming anything.
+  private let pendingCancels = Mutex<[RequestID]>([])
   private let wake = DispatchSemaphore(value: 0)
   private let cache: KVCache
   private let origin = ContinuousClock.now
@@ -277,9 +282,10 @@ public final class GenerationLoop: @unchecked Sendable {
     shared.withLock { $0.requests[id]?.cachedTokens ?? 0 }
   }
 
-  /// Cancels a request; its KV slots are freed at the next step.
+  /// Cancels a request; it ends and its KV slots are freed at the next step. Never blocks on the
+  /// loop (safe in a task-cancellation handler).
   public func cancel(_ id: RequestID) {
-    shared.withLock { $0.scheduler.cancel(id) }
+    pendingCancels.withLock { $0.append(id) }
     wake.signal()
   }
 
@@ -365,6 +371,9 @@ public final class GenerationLoop: @unchecked Sendable {
       state -> (GenerationScheduler.Step, Bool, [RequestID: GenerationSpec], [TeacherForcingJob]) in
       let jobs = state.jobs
       state.jobs.removeAll()
+      for id in pendingCancels.withLock({ pending in defer { pending.removeAll() }; return pending }) {
+        state.scheduler.cancel(id)
+      }
       if state.stopped { return (GenerationScheduler.Step(), true, [:], jobs) }
       let step = state.scheduler.schedule(now: now, lookahead: lastStepSeconds)
       var specs: [RequestID: GenerationSpec] = [:]
