@@ -9,6 +9,16 @@ let swiftSettings: [SwiftSetting] = [
   .swiftLanguageMode(.v6)
 ]
 
+/// Code generation for AlignKernelsAVX2, the one module compiled for Haswell (AVX2, FMA, F16C); every
+/// other module is x86-64 baseline code, and the engine calls these kernels only on CPUs that have
+/// those features (KernelSet.swift), so one binary runs on every x86-64 CPU. The manifest is
+/// evaluated on the building machine: other architectures build the module empty.
+#if arch(x86_64)
+let avx2CodeGeneration: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let avx2CodeGeneration: [SwiftSetting] = []
+#endif
+
 let package = Package(
   name: "alignd",
   platforms: [.macOS(.v15)],
@@ -60,17 +70,23 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
-    // The inference engine: no gRPC, no NIO, no database.
+    // Operand types of the engine's kernels (baseline code: the engine builds them on every CPU).
+    .target(name: "AlignKernelTypes", swiftSettings: swiftSettings),
+    // The engine's AVX2 kernels (integer row products, attention, norms, half conversions,
+    // compute-roof chains), called only on CPUs with AVX2, FMA and F16C; scripts/check-baseline-code.sh
+    // checks that no AVX instruction lies outside this module.
+    .target(
+      name: "AlignKernelsAVX2",
+      dependencies: ["AlignKernelTypes"],
+      swiftSettings: swiftSettings + avx2CodeGeneration
+    ),
+
+    // The inference engine: no gRPC, no NIO, no database. Baseline code; it picks its kernels at
+    // run time (KernelSet: AVX2, SSE2 or portable Swift, the same bits from each).
     .target(
       name: "AlignEngine",
-      dependencies: ["CBLAS"],
-      swiftSettings: swiftSettings + [
-        // AVX2 integer row kernels (Tensors/RowwiseQ8.swift): the binary then needs an AVX2 CPU
-        // (x86-64 Haswell or later). Without these two lines the SSE2 kernels give the same bits
-        // (scripts/test-kernel-fallbacks.sh builds and checks them, and the portable ones).
-        .define("ALIGN_AVX2", .when(platforms: [.linux])),
-        .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux])),
-      ]
+      dependencies: ["CBLAS", "AlignKernelTypes", "AlignKernelsAVX2"],
+      swiftSettings: swiftSettings
     ),
 
     // The serving pipeline (screen, schedule, collect, rank, stamp versions), request queues,
@@ -119,6 +135,10 @@ let package = Package(
       name: "AlignServer",
       dependencies: [
         "AlignAPI",
+        // Imported directly (configuration, status): declared, so a change to the engine's public
+        // types rebuilds this module (as a transitive dependency only, an incremental build kept
+        // objects compiled against the old layout).
+        "AlignEngine",
         "AlignServing",
         "AlignRollout",
         "AlignShared",

@@ -10,8 +10,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 packages=(libopenblas-dev libsqlite3-dev)
 if [[ "${1:-}" == "--test" || "${1:-}" == "--bench" ]]; then
   # protoc: the generated-code drift check; curl (built with nghttp2): the HTTP gateway tests,
-  # HTTP/2 with prior knowledge included.
-  packages+=(protobuf-compiler curl)
+  # HTTP/2 with prior knowledge included; binutils (objdump): scripts/check-baseline-code.sh;
+  # qemu-user: scripts/check-other-cpus.sh runs alignctl on an emulated CPU without AVX.
+  packages+=(protobuf-compiler curl binutils qemu-user)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   # cmake and g++: the llama.cpp peer (Benchmarks/build-llama-cpp.sh); h2load: the load benchmarks.

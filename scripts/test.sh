@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up what is missing, builds once (release, tests included) and runs every test:
-# the generated-code drift check, the deployment files check, the Swift test suites (unit and
-# end-to-end against the real alignd binary), the engine's SSE2 and portable kernels, then the
-# quick reliability and security scenarios.
+# the generated-code drift check, the deployment files check, the check that only the AVX2 kernel
+# module holds AVX code and a run on an emulated CPU without AVX, the Swift test suites (unit and end-to-end against the real alignd binary;
+# KernelDispatchTests runs every kernel set this CPU supports), then the quick reliability and
+# security scenarios.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${ALIGND_BUILD_DIR:-$ROOT/.build}"
@@ -27,6 +28,11 @@ echo "== training-export read-back checker on its examples (Hugging Face dataset
 echo "== build" >&2
 "$ROOT/scripts/build.sh" >/dev/null
 
+echo "== one binary for every x86-64 CPU: AVX instructions only in the AVX2 kernel module" >&2
+"$ROOT/scripts/check-baseline-code.sh" "$BUILD_DIR/release/alignd" "$BUILD_DIR/release/alignctl"
+echo "== the same binary on an emulated CPU without AVX (qemu): SSE2 kernels, the same tokens" >&2
+"$ROOT/scripts/check-other-cpus.sh" "$BUILD_DIR/release/alignctl"
+
 echo "== PostgreSQL for the store tests" >&2
 # Installs postgresql if missing and runs a throwaway server as the postgres user; exports
 # ALIGND_TEST_POSTGRES_URL.
@@ -47,11 +53,6 @@ echo "== float products on OpenBLAS's AVX2 kernels (what an AVX2-only CPU runs)"
 # meet the Haswell kernels, whose rounding depends on a row's place in the batch.
 OPENBLAS_CORETYPE=Haswell swift test -c release --skip-build --package-path "$ROOT" --scratch-path "$BUILD_DIR" \
   --filter 'RewardSequenceClassificationTests|SentenceEncoderTests|EmbeddingHeadTests'
-
-echo "== engine kernels without AVX2 (SSE2 and portable: suites, and the same bits as AVX2)" >&2
-# The main build compiles only the AVX2 kernels; this builds the engine twice more in
-# ${ALIGND_CACHE_DIR:-.build-cache}/build-fallback (incremental after the first run).
-"$ROOT/scripts/test-kernel-fallbacks.sh" --quick
 
 echo "== reliability and security scenarios (quick variants)" >&2
 # Overload, drain, swaps under load, SIGKILL/PostgreSQL faults and the security matrix against the

@@ -1,4 +1,5 @@
 import AlignAPI
+import AlignEngine
 import AlignRollout
 import AlignServing
 import AlignStore
@@ -243,6 +244,11 @@ struct AdminService: Alignd_V1_Admin.SimpleServiceProtocol {
       case .draining: response.state = .draining
       }
       response.serverVersion = AlignServerApp.version
+      response.engineKernels = .with {
+        $0.kernels = models.engineKernels.rawValue
+        $0.supported = KernelSet.supported.map(\.rawValue)
+        $0.cpu = CPUFeatures.current.summary
+      }
       response.uptimeSeconds = UInt64(max(0, status.uptime.components.seconds))
       let assignments: [(Alignd_V1_ModelRole, RoleAssignment)] = [
         (.policy, models.policies.assignment), (.reward, models.rewards.assignment), (.safety, models.safety.assignment),

@@ -173,7 +173,8 @@ public struct AlignServerApp: Sendable {
       kvCachePrecision: config.kvCachePrecision)
     let engine = EngineSettings(
       threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
-      gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens)
+      gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens,
+      kernels: config.kernels.set ?? KernelSet.detected)
     return ModelHost(
       scheduler: scheduler, engine: engine, batching: judgingBatching, rewardSampleRate: config.rewardSampleRate,
       rewardSampleQueue: config.rewardSampleQueue)
@@ -433,6 +434,8 @@ struct ModelLoaderService: Service {
         "policy": "\(models.versions.policy)",
         "reward": "\(models.versions.reward)",
         "safety": "\(models.versions.safety)",
+        "kernels": "\(models.engineKernels.rawValue)",
+        "cpu": "\(CPUFeatures.current.summary)",
         "seconds": "\((ContinuousClock.now - start).formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 2))))",
       ])
     status.markServing()

@@ -51,6 +51,8 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var prefixCacheTokens: Int = 4096
   /// Engine worker threads.
   public var engineThreads: Int = 2
+  /// The engine's kernels: auto (the fastest this CPU supports) or a set forced by name.
+  public var kernels: KernelChoice = .auto
   /// max_tokens when a request leaves it unset.
   public var defaultMaxTokens: Int = 256
   /// Largest max_tokens a request may ask for.
@@ -201,6 +203,16 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var tlsEnabled: Bool { !tlsCertFile.isEmpty }
 
   /// Checks the combinations of TLS and admin-listener keys that cannot work together.
+  /// A forced kernel set must be one this CPU can run.
+  public func validateKernels() throws {
+    guard let set = kernels.set else { return }
+    do {
+      try set.checkSupported()
+    } catch EngineError.invalidArgument(let message) {
+      throw ConfigurationError("kernels: \(message)")
+    }
+  }
+
   public func validateListeners() throws {
     if tlsCertFile.isEmpty != tlsKeyFile.isEmpty {
       throw ConfigurationError("tls_cert_file and tls_key_file go together: give both or neither")
@@ -276,6 +288,9 @@ public enum ConfigurationLoader {
       "KV tokens kept for prompt prefixes that later requests reuse, on top of kv_cache_tokens (0 = off).",
       range: 0...10_000_000),
     int("engine_threads", \.engineThreads, "Engine worker threads.", range: 1...256),
+    enumeration(
+      "kernels", \.kernels,
+      "The engine's kernels: auto picks the fastest this CPU supports (avx2 needs AVX2, FMA and F16C; sse2 any x86-64; portable any CPU); all give the same results."),
     int("default_max_tokens", \.defaultMaxTokens, "max_tokens when a request leaves it unset.", range: 1...1_000_000),
     int("max_tokens_limit", \.maxTokensLimit, "Largest max_tokens a request may ask for.", range: 1...1_000_000),
     double("priority_aging_seconds", \.priorityAgingSeconds, "Queued requests rise one priority level per this many seconds.", min: 0.01),
@@ -410,6 +425,7 @@ public enum ConfigurationLoader {
     }
     try config.validateListeners()
     try config.validateCanary()
+    try config.validateKernels()
     return config
   }
 
@@ -621,4 +637,12 @@ public enum ConfigurationLoader {
       },
       current: { $0[keyPath: path] ? "true" : "false" }, isBoolean: true)
   }
+}
+
+/// The `kernels` configuration key: auto, or one of the engine's kernel sets by name.
+public enum KernelChoice: String, Sendable, CaseIterable {
+  case auto, avx2, sse2, portable
+
+  /// The forced set; nil for auto.
+  public var set: KernelSet? { KernelSet(rawValue: rawValue) }
 }

@@ -123,6 +123,8 @@ public final class ModelHost: Sendable {
   /// How policy snapshots are run (fixed for the process).
   public let scheduler: GenerationScheduler.Configuration
   public let engineSettings: EngineSettings
+  /// The kernels the policy engines run on.
+  public var engineKernels: KernelSet { engineSettings.kernels ?? (try? KernelSet.preferred()) ?? .detected }
   /// How judging work (reward, safety models, log-probabilities) is batched.
   public let batching: JudgingBatching
   /// The trained judges' shared encoder and classifiers, once loaded (``setJudges(_:)``).

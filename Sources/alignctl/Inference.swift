@@ -324,6 +324,8 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "Runs per figure (the median is reported).") var runs: Int = 3
   @Option(help: "KV cache precision: float32 or float16 (alignd serve's default).")
   var kvCache: String = "float32"
+  @Option(help: "Kernel set: avx2, sse2 or portable (default: the fastest this CPU supports, or $ALIGND_KERNELS).")
+  var kernels: String?
   @Flag(help: "Also measure the machine's roofs (read bandwidth, compute peaks).") var roofs = false
   @Flag(help: "Print JSON.") var json = false
 
@@ -331,8 +333,15 @@ struct Bench: AsyncParsableCommand {
     guard let precision = KVCachePrecision(rawValue: kvCache) else {
       throw ValidationError("--kv-cache must be float32 or float16")
     }
+    var set: KernelSet? = nil
+    if let kernels {
+      guard let named = KernelSet(rawValue: kernels) else {
+        throw ValidationError("--kernels must be one of \(KernelSet.allCases.map(\.rawValue).joined(separator: ", "))")
+      }
+      set = named
+    }
     let transformer = try TransformerModel(ggufPath: model)
-    let engine = try Engine(model: transformer, settings: EngineSettings(threads: threads))
+    let engine = try Engine(model: transformer, settings: EngineSettings(threads: threads, kernels: set))
     let result = try engine.benchmark(
       promptTokens: promptTokens, decodeTokens: genTokens, batchSequences: batch, batchPromptTokens: batchPromptTokens,
       batchSteps: genTokens, repetitions: runs, kvCachePrecision: precision)
@@ -346,10 +355,11 @@ struct Bench: AsyncParsableCommand {
       "batch_prompt_tokens": result.batchPromptTokens,
       "threads": result.threads,
       "kv_cache": precision.rawValue,
+      "kernels": engine.kernels.rawValue,
       "weight_bytes_per_token": weightBytes,
       "matrix_parameters": parameters,
     ]
-    var lines = [result.description]
+    var lines = [result.description + " | kernels \(engine.kernels.rawValue)"]
     if let r = measured {
       let decodeRoof = r.decodeRoof(weightBytes: weightBytes)
       fields["read_gb_s_1_thread"] = r.readBytesPerSecondOneThread / 1e9

@@ -53,6 +53,7 @@ struct Status: AsyncParsableCommand {
       print("state:   \(status.state)")
       print("version: \(status.serverVersion)")
       print("uptime:  \(status.uptimeSeconds) s")
+      print("kernels: \(status.engineKernels.kernels) (supported: \(status.engineKernels.supported.joined(separator: ", ")); \(status.engineKernels.cpu))")
       for role in status.roles {
         let canary = role.canaryVersion.isEmpty ? "" : "  (canary \(role.canaryVersion) at \(role.canaryPercent)%)"
         print("\(role.role): \(role.activeVersion)\(canary)")

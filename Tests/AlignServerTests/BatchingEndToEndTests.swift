@@ -85,6 +85,10 @@ struct BatchingEndToEndTests {
       // The batch really ran together: the server decoded many sequences in one step.
       let status = try await Alignd_V1_Admin.Client(wrapping: client).getStatus(.init())
       #expect(status.queues.first?.running == 0)
+      // The kernels the engine picked at start (kernels: auto): the fastest set this CPU supports.
+      #expect(!status.engineKernels.supported.isEmpty)
+      #expect(status.engineKernels.kernels == status.engineKernels.supported.first)
+      #expect(status.engineKernels.cpu.contains("SIMD flags"))
     }
     server.signal(SIGTERM)
     _ = try await server.waitForExit()

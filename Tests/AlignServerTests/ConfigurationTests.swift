@@ -1,3 +1,4 @@
+import AlignEngine
 import AlignServer
 import Foundation
 import Testing
@@ -68,12 +69,26 @@ struct ConfigurationTests {
     ([:], ["ALIGND_DRAIN_TIMEOUT_SECONDS": "-1"], "environment ALIGND_DRAIN_TIMEOUT_SECONDS"),
     ([:], ["ALIGND_LOG_LEVEL": "loud"], "log_level must be one of"),
     (["no_such_key": "1"], [:], "unknown configuration key 'no_such_key'"),
+    ([:], ["ALIGND_KERNELS": "avx9"], "kernels must be one of auto, avx2, sse2, portable"),
   ])
   func badValuesAreClearErrors(flags: [String: String], environment: [String: String], expected: String) throws {
     let error = #expect(throws: ConfigurationError.self) {
       try ConfigurationLoader.load(flags: flags, environment: environment, configFile: nil)
     }
     #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+  }
+
+  @Test("kernels: auto by default, a supported set by name; a set this CPU lacks is refused at load")
+  func kernelChoice() throws {
+    #expect(try ConfigurationLoader.load(flags: [:], environment: [:], configFile: nil).kernels == .auto)
+    let forced = try ConfigurationLoader.load(flags: ["kernels": "portable"], environment: [:], configFile: nil)
+    #expect(forced.kernels.set == .portable)
+    for set in KernelSet.allCases where !KernelSet.supported.contains(set) {
+      let error = #expect(throws: ConfigurationError.self) {
+        try ConfigurationLoader.load(flags: ["kernels": set.rawValue], environment: [:], configFile: nil)
+      }
+      #expect(error?.description.contains("needs CPU features this machine lacks") == true)
+    }
   }
 
   @Test("flags are derived from the key table: every key, --key VALUE, --key=VALUE, bare booleans, --config")

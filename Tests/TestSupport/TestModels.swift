@@ -6,8 +6,7 @@ import Synchronization
 /// Models come from `ALIGND_MODELS_DIR` when it is set (as for the server, the fetch scripts and
 /// the server tests), else from `<repository>/models`: every suite looks in the same place.
 public enum TestModels {
-  /// The repository root, found from this file's location (through the symlinks of the
-  /// kernel-fallback package, Tests/KernelFallbacks, which builds these sources too).
+  /// The repository root, found from this file's location (symlinks resolved).
   public static let repositoryRoot: URL = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 

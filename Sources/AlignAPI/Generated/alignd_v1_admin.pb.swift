@@ -869,41 +869,78 @@ public nonisolated struct Alignd_V1_QueueStatus: Sendable {
   public init() {}
 }
 
-public nonisolated struct Alignd_V1_GetStatusResponse: Sendable {
+public nonisolated struct Alignd_V1_GetStatusResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var state: Alignd_V1_GetStatusResponse.ServingState = .unspecified
+  public var state: Alignd_V1_GetStatusResponse.ServingState {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var serverVersion: String = String()
+  public var serverVersion: String {
+    get {_storage._serverVersion}
+    set {_uniqueStorage()._serverVersion = newValue}
+  }
 
-  public var uptimeSeconds: UInt64 = 0
+  public var uptimeSeconds: UInt64 {
+    get {_storage._uptimeSeconds}
+    set {_uniqueStorage()._uptimeSeconds = newValue}
+  }
 
-  public var roles: [Alignd_V1_RoleState] = []
+  public var roles: [Alignd_V1_RoleState] {
+    get {_storage._roles}
+    set {_uniqueStorage()._roles = newValue}
+  }
 
-  public var queues: [Alignd_V1_QueueStatus] = []
+  public var queues: [Alignd_V1_QueueStatus] {
+    get {_storage._queues}
+    set {_uniqueStorage()._queues = newValue}
+  }
 
-  public var loadedModelBytes: UInt64 = 0
+  public var loadedModelBytes: UInt64 {
+    get {_storage._loadedModelBytes}
+    set {_uniqueStorage()._loadedModelBytes = newValue}
+  }
 
   /// Stored feedback records by kind name.
-  public var feedbackCounts: Dictionary<String,UInt64> = [:]
+  public var feedbackCounts: Dictionary<String,UInt64> {
+    get {_storage._feedbackCounts}
+    set {_uniqueStorage()._feedbackCounts = newValue}
+  }
 
   /// The running canary comparison per role with a canary (Docs/CANARY.md).
-  public var canaryAnalyses: [Alignd_V1_CanaryAnalysis] = []
+  public var canaryAnalyses: [Alignd_V1_CanaryAnalysis] {
+    get {_storage._canaryAnalyses}
+    set {_uniqueStorage()._canaryAnalyses = newValue}
+  }
 
   /// The canary analysis' recent decisions, newest first.
-  public var canaryDecisions: [Alignd_V1_CanaryDecision] = []
+  public var canaryDecisions: [Alignd_V1_CanaryDecision] {
+    get {_storage._canaryDecisions}
+    set {_uniqueStorage()._canaryDecisions = newValue}
+  }
 
   /// Completions sampled for judging off the token path (reward_sample_rate).
   public var completionSampling: Alignd_V1_CompletionSampling {
-    get {_completionSampling ?? Alignd_V1_CompletionSampling()}
-    set {_completionSampling = newValue}
+    get {_storage._completionSampling ?? Alignd_V1_CompletionSampling()}
+    set {_uniqueStorage()._completionSampling = newValue}
   }
   /// Returns true if `completionSampling` has been explicitly set.
-  public var hasCompletionSampling: Bool {self._completionSampling != nil}
+  public var hasCompletionSampling: Bool {_storage._completionSampling != nil}
   /// Clears the value of `completionSampling`. Subsequent reads from it will return its default value.
-  public mutating func clearCompletionSampling() {self._completionSampling = nil}
+  public mutating func clearCompletionSampling() {_uniqueStorage()._completionSampling = nil}
+
+  /// The engine's kernels, chosen at start from what the CPU can do (config `kernels`).
+  public var engineKernels: Alignd_V1_EngineKernels {
+    get {_storage._engineKernels ?? Alignd_V1_EngineKernels()}
+    set {_uniqueStorage()._engineKernels = newValue}
+  }
+  /// Returns true if `engineKernels` has been explicitly set.
+  public var hasEngineKernels: Bool {_storage._engineKernels != nil}
+  /// Clears the value of `engineKernels`. Subsequent reads from it will return its default value.
+  public mutating func clearEngineKernels() {_uniqueStorage()._engineKernels = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -951,7 +988,27 @@ public nonisolated struct Alignd_V1_GetStatusResponse: Sendable {
 
   public init() {}
 
-  fileprivate var _completionSampling: Alignd_V1_CompletionSampling? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Which kernels the engine runs on. Every set gives the same bits; they differ in speed.
+public nonisolated struct Alignd_V1_EngineKernels: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// avx2 (AVX2 + FMA + F16C), sse2 (the x86-64 baseline) or portable (Swift SIMD; NEON on arm64).
+  public var kernels: String = String()
+
+  /// The sets this CPU can run, fastest first.
+  public var supported: [String] = []
+
+  /// The CPU model and the SIMD flags it reports.
+  public var cpu: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// One arm's live signals over the comparison's window.
@@ -2671,78 +2728,139 @@ nonisolated extension Alignd_V1_QueueStatus: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Alignd_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}server_version\0\u{3}uptime_seconds\0\u{1}roles\0\u{1}queues\0\u{3}loaded_model_bytes\0\u{3}feedback_counts\0\u{4}\u{17}canary_analyses\0\u{3}canary_decisions\0\u{3}completion_sampling\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{3}server_version\0\u{3}uptime_seconds\0\u{1}roles\0\u{1}queues\0\u{3}loaded_model_bytes\0\u{3}feedback_counts\0\u{4}\u{17}canary_analyses\0\u{3}canary_decisions\0\u{3}completion_sampling\0\u{3}engine_kernels\0")
+
+  fileprivate class _StorageClass {
+    var _state: Alignd_V1_GetStatusResponse.ServingState = .unspecified
+    var _serverVersion: String = String()
+    var _uptimeSeconds: UInt64 = 0
+    var _roles: [Alignd_V1_RoleState] = []
+    var _queues: [Alignd_V1_QueueStatus] = []
+    var _loadedModelBytes: UInt64 = 0
+    var _feedbackCounts: Dictionary<String,UInt64> = [:]
+    var _canaryAnalyses: [Alignd_V1_CanaryAnalysis] = []
+    var _canaryDecisions: [Alignd_V1_CanaryDecision] = []
+    var _completionSampling: Alignd_V1_CompletionSampling? = nil
+    var _engineKernels: Alignd_V1_EngineKernels? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _state = source._state
+      _serverVersion = source._serverVersion
+      _uptimeSeconds = source._uptimeSeconds
+      _roles = source._roles
+      _queues = source._queues
+      _loadedModelBytes = source._loadedModelBytes
+      _feedbackCounts = source._feedbackCounts
+      _canaryAnalyses = source._canaryAnalyses
+      _canaryDecisions = source._canaryDecisions
+      _completionSampling = source._completionSampling
+      _engineKernels = source._engineKernels
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.serverVersion) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.uptimeSeconds) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.roles) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.queues) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.loadedModelBytes) }()
-      case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.feedbackCounts) }()
-      case 30: try { try decoder.decodeRepeatedMessageField(value: &self.canaryAnalyses) }()
-      case 31: try { try decoder.decodeRepeatedMessageField(value: &self.canaryDecisions) }()
-      case 32: try { try decoder.decodeSingularMessageField(value: &self._completionSampling) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularEnumField(value: &_storage._state) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._serverVersion) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._uptimeSeconds) }()
+        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._roles) }()
+        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._queues) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._loadedModelBytes) }()
+        case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &_storage._feedbackCounts) }()
+        case 30: try { try decoder.decodeRepeatedMessageField(value: &_storage._canaryAnalyses) }()
+        case 31: try { try decoder.decodeRepeatedMessageField(value: &_storage._canaryDecisions) }()
+        case 32: try { try decoder.decodeSingularMessageField(value: &_storage._completionSampling) }()
+        case 33: try { try decoder.decodeSingularMessageField(value: &_storage._engineKernels) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.state != .unspecified {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._state != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._state, fieldNumber: 1)
+      }
+      if !_storage._serverVersion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._serverVersion, fieldNumber: 2)
+      }
+      if _storage._uptimeSeconds != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._uptimeSeconds, fieldNumber: 3)
+      }
+      if !_storage._roles.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._roles, fieldNumber: 4)
+      }
+      if !_storage._queues.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._queues, fieldNumber: 5)
+      }
+      if _storage._loadedModelBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._loadedModelBytes, fieldNumber: 6)
+      }
+      if !_storage._feedbackCounts.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: _storage._feedbackCounts, fieldNumber: 7)
+      }
+      if !_storage._canaryAnalyses.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._canaryAnalyses, fieldNumber: 30)
+      }
+      if !_storage._canaryDecisions.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._canaryDecisions, fieldNumber: 31)
+      }
+      try { if let v = _storage._completionSampling {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+      } }()
+      try { if let v = _storage._engineKernels {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
+      } }()
     }
-    if !self.serverVersion.isEmpty {
-      try visitor.visitSingularStringField(value: self.serverVersion, fieldNumber: 2)
-    }
-    if self.uptimeSeconds != 0 {
-      try visitor.visitSingularUInt64Field(value: self.uptimeSeconds, fieldNumber: 3)
-    }
-    if !self.roles.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.roles, fieldNumber: 4)
-    }
-    if !self.queues.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.queues, fieldNumber: 5)
-    }
-    if self.loadedModelBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.loadedModelBytes, fieldNumber: 6)
-    }
-    if !self.feedbackCounts.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.feedbackCounts, fieldNumber: 7)
-    }
-    if !self.canaryAnalyses.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.canaryAnalyses, fieldNumber: 30)
-    }
-    if !self.canaryDecisions.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.canaryDecisions, fieldNumber: 31)
-    }
-    try { if let v = self._completionSampling {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Alignd_V1_GetStatusResponse, rhs: Alignd_V1_GetStatusResponse) -> Bool {
-    if lhs.state != rhs.state {return false}
-    if lhs.serverVersion != rhs.serverVersion {return false}
-    if lhs.uptimeSeconds != rhs.uptimeSeconds {return false}
-    if lhs.roles != rhs.roles {return false}
-    if lhs.queues != rhs.queues {return false}
-    if lhs.loadedModelBytes != rhs.loadedModelBytes {return false}
-    if lhs.feedbackCounts != rhs.feedbackCounts {return false}
-    if lhs.canaryAnalyses != rhs.canaryAnalyses {return false}
-    if lhs.canaryDecisions != rhs.canaryDecisions {return false}
-    if lhs._completionSampling != rhs._completionSampling {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._serverVersion != rhs_storage._serverVersion {return false}
+        if _storage._uptimeSeconds != rhs_storage._uptimeSeconds {return false}
+        if _storage._roles != rhs_storage._roles {return false}
+        if _storage._queues != rhs_storage._queues {return false}
+        if _storage._loadedModelBytes != rhs_storage._loadedModelBytes {return false}
+        if _storage._feedbackCounts != rhs_storage._feedbackCounts {return false}
+        if _storage._canaryAnalyses != rhs_storage._canaryAnalyses {return false}
+        if _storage._canaryDecisions != rhs_storage._canaryDecisions {return false}
+        if _storage._completionSampling != rhs_storage._completionSampling {return false}
+        if _storage._engineKernels != rhs_storage._engineKernels {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2750,6 +2868,46 @@ nonisolated extension Alignd_V1_GetStatusResponse: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Alignd_V1_GetStatusResponse.ServingState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SERVING_STATE_UNSPECIFIED\0\u{1}SERVING_STATE_LOADING\0\u{1}SERVING_STATE_SERVING\0\u{1}SERVING_STATE_DRAINING\0")
+}
+
+nonisolated extension Alignd_V1_EngineKernels: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EngineKernels"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kernels\0\u{1}supported\0\u{1}cpu\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kernels) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.supported) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.cpu) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.kernels.isEmpty {
+      try visitor.visitSingularStringField(value: self.kernels, fieldNumber: 1)
+    }
+    if !self.supported.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.supported, fieldNumber: 2)
+    }
+    if !self.cpu.isEmpty {
+      try visitor.visitSingularStringField(value: self.cpu, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Alignd_V1_EngineKernels, rhs: Alignd_V1_EngineKernels) -> Bool {
+    if lhs.kernels != rhs.kernels {return false}
+    if lhs.supported != rhs.supported {return false}
+    if lhs.cpu != rhs.cpu {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Alignd_V1_CanaryArm: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -185,7 +185,9 @@ public final class EncoderSession: @unchecked Sendable {
     let hp = encoder.hyperparameters
     let cap = max(maxBatchTokens, encoder.maxSequenceLength)
     self.maxBatchTokens = cap
-    scratch = MatmulScratch(threads: max(1, threads), maxCols: max(hp.hidden, hp.intermediate), maxTokens: 1)
+    // Float weights only (sgemm): the integer kernels are never used here.
+    scratch = MatmulScratch(
+      threads: max(1, threads), maxCols: max(hp.hidden, hp.intermediate), maxTokens: 1, kernels: .detected)
     x = AlignedBuffer(floats: cap * hp.hidden)
     qkv = AlignedBuffer(floats: cap * 3 * hp.hidden)
     context = AlignedBuffer(floats: cap * hp.hidden)

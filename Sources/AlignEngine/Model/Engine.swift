@@ -1,3 +1,4 @@
+import AlignKernelTypes
 import CBLAS
 import Foundation
 
@@ -24,12 +25,16 @@ public struct EngineSettings: Sendable, Equatable {
   /// sgemm — about 1.6–2× the aggregate throughput at 32 sequences, but results then depend slightly
   /// on the batch.
   public var batchInvariant: Bool = true
+  /// The kernels to run on; nil picks the process's preferred set (`KernelSet.preferred()`: the
+  /// fastest this CPU supports, or `ALIGND_KERNELS`). Every set gives the same bits.
+  public var kernels: KernelSet?
 
   /// Creates a value from its fields.
   public init(
     threads: Int = 2, maxBatchTokens: Int = 256, maxContextLength: Int? = nil, gemmMinTokens: Int = 4,
-    quantizedActivations: Bool = true, batchInvariant: Bool = true
+    quantizedActivations: Bool = true, batchInvariant: Bool = true, kernels: KernelSet? = nil
   ) {
+    self.kernels = kernels
     self.threads = threads
     self.maxBatchTokens = maxBatchTokens
     self.maxContextLength = maxContextLength
@@ -103,6 +108,8 @@ public final class Engine: @unchecked Sendable {
   public let settings: EngineSettings
   /// Longest sequence accepted.
   public let maxContextLength: Int
+  /// The kernels this engine's products run on (`settings.kernels`, or the process's preferred set).
+  public let kernels: KernelSet
   private let lock = NSLock()
   private let scratch: MatmulScratch
   private let policy: MatmulPolicy
@@ -119,7 +126,10 @@ public final class Engine: @unchecked Sendable {
   private let up: AlignedBuffer  // (T, ffn)
   private let cosTable: AlignedBuffer  // (T, rot/2)
   private let sinTable: AlignedBuffer  // (T, rot/2)
-  private let scores: AlignedBuffer  // (threads, maxContext)
+  private let scores: AlignedBuffer  // (threads, group × maxContext + 2 × group), group = query heads per KV head
+  private let converted: AlignedBuffer  // (threads, halfSpan, headDim) a float16 cache's keys or values as floats
+  /// Positions of a float16 cache converted at a time in attention (64 × 64 floats: 16 KB, in L1).
+  private static let halfSpan = 64
   private let outHidden: AlignedBuffer  // (outChunk, hidden)
   private let outRows: AlignedBuffer  // (outChunk, outputWidth)
   private var positions: [Int]  // (T)
@@ -139,7 +149,8 @@ public final class Engine: @unchecked Sendable {
     maxContextLength = ctx
     let t = settings.maxBatchTokens
     let maxCols = max(hp.hiddenSize, hp.qDim, hp.intermediateSize)
-    scratch = MatmulScratch(threads: settings.threads, maxCols: maxCols, maxTokens: t)
+    kernels = try settings.kernels.map { try $0.checkSupported(); return $0 } ?? KernelSet.preferred()
+    scratch = MatmulScratch(threads: settings.threads, maxCols: maxCols, maxTokens: t, kernels: kernels)
     policy = MatmulPolicy(quantizedActivations: settings.quantizedActivations)
     outChunk = min(t, 32)
     x = AlignedBuffer(floats: t * hp.hiddenSize)
@@ -152,7 +163,9 @@ public final class Engine: @unchecked Sendable {
     up = AlignedBuffer(floats: t * hp.intermediateSize)
     cosTable = AlignedBuffer(floats: t * hp.ropeDimension / 2)
     sinTable = AlignedBuffer(floats: t * hp.ropeDimension / 2)
-    scores = AlignedBuffer(floats: settings.threads * ctx)
+    let group = hp.headCount / max(hp.kvHeadCount, 1)
+    scores = AlignedBuffer(floats: settings.threads * (group * ctx + 2 * group))
+    converted = AlignedBuffer(floats: settings.threads * Self.halfSpan * hp.headDim)
     outHidden = AlignedBuffer(floats: outChunk * hp.hiddenSize)
     outRows = AlignedBuffer(floats: outChunk * hp.outputWidth)
     positions = [Int](repeating: 0, count: t)
@@ -302,7 +315,7 @@ public final class Engine: @unchecked Sendable {
     let blockLists = pieces.map { cache.blocks(of: $0.sequence) }
 
     for (li, layer) in model.layers.enumerated() {
-      rmsNorm(xp, layer.attnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
+      kernels.rmsNorm(xp, layer.attnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
       matmul(
         sharing: xnp, [(layer.wq, qp), (layer.wk, kp), (layer.wv, vp)], tokens: total, scratch: scratch,
         policy: policy, rowwiseTokens: rowwise)
@@ -316,8 +329,8 @@ public final class Engine: @unchecked Sendable {
         }
       }
       if let qn = layer.qNorm, let kn = layer.kNorm {
-        rmsNorm(qp, qn, qp, rows: total * hp.headCount, dim: headDim, eps: hp.rmsNormEps)
-        rmsNorm(kp, kn, kp, rows: total * hp.kvHeadCount, dim: headDim, eps: hp.rmsNormEps)
+        kernels.rmsNorm(qp, qn, qp, rows: total * hp.headCount, dim: headDim, eps: hp.rmsNormEps)
+        kernels.rmsNorm(kp, kn, kp, rows: total * hp.kvHeadCount, dim: headDim, eps: hp.rmsNormEps)
       }
       applyRope(qp, tokens: total, heads: hp.headCount, headDim: headDim, half: half, style: hp.ropeStyle)
       applyRope(kp, tokens: total, heads: hp.kvHeadCount, headDim: headDim, half: half, style: hp.ropeStyle)
@@ -328,24 +341,19 @@ public final class Engine: @unchecked Sendable {
           for j in 0..<p.count {
             let t = p.tokenOffset + j
             let o = cache.offset(blocks: bl, layer: li, position: p.position + j)
-            cache.store(kp + t * kvDim, into: cache.keys, at: o, count: kvDim)
-            cache.store(vp + t * kvDim, into: cache.values, at: o, count: kvDim)
+            cache.store(kp + t * kvDim, into: cache.keys, at: o, count: kvDim, kernels: kernels)
+            cache.store(vp + t * kvDim, into: cache.values, at: o, count: kvDim, kernels: kernels)
           }
         }
       }
-      switch cache.precision {
-      case .float32:
-        attention(layer: li, pieces: pieces, blockLists: blockLists, total: total, cache: cache, as: Float.self)
-      case .float16:
-        attention(layer: li, pieces: pieces, blockLists: blockLists, total: total, cache: cache, as: Float16.self)
-      }
+      attention(layer: li, pieces: pieces, blockLists: blockLists, total: total, cache: cache)
       matmul(layer.wo, attp, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
 
-      rmsNorm(xp, layer.ffnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
+      kernels.rmsNorm(xp, layer.ffnNorm, xnp, rows: total, dim: d, eps: hp.rmsNormEps)
       matmul(
         sharing: xnp, [(layer.wGate, gatep), (layer.wUp, upp)], tokens: total, scratch: scratch, policy: policy,
         rowwiseTokens: rowwise)
-      swiGLU(gatep, upp, total * ffn)
+      kernels.swiGLU(gatep, upp, count: total * ffn)
       matmul(layer.wDown, gatep, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
     }
 
@@ -364,7 +372,7 @@ public final class Engine: @unchecked Sendable {
         let t = p.tokenOffset + p.count - 1
         var h = [Float](repeating: 0, count: d)
         h.withUnsafeMutableBufferPointer { hb in
-          rmsNorm(xp + t * d, model.outputNorm, hb.baseAddress!, rows: 1, dim: d, eps: hp.rmsNormEps)
+          kernels.rmsNorm(xp + t * d, model.outputNorm, hb.baseAddress!, rows: 1, dim: d, eps: hp.rmsNormEps)
         }
         outputs[p.item].hidden = h
       }
@@ -375,7 +383,7 @@ public final class Engine: @unchecked Sendable {
       while c < wanted.count {
         let n = min(outChunk, wanted.count - c)
         for r in 0..<n {
-          rmsNorm(
+          kernels.rmsNorm(
             xp + wanted[c + r].token * d, model.outputNorm, outHidden.floats + r * d, rows: 1, dim: d,
             eps: hp.rmsNormEps)
         }
@@ -418,11 +426,11 @@ public final class Engine: @unchecked Sendable {
     }
   }
 
-  /// Causal attention of every new token over its own sequence's cached keys and values, stored
-  /// as `Element` (the cache's precision; the arithmetic is in float either way).
-  private func attention<Element: KVElement>(
-    layer li: Int, pieces: [Piece], blockLists: [[Int32]], total: Int, cache: KVCache, as: Element.Type
-  ) {
+  /// Causal attention of every new token over its own sequence's cached keys and values. The
+  /// arithmetic is in float whatever the cache stores: a float16 cache's keys and values of one
+  /// key/value head are converted (exactly) to float once per token and shared by the query heads
+  /// that read them, so both precisions run the same float code.
+  private func attention(layer li: Int, pieces: [Piece], blockLists: [[Int32]], total: Int, cache: KVCache) {
     let hp = model.hyperparameters
     let kvHeads = hp.kvHeadCount
     let headDim = hp.headDim
@@ -431,17 +439,22 @@ public final class Engine: @unchecked Sendable {
     let kvDim = hp.kvDim
     let scale = 1 / Float(headDim).squareRoot()
     let qp = q.floats, attp = att.floats
-    let kc = cache.keys.raw.assumingMemoryBound(to: Element.self)
-    let vc = cache.values.raw.assumingMemoryBound(to: Element.self)
+    let halves = cache.precision == .float16
+    let kernels = scratch.kernels
+    let kc = UnsafeRawPointer(cache.keys.raw), vc = UnsafeRawPointer(cache.values.raw)
     let bs = cache.blockSize
     let layerStride = bs * kvDim
     let blockStride = hp.layerCount * layerStride
     let ctx = maxContextLength
     let scoreBase = scores.floats
+    let convertedBase = converted.floats
+    let halfSpan = Self.halfSpan
     positions.withUnsafeBufferPointer { posb in
       tokenPiece.withUnsafeBufferPointer { tpb in
         parallelFor(total * kvHeads, grain: 1, pool: scratch.pool) { tid, range in
-          let sc = scoreBase + tid * ctx
+          // Each head's scores, then the heads' 1/Σ, then their running maxima.
+          let scoreRows = scoreBase + tid * (group * ctx + 2 * group)
+          let rows = convertedBase + tid * halfSpan * headDim
           // One unit = one token's query heads that share a key/value head, so one thread reads
           // that head's keys and values from memory once and from cache for the others. Each head
           // is computed exactly as on its own.
@@ -450,57 +463,12 @@ public final class Engine: @unchecked Sendable {
             let kvh = unit % kvHeads
             let n = posb[t] + 1
             blockLists[tpb[t]].withUnsafeBufferPointer { bl in
-              /// Calls `body(j, offset)` for positions j in 0..<n in order, `offset` being where
-              /// position j's slice of this key/value head starts in the cache.
-              @inline(__always) func eachPosition(_ body: (_ j: Int, _ offset: Int) -> Void) {
-                var j = 0
-                var bi = 0
-                while j < n {
-                  let base = Int(bl[bi]) * blockStride + li * layerStride + kvh * headDim
-                  let cnt = min(bs, n - j)
-                  for o in 0..<cnt { body(j + o, base + o * kvDim) }
-                  j += cnt
-                  bi += 1
-                }
-              }
-              for h in (kvh * group)..<((kvh + 1) * group) {
-                let qv = qp + t * qDim + h * headDim
-                var maxScore = -Float.infinity
-                eachPosition { j, offset in
-                  let s = dotF32(qv, kc + offset, headDim) * scale
-                  sc[j] = s
-                  if s > maxScore { maxScore = s }
-                }
-                let sum = expShiftedInPlace(sc, n, shift: maxScore)
-                let inv = 1 / sum
-                let out = attp + t * qDim + h * headDim
-                // out = Σ_j (p_j · inv) · v_j, in position order, 64 dimensions at a time held in
-                // registers (the same multiply-then-add per element as an axpy per position, without
-                // a load and store of `out` for each one); other head sizes use the axpy loop.
-                var d0 = 0
-                while d0 + 64 <= headDim {
-                  var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-                  eachPosition { j, offset in
-                    let w = SIMD16<Float>(repeating: sc[j] * inv)
-                    let v = vc + offset + d0
-                    a0 = a0 + w * Element.load16(v)
-                    a1 = a1 + w * Element.load16(v + 16)
-                    a2 = a2 + w * Element.load16(v + 32)
-                    a3 = a3 + w * Element.load16(v + 48)
-                  }
-                  let o = UnsafeMutableRawPointer(out + d0)
-                  o.storeBytes(of: a0, as: SIMD16<Float>.self)
-                  o.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
-                  o.storeBytes(of: a2, toByteOffset: 128, as: SIMD16<Float>.self)
-                  o.storeBytes(of: a3, toByteOffset: 192, as: SIMD16<Float>.self)
-                  d0 += 64
-                }
-                if d0 < headDim {
-                  let rest = headDim - d0
-                  (out + d0).update(repeating: 0, count: rest)
-                  eachPosition { j, offset in Element.axpy(sc[j] * inv, vc + offset + d0, out + d0, rest) }
-                }
-              }
+              kernels.attend(AttentionOperand(
+                query: qp + t * qDim + kvh * group * headDim, out: attp + t * qDim + kvh * group * headDim,
+                group: group, headDim: headDim, positions: n, scale: scale, keys: kc, values: vc, halves: halves,
+                blockList: bl.baseAddress!, blockSize: bs, blockStride: blockStride,
+                headOffset: li * layerStride + kvh * headDim, kvDim: kvDim, scores: scoreRows, scoreStride: ctx,
+                rows: rows, span: halfSpan))
             }
           }
         }

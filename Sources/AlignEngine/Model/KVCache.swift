@@ -199,10 +199,13 @@ public final class KVCache: @unchecked Sendable {
 
   /// Stores `count` numbers at element `offset` of `buffer` (keys or values), in this cache's precision.
   @inline(__always)
-  func store(_ source: UnsafePointer<Float>, into buffer: AlignedBuffer, at offset: Int, count: Int) {
+  func store(
+    _ source: UnsafePointer<Float>, into buffer: AlignedBuffer, at offset: Int, count: Int, kernels: KernelSet
+  ) {
     switch precision {
     case .float32: (buffer.floats + offset).update(from: source, count: count)
-    case .float16: storeHalves(source, buffer.raw.assumingMemoryBound(to: Float16.self) + offset, count)
+    case .float16:
+      kernels.floatsToHalves(source, buffer.raw.assumingMemoryBound(to: Float16.self) + offset, count: count)
     }
   }
 

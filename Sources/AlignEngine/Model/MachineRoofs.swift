@@ -1,5 +1,5 @@
 #if arch(x86_64)
-import _Builtin_intrinsics.intel
+import AlignKernelsAVX2
 #endif
 import Foundation
 
@@ -15,7 +15,7 @@ import Foundation
 ///   multiply-add per weight per token, so the faster peak ÷ ``TransformerModel/matrixParameters``
 ///   bounds them.
 ///   These are the peaks of the instruction mix the engine uses, not of the CPU (an AVX-512 VNNI
-///   core does more int8 work per instruction than this measures). nil in builds without the AVX2
+///   core does more int8 work per instruction than this measures). nil on CPUs without the AVX2
 ///   kernels.
 public struct MachineRoofs: Sendable, Equatable {
   /// Threads of the multi-threaded measurements.
@@ -103,10 +103,11 @@ public struct MachineRoofs: Sendable, Equatable {
 
   private enum ComputeKernel { case f32, int8 }
 
-  /// Multiply-adds per second of `kernel` on every thread of `pool` (median of `runs`), nil without
-  /// the AVX2 kernels.
+  /// Multiply-adds per second of `kernel` on every thread of `pool` (median of `runs`), nil on CPUs
+  /// without the AVX2 kernels (the chains are theirs: AlignKernelsAVX2).
   private static func computePeak(pool: ForkJoinPool, runs: Int, kernel: ComputeKernel) -> Double? {
-    #if arch(x86_64) && ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
+    #if arch(x86_64)
+    guard KernelSet.supported.contains(.avx2) else { return nil }
     let chunks = pool.threads * 8
     let iterations = 200_000
     let sink = UnsafeMutablePointer<Float>.allocate(capacity: chunks)
@@ -115,7 +116,9 @@ public struct MachineRoofs: Sendable, Equatable {
     for _ in 0..<max(runs, 1) {
       let start = DispatchTime.now().uptimeNanoseconds
       pool.run(chunks: chunks) { _, c in
-        sink[c] = kernel == .f32 ? fmaChains(iterations, seed: Float(c)) : maddChains(iterations, seed: Int8(c))
+        sink[c] =
+          kernel == .f32
+          ? AVX2Kernels.fmaChains(iterations, seed: Float(c)) : AVX2Kernels.maddChains(iterations, seed: Int8(c))
       }
       let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
       // Per iteration: 10 chains × 8 lanes (f32) or 10 chains × 32 byte products (int8).
@@ -130,54 +133,6 @@ public struct MachineRoofs: Sendable, Equatable {
     return nil
     #endif
   }
-
-  #if arch(x86_64) && ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
-  /// Ten independent 8-wide FMA chains (FMA latency 4–5 cycles × 2 ports).
-  @inline(never)
-  private static func fmaChains(_ iterations: Int, seed: Float) -> Float {
-    let m = _mm256_set1_ps(0.999_999), k = _mm256_set1_ps(1e-7)
-    func start(_ k: Float) -> __m256 { _mm256_set1_ps(seed + k) }
-    var a0 = start(0), a1 = start(1), a2 = start(2), a3 = start(3), a4 = start(4)
-    var a5 = start(5), a6 = start(6), a7 = start(7), a8 = start(8), a9 = start(9)
-    for _ in 0..<iterations {
-      a0 = _mm256_fmadd_ps(a0, m, k); a1 = _mm256_fmadd_ps(a1, m, k)
-      a2 = _mm256_fmadd_ps(a2, m, k); a3 = _mm256_fmadd_ps(a3, m, k)
-      a4 = _mm256_fmadd_ps(a4, m, k); a5 = _mm256_fmadd_ps(a5, m, k)
-      a6 = _mm256_fmadd_ps(a6, m, k); a7 = _mm256_fmadd_ps(a7, m, k)
-      a8 = _mm256_fmadd_ps(a8, m, k); a9 = _mm256_fmadd_ps(a9, m, k)
-    }
-    var s = _mm256_setzero_ps()
-    for a in [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9] { s = _mm256_add_ps(s, a) }
-    return s.sum()
-  }
-
-  /// Ten independent chains of the engine's block product: `vpmaddubsw` (32 u8×i8 products into 16
-  /// pairs), `vpmaddwd` with ones (into 8 Int32), `vpaddd` into the accumulator. The activations are
-  /// loaded from a 512-byte table that stays in L1, as the kernels load them, so nothing is hoisted.
-  @inline(never)
-  private static func maddChains(_ iterations: Int, seed: Int8) -> Float {
-    let ones = _mm256_set1_epi16(1)
-    let w = _mm256_set1_epi8(CChar(truncatingIfNeeded: 3 &+ seed))
-    let table = UnsafeMutablePointer<Int8>.allocate(capacity: 16 * 32)
-    defer { table.deallocate() }
-    for i in 0..<(16 * 32) { table[i] = Int8(truncatingIfNeeded: i &* 7 &+ Int(seed)) }
-    let x = UnsafeRawPointer(table)
-    @inline(__always) func step(_ c: __m256i, _ slot: Int) -> __m256i {
-      let v = _mm256_loadu_si256((x + 32 * (slot & 15)).assumingMemoryBound(to: __m256i.self))
-      return _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), ones))
-    }
-    var c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0
-    var c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0
-    for i in 0..<iterations {
-      c0 = step(c0, i); c1 = step(c1, i &+ 1); c2 = step(c2, i &+ 2); c3 = step(c3, i &+ 3)
-      c4 = step(c4, i &+ 4); c5 = step(c5, i &+ 5); c6 = step(c6, i &+ 6); c7 = step(c7, i &+ 7)
-      c8 = step(c8, i &+ 8); c9 = step(c9, i &+ 9)
-    }
-    var s = _mm256_setzero_si256()
-    for a in [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9] { s = _mm256_add_epi32(s, a) }
-    return Float(unsafeBitCast(s, to: SIMD8<Int32>.self).wrappedSum())
-  }
-  #endif
 
   @inline(never)
   private static func blackHole(_ x: UInt64) {

@@ -1,7 +1,3 @@
-#if arch(x86_64) && ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
-import _Builtin_intrinsics.intel
-#endif
-
 import CBLAS
 
 /// Runs `body(participant, range)` over `0..<count` in chunks of about `grain` items, in parallel on
@@ -21,134 +17,6 @@ func parallelFor(
   }
 }
 
-/// 16 IEEE halves at `p` as floats (exact): F16C's conversion on AVX2 builds (Swift's vector
-/// conversion does not always become it), the generic conversion otherwise.
-@inline(__always)
-func loadHalves16(_ p: UnsafeRawPointer) -> SIMD16<Float> {
-  #if arch(x86_64) && ALIGN_AVX2 && !ALIGN_PORTABLE_KERNELS
-  let low = _mm256_cvtph_ps(_mm_loadu_si128(p.assumingMemoryBound(to: __m128i.self)))
-  let high = _mm256_cvtph_ps(_mm_loadu_si128((p + 16).assumingMemoryBound(to: __m128i.self)))
-  return SIMD16<Float>(lowHalf: low, highHalf: high)
-  #else
-  return SIMD16<Float>(p.loadUnaligned(as: SIMD16<Float16>.self))
-  #endif
-}
-
-/// Dot product of a float vector with floats, or with IEEE halves (a float16 KV cache's keys)
-/// converted to float; for floats, the same arithmetic whatever the call site.
-@inline(__always)
-func dotF32<Element: KVElement>(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Element>, _ n: Int) -> Float {
-  var acc0 = SIMD16<Float>()
-  var acc1 = SIMD16<Float>()
-  var i = 0
-  let ra = UnsafeRawPointer(a)
-  while i + 32 <= n {
-    acc0 += ra.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) * Element.load16(b + i)
-    acc1 += ra.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD16<Float>.self) * Element.load16(b + i + 16)
-    i += 32
-  }
-  var s = (acc0 + acc1).sum()
-  while i < n {
-    s += a[i] * b[i].float
-    i += 1
-  }
-  return s
-}
-
-/// What attention reads from a KV cache (float, or IEEE half converted to float on loading): the
-/// float path is exactly the arithmetic of the float-only kernels.
-protocol KVElement {
-  /// The number as a float (exact).
-  var float: Float { get }
-  /// 16 cached numbers as floats.
-  static func load16(_ p: UnsafePointer<Self>) -> SIMD16<Float>
-  /// `y += a * x`.
-  static func axpy(_ a: Float, _ x: UnsafePointer<Self>, _ y: UnsafeMutablePointer<Float>, _ n: Int)
-}
-
-extension Float: KVElement {
-  @inline(__always)
-  var float: Float { self }
-  @inline(__always)
-  static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-  }
-  @inline(__always)
-  static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-    AlignEngine.axpy(a, x, y, n)
-  }
-}
-
-extension Float16: KVElement {
-  @inline(__always)
-  var float: Float { Float(self) }
-  @inline(__always)
-  static func load16(_ p: UnsafePointer<Float16>) -> SIMD16<Float> {
-    loadHalves16(UnsafeRawPointer(p))
-  }
-  @inline(__always)
-  static func axpy(_ a: Float, _ x: UnsafePointer<Float16>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-    AlignEngine.axpy(a, x, y, n)
-  }
-}
-
-/// Rounds `n` floats to IEEE halves (to nearest, ties to even), as a float16 KV cache stores them.
-@inline(__always)
-func storeHalves(_ source: UnsafePointer<Float>, _ target: UnsafeMutablePointer<Float16>, _ n: Int) {
-  var i = 0
-  let rs = UnsafeRawPointer(source)
-  let rt = UnsafeMutableRawPointer(target)
-  while i + 16 <= n {
-    rt.storeBytes(
-      of: SIMD16<Float16>(rs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)), toByteOffset: 2 * i,
-      as: SIMD16<Float16>.self)
-    i += 16
-  }
-  while i < n {
-    target[i] = Float16(source[i])
-    i += 1
-  }
-}
-
-/// `y += a * x` for IEEE halves `x` (a float16 KV cache's values), in float.
-@inline(__always)
-func axpy(_ a: Float, _ x: UnsafePointer<Float16>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-  for i in 0..<n { y[i] += a * Float(x[i]) }
-}
-
-/// `y += a * x`.
-@inline(__always)
-func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-  var i = 0
-  let rx = UnsafeRawPointer(x)
-  let ry = UnsafeMutableRawPointer(y)
-  let va = SIMD16<Float>(repeating: a)
-  while i + 16 <= n {
-    let v = ry.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
-      + va * rx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
-    ry.storeBytes(of: v, toByteOffset: 4 * i, as: SIMD16<Float>.self)
-    i += 16
-  }
-  while i < n {
-    y[i] += a * x[i]
-    i += 1
-  }
-}
-
-/// RMS norm of each of `n` rows: `y = x / sqrt(mean(x²) + eps) * w`.
-func rmsNorm(
-  _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-  rows n: Int, dim: Int, eps: Float
-) {
-  for t in 0..<n {
-    let xr = x + t * dim
-    let yr = y + t * dim
-    let ss = dotF32(xr, xr, dim)
-    let scale = 1 / (ss / Float(dim) + eps).squareRoot()
-    for i in 0..<dim { yr[i] = xr[i] * scale * w[i] }
-  }
-}
-
 /// Work buffers for `matmul`, sized once for the largest matrix and batch.
 final class MatmulScratch: @unchecked Sendable {
   // Safety: used only by the thread that drives a forward pass (and the workers it forks and joins).
@@ -162,8 +30,11 @@ final class MatmulScratch: @unchecked Sendable {
   let q8: QuantizedActivations
   /// Worker threads shared by all products of one engine.
   let pool: ForkJoinPool
+  /// The kernels the integer products run on.
+  let kernels: KernelSet
 
-  init(threads: Int, maxCols: Int, maxTokens: Int, tileRows: Int = 64) {
+  init(threads: Int, maxCols: Int, maxTokens: Int, kernels: KernelSet, tileRows: Int = 64) {
+    self.kernels = kernels
     pool = ForkJoinPool(threads: threads)
     q8 = QuantizedActivations(maxTokens: maxTokens, maxCols: maxCols)
     self.threads = threads
@@ -196,10 +67,11 @@ func matmul(
   let tr = (w.packed != nil && policy.quantizedActivations) ? max(0, min(rowwiseTokens, tokens)) : 0
   if tr > 0, let packed = w.packed {
     let a = scratch.q8
-    a.quantize(x, tokens: tr, cols: cols)
+    let kernels = scratch.kernels
+    a.quantize(x, tokens: tr, cols: cols, kernels: kernels)
     let groupCount = (rows + 7) / 8
     parallelFor(groupCount, grain: rowwiseGrain(groupCount, scratch), pool: scratch.pool) { _, groups in
-      packed.dotRowGroups(groups, a, tokens: tr, y, ldy: rows, accumulate: accumulate)
+      packed.dotRowGroups(groups, a, tokens: tr, y, ldy: rows, accumulate: accumulate, kernels: kernels)
     }
   }
   gemmRemainder(w, x, tokens: tokens, from: tr, y, accumulate: accumulate, scratch: scratch)
@@ -223,7 +95,8 @@ func matmul(
     return
   }
   let a = scratch.q8
-  a.quantize(x, tokens: tr, cols: cols)
+  let kernels = scratch.kernels
+  a.quantize(x, tokens: tr, cols: cols, kernels: kernels)
   var starts = [0]
   for p in products { starts.append(starts[starts.count - 1] + (p.w.rows + 7) / 8) }
   let groupCount = starts[starts.count - 1]
@@ -232,7 +105,8 @@ func matmul(
       let lo = max(groups.lowerBound, starts[i])
       let hi = min(groups.upperBound, starts[i + 1])
       if lo < hi {
-        p.w.packed!.dotRowGroups((lo - starts[i])..<(hi - starts[i]), a, tokens: tr, p.y, ldy: p.w.rows, accumulate: false)
+        p.w.packed!.dotRowGroups(
+          (lo - starts[i])..<(hi - starts[i]), a, tokens: tr, p.y, ldy: p.w.rows, accumulate: false, kernels: kernels)
       }
     }
   }

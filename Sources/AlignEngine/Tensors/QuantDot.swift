@@ -1,10 +1,9 @@
 // Integer dot products of quantized weight rows with 8-bit quantized activations (the scheme of
 // llama.cpp's vec_dot_q4_1_q8_1): activations are quantized once per matrix product to blocks of 32
 // int8 with a float scale, then each weight block contributes d_w·d_x·Σ q_w·q_x (+ m_w·s_x for Q4).
-// RowwiseQ8.swift has the kernels: AVX2 (when the target is built with ALIGN_AVX2 and an AVX2 CPU
-// target), SSE2 (the x86-64 baseline, on values widened to Int16) or portable Swift (other CPUs, or
-// any CPU when built with ALIGN_PORTABLE_KERNELS); all three give the same bits
-// (scripts/test-kernel-fallbacks.sh checks).
+// RowwiseQ8.swift has the kernels: AVX2 (the AlignKernelsAVX2 module, on CPUs with AVX2, FMA and
+// F16C), SSE2 (the x86-64 baseline, on values widened to Int16) or portable Swift (other CPUs, or
+// any CPU when forced); all three give the same bits (KernelDispatchTests checks).
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 #endif
@@ -58,14 +57,23 @@ final class QuantizedActivations: @unchecked Sendable {
     sumT.deallocate()
   }
 
-  /// Quantizes `tokens` rows of `cols` floats (cols a multiple of 32).
-  func quantize(_ x: UnsafePointer<Float>, tokens: Int, cols: Int) {
+  /// Quantizes `tokens` rows of `cols` floats (cols a multiple of 32) for the row kernels of `kernels`.
+  func quantize(_ x: UnsafePointer<Float>, tokens: Int, cols: Int, kernels: KernelSet) {
     let nb = cols / 32
     for t in 0..<tokens {
       for b in 0..<nb {
         let src = x + t * cols + b * 32
         let i = t * nb + b
-        let (d32, sum) = quantizeBlock(src, bytes + i * 32, values + i * 32)
+        let d32: Float, sum: Int32
+        #if arch(x86_64)
+        if kernels == .portable {
+          (d32, sum) = quantizeBlockPortable(src, bytes + i * 32, values + i * 32)
+        } else {
+          (d32, sum) = quantizeBlockSSE2(src, bytes + i * 32, kernels == .sse2 ? values + i * 32 : nil)
+        }
+        #else
+        (d32, sum) = quantizeBlockPortable(src, bytes + i * 32, values + i * 32)
+        #endif
         // llama.cpp keeps Q8_1's d and s = d·Σq as halves; so do we, which keeps our rounding close
         // to its (greedy agreement with llama.cpp is tested).
         let d = Float(Float16(d32))
@@ -80,13 +88,13 @@ final class QuantizedActivations: @unchecked Sendable {
   }
 }
 
-#if arch(x86_64) && !ALIGN_PORTABLE_KERNELS
-/// Quantizes 32 floats to values in -127...127 (round to nearest even), as Int8 and (SSE2 kernels
-/// only) Int16; returns the scale and the sum of the quantized values. Non-finite input gives
-/// garbage values, never a trap.
+#if arch(x86_64)
+/// Quantizes 32 floats to values in -127...127 (round to nearest even), as Int8 and, when `out` is
+/// given (the SSE2 kernels), Int16; returns the scale and the sum of the quantized values. Non-finite
+/// input gives garbage values, never a trap.
 @inline(__always)
-func quantizeBlock(
-  _ src: UnsafePointer<Float>, _ out8: UnsafeMutablePointer<Int8>, _ out: UnsafeMutablePointer<Int16>
+func quantizeBlockSSE2(
+  _ src: UnsafePointer<Float>, _ out8: UnsafeMutablePointer<Int8>, _ out: UnsafeMutablePointer<Int16>?
 ) -> (Float, Int32) {
   let signMask = _mm_castsi128_ps(_mm_set1_epi32(0x7fff_ffff))
   let x0 = _mm_loadu_ps(src), x1 = _mm_loadu_ps(src + 4), x2 = _mm_loadu_ps(src + 8), x3 = _mm_loadu_ps(src + 12)
@@ -108,13 +116,13 @@ func quantizeBlock(
   let o8 = UnsafeMutableRawPointer(out8).assumingMemoryBound(to: __m128i.self)
   _mm_storeu_si128(o8, _mm_packs_epi16(q01, q23))
   _mm_storeu_si128(o8 + 1, _mm_packs_epi16(q45, q67))
-  #if !ALIGN_AVX2
-  let o = UnsafeMutableRawPointer(out).assumingMemoryBound(to: __m128i.self)
-  _mm_storeu_si128(o, q01)
-  _mm_storeu_si128(o + 1, q23)
-  _mm_storeu_si128(o + 2, q45)
-  _mm_storeu_si128(o + 3, q67)
-  #endif
+  if let out {
+    let o = UnsafeMutableRawPointer(out).assumingMemoryBound(to: __m128i.self)
+    _mm_storeu_si128(o, q01)
+    _mm_storeu_si128(o + 1, q23)
+    _mm_storeu_si128(o + 2, q45)
+    _mm_storeu_si128(o + 3, q67)
+  }
   let ones = _mm_set1_epi16(1)
   let sums = _mm_add_epi32(
     _mm_add_epi32(_mm_madd_epi16(q01, ones), _mm_madd_epi16(q23, ones)),
@@ -122,9 +130,11 @@ func quantizeBlock(
   let si = unsafeBitCast(sums, to: SIMD4<Int32>.self)
   return (d, si[0] &+ si[1] &+ si[2] &+ si[3])
 }
-#else
+#endif
+
+/// `quantizeBlockSSE2` in portable Swift (the same values and scale), filling both outputs.
 @inline(__always)
-func quantizeBlock(
+func quantizeBlockPortable(
   _ src: UnsafePointer<Float>, _ out8: UnsafeMutablePointer<Int8>, _ out: UnsafeMutablePointer<Int16>
 ) -> (Float, Int32) {
   var amax: Float = 0
@@ -141,4 +151,3 @@ func quantizeBlock(
   }
   return (d, sum)
 }
-#endif

@@ -1,0 +1,1 @@
+../AlignEngine/Tensors/FloatKernels.swift
