@@ -13,9 +13,7 @@ struct KVCachePrecisionTests {
   let exp: EngineFixtures.Expected
 
   init() throws {
-    let dir = EngineFixtures.tiny("qwen3-f32")
-    engine = try Engine(model: TransformerModel(path: dir), settings: EngineSettings(maxBatchTokens: 8))
-    exp = try EngineFixtures.expected(dir + "/expected.json")
+    (engine, exp) = try EngineFixtures.tinyQwen3()
   }
 
   /// Token-by-token logits of `sequence` through a fresh cache of `precision`.

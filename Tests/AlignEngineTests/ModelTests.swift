@@ -19,6 +19,14 @@ enum EngineFixtures {
   static func expected(_ path: String) throws -> Expected {
     try JSONDecoder().decode(Expected.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
   }
+
+  /// The tiny Qwen3 (float32) on an engine that splits batches into steps of 8 tokens, with the
+  /// transformers outputs it must reproduce: what the batching and cache suites run on.
+  static func tinyQwen3() throws -> (engine: Engine, expected: Expected) {
+    let dir = tiny("qwen3-f32")
+    let engine = try Engine(model: TransformerModel(path: dir), settings: EngineSettings(maxBatchTokens: 8))
+    return (engine, try expected(dir + "/expected.json"))
+  }
 }
 
 /// Largest |a - b| divided by the range of `b`.
@@ -113,9 +121,7 @@ struct BatchingTests {
   let exp: EngineFixtures.Expected
 
   init() throws {
-    let dir = EngineFixtures.tiny("qwen3-f32")
-    engine = try Engine(model: TransformerModel(path: dir), settings: EngineSettings(maxBatchTokens: 8))
-    exp = try EngineFixtures.expected(dir + "/expected.json")
+    (engine, exp) = try EngineFixtures.tinyQwen3()
   }
 
   @Test("One batch of sequences at different positions equals each run alone")

@@ -49,7 +49,10 @@ extension InferencePipeline {
     }
     defer { withExtendedLifetime((active, canary)) {} }
     let validated = try request.validated(model: active.snapshot.model, limits: limits)
-    let canaryValidated = try request.validated(model: canary.snapshot.model, limits: limits)
+    var canaryValidated = try request.validated(model: canary.snapshot.model, limits: limits)
+    // The prompt's log-probabilities come from the active policy (as in the merged answer below); the
+    // canary arm does not score the prompt a second time.
+    canaryValidated.promptLogprobs = nil
     let responseID = Self.responseID("gen")
     async let fromActive = counted(active.snapshot.version) {
       try await generateCounted(request, policy: active.snapshot, validated: validated, responseID: responseID)
@@ -130,9 +133,13 @@ extension InferencePipeline {
     if tally.completions.contains(where: { $0.finishReason == .cancelled }) {
       throw ServingError.cancelled("the request was cancelled")
     }
-    observe(
-      tally.completions, texts: models.sampler.shouldSample() ? tally.completions.map(\.text) : nil,
-      version: policy.version, request: request, screened: screens != nil)
+    // Live signals (canary analysis, sampled judging) count generations; a scored prompt alone
+    // (max_tokens 0) generated nothing.
+    if validated.spec.maxTokens > 0 {
+      observe(
+        tally.completions, texts: models.sampler.shouldSample() ? tally.completions.map(\.text) : nil,
+        version: policy.version, request: request, screened: screens != nil)
+    }
     var result = GenerationResult(
       responseID: responseID, completions: tally.completions,
       usage: tally.usage(promptTokens: validated.spec.promptTokens.count, cachedTokens: cached), versions: versions)
