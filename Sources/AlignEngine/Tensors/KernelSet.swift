@@ -7,8 +7,9 @@ import AlignKernelsAVX2
 import _Builtin_intrinsics.intel.cpuid
 #endif
 
-/// The kernels the engine's integer products, float16 KV cache conversions and compute roofs run on,
-/// chosen when the process starts from what the CPU can do. Every set gives the same bits (the
+/// The kernels the engine runs on — integer row products, attention, RMS norm, SwiGLU, float16 KV
+/// cache conversions (and the compute roofs measured with them) — chosen when the process starts
+/// from what the CPU can do. Every set gives the same bits (the
 /// integer sums are exact and the float steps are the same IEEE operations in the same order), so
 /// the choice changes speed, never results; `KernelDispatchTests` forces each set the CPU supports
 /// and compares.
