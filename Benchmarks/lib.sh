@@ -108,6 +108,14 @@ http_ok() { curl -sf "$1" >/dev/null 2>&1; }
 
 wait_http_ok() { wait_until "$2" "$3" http_ok "$1"; }
 
+# The short commit of $REPO's HEAD, with " (work tree dirty)" when tracked files have changes.
+commit_description() {
+    local commit
+    commit="$(git -C "$REPO" rev-parse --short HEAD)"
+    [[ -z "$(git -C "$REPO" status --porcelain --untracked-files=no)" ]] || commit="$commit (work tree dirty)"
+    echo "$commit"
+}
+
 machine_description() {
     local cpu mem flags
     cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"

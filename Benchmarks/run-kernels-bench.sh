@@ -30,8 +30,7 @@ BENCH_OUT="${BENCH_OUT:-$CACHE/bench/kernels-$(date -u +%Y%m%dT%H%M%SZ)}"
 [[ -x "$ALIGNCTL" ]] || { log "alignctl not built: $ALIGNCTL (scripts/build.sh, or set ALIGND_BUILD_DIR)"; exit 1; }
 [[ -f "$MODEL" ]] || { log "model not found: $MODEL (run scripts/fetch-models.sh)"; exit 1; }
 mkdir -p "$BENCH_OUT"
-COMMIT="$(git -C "$REPO" rev-parse --short HEAD)"
-[[ -z "$(git -C "$REPO" status --porcelain --untracked-files=no)" ]] || COMMIT="$COMMIT (work tree dirty)"
+COMMIT="$(commit_description)"
 sets=()
 for k in ${KERNELS:-avx2 sse2 portable}; do
     if ALIGND_KERNELS="$k" "$ALIGNCTL" bench --model "$MODEL" --prompt-tokens 4 --gen-tokens 1 --batch 1 \

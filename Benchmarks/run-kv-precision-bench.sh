@@ -29,8 +29,7 @@ BENCH_OUT="${BENCH_OUT:-$CACHE/bench/kv-precision-$(date -u +%Y%m%dT%H%M%SZ)}"
 [[ -x "$ALIGNCTL" ]] || { log "alignctl not built: $ALIGNCTL (scripts/build.sh, or set ALIGND_BUILD_DIR)"; exit 1; }
 [[ -f "$MODEL" ]] || { log "model not found: $MODEL (run scripts/fetch-models.sh)"; exit 1; }
 mkdir -p "$BENCH_OUT"
-COMMIT="$(git -C "$REPO" rev-parse --short HEAD)"
-[[ -z "$(git -C "$REPO" status --porcelain --untracked-files=no)" ]] || COMMIT="$COMMIT (work tree dirty)"
+COMMIT="$(commit_description)"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 wait_quiet "$BENCH_TAG"
 for npp in ${BATCH_PROMPTS:-128 512}; do

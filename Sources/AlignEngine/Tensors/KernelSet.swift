@@ -67,7 +67,7 @@ public enum KernelSet: String, Sendable, CaseIterable, Codable {
       return
     }
     #endif
-    portableHalvesToFloats(source, target, count: count)
+    convertHalves(source, target, count: count)
   }
 
   /// Attention of one token's query heads over their key/value head (FloatKernels.swift).
@@ -122,19 +122,13 @@ public enum KernelSet: String, Sendable, CaseIterable, Codable {
   }
 }
 
-/// `count` IEEE halves at `source` as floats: what FloatKernels.swift's `attendUnit` converts a
-/// float16 cache with in this module (the AVX2 copy uses F16C; the bits are the same).
+/// `count` IEEE halves at `source` as floats, with integer steps only, 8 at a time (no F16C needed,
+/// exact): a half's exponent and mantissa shifted into a float's, times 2^112 (the difference of the
+/// biases), is the value for normal and subnormal halves alike; infinities and NaNs keep an all-ones
+/// exponent; the sign is copied. What FloatKernels.swift's `attendUnit` converts a float16 cache
+/// with in this module (the AVX2 module's copy uses F16C; the bits are the same).
 @inline(__always)
 func convertHalves(_ source: UnsafeRawPointer, _ target: UnsafeMutablePointer<Float>, count: Int) {
-  portableHalvesToFloats(source, target, count: count)
-}
-
-/// Halves to floats with integer steps only, 8 at a time (no F16C needed, exact): a half's exponent
-/// and mantissa shifted into a float's, times 2^112 (the difference of the biases), is the value for
-/// normal and subnormal halves alike; infinities and NaNs keep an all-ones exponent; the sign is
-/// copied.
-@inline(__always)
-func portableHalvesToFloats(_ source: UnsafeRawPointer, _ target: UnsafeMutablePointer<Float>, count: Int) {
   let rescale = SIMD8<Float>(repeating: Float(sign: .plus, exponent: 112, significand: 1))
   var i = 0
   let rt = UnsafeMutableRawPointer(target)
