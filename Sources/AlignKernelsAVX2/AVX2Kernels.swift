@@ -14,7 +14,8 @@ import _Builtin_intrinsics.intel
 public enum AVX2Kernels {
   /// `y[t * ldy + r] (+)= row r · token t` for the rows of 8-row groups `groups` and tokens
   /// 0..<tokens, by the per-element recipe of AlignEngine's RowwiseQ8.swift (the same bits as its
-  /// SSE2 and portable kernels): 1 row × 8 tokens tiles while 8 tokens remain, 8 rows × 1 token after.
+  /// SSE2 and portable kernels): 1 row × 8 tokens tiles while 8 tokens remain, 8 rows × up to 4
+  /// tokens after.
   @inline(never)
   public static func dotRowGroups(
     _ w: AVX2PackedRows, _ groups: Range<Int>, _ a: AVX2Activations, tokens: Int, _ y: UnsafeMutablePointer<Float>,
@@ -41,8 +42,11 @@ public enum AVX2Kernels {
           t += 8
         }
       }
-      for t in full..<tokens {
-        rowTile(w, group: g, a, token: t, y, ldy: ldy, accumulate: accumulate, kind: kind)
+      var t = full
+      while t < tokens {
+        let n = min(4, tokens - t)
+        rowTile(w, group: g, a, tokens: t, count: n, y, ldy: ldy, accumulate: accumulate, kind: kind)
+        t += n
       }
     }
   }
@@ -126,12 +130,14 @@ public enum AVX2Kernels {
     }
   }
 
-  /// Rows 8g..<8g+8 against one token (lanes are rows), reading the group's chunks in order; rows
-  /// past the end repeat the last row (so does the packing) and are not stored.
+  /// Rows 8g..<8g+8 against `count` ≤ 4 tokens from `t0` (lanes are rows), reading the group's
+  /// chunks in order and unpacking each weight block once for all the tokens; rows past the end
+  /// repeat the last row (so does the packing) and are not stored. Each (row, token) sum sees the
+  /// same float operations in the same order as with one token at a time.
   @inline(__always)
   private static func rowTile(
-    _ w: AVX2PackedRows, group g: Int, _ a: AVX2Activations, token t: Int, _ y: UnsafeMutablePointer<Float>,
-    ldy: Int, accumulate: Bool, kind: Int
+    _ w: AVX2PackedRows, group g: Int, _ a: AVX2Activations, tokens t0: Int, count: Int,
+    _ y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool, kind: Int
   ) {
     let nb = w.blocks
     let r0 = 8 * g
@@ -139,43 +145,54 @@ public enum AVX2Kernels {
     let qb = w.quantBytes
     let signed = kind == 0
     let base = w.chunks + g * nb * cb
-    let x = UnsafeRawPointer(a.bytes + t * nb * 32)
-    let dx = a.scale + t * nb
-    let s = a.scaledSum + t * nb
-    var acc = _mm256_setzero_ps()
+    let ts = nb * 32
+    let x = UnsafeRawPointer(a.bytes + t0 * ts)
+    let dx = a.scale + t0 * nb
+    let s = a.scaledSum + t0 * nb
+    var acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0
     for b in 0..<nb {
       let c = base + b * cb
-      let xv = _mm256_loadu_si256((x + 32 * b).assumingMemoryBound(to: __m256i.self))
-      let v = reduce8(
-        blockProducts(weightBlock(c, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(c + qb, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(c + 2 * qb, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(c + 3 * qb, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(c + 4 * qb, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(c + 5 * qb, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(c + 6 * qb, signed: signed), xv, signed: signed),
-        blockProducts(weightBlock(c + 7 * qb, signed: signed), xv, signed: signed))
+      let w0 = weightBlock(c, signed: signed), w1 = weightBlock(c + qb, signed: signed)
+      let w2 = weightBlock(c + 2 * qb, signed: signed), w3 = weightBlock(c + 3 * qb, signed: signed)
+      let w4 = weightBlock(c + 4 * qb, signed: signed), w5 = weightBlock(c + 5 * qb, signed: signed)
+      let w6 = weightBlock(c + 6 * qb, signed: signed), w7 = weightBlock(c + 7 * qb, signed: signed)
       // The halves convert exactly, so these are the same floats as `scales` / `mins`.
       let dw = _mm256_cvtph_ps(_mm_loadu_si128((c + 8 * qb).assumingMemoryBound(to: __m128i.self)))
-      let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(dx[b]))
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(f, dw))
+      let m: __m256
       switch kind {
-      case 2:
-        let m = _mm256_cvtph_ps(_mm_loadu_si128((c + 8 * qb + 16).assumingMemoryBound(to: __m128i.self)))
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(m, _mm256_set1_ps(s[b])))
-      case 1:
-        // −8·d is exact in float: the value `mins` holds.
-        let m = _mm256_mul_ps(dw, _mm256_set1_ps(-8))
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(m, _mm256_set1_ps(s[b])))
-      default: break
+      case 2: m = _mm256_cvtph_ps(_mm_loadu_si128((c + 8 * qb + 16).assumingMemoryBound(to: __m128i.self)))
+      // −8·d is exact in float: the value `mins` holds.
+      case 1: m = _mm256_mul_ps(dw, _mm256_set1_ps(-8))
+      default: m = _mm256_setzero_ps()
+      }
+      @inline(__always) func step(_ j: Int, _ acc: inout __m256) {
+        let xv = _mm256_loadu_si256((x + j * ts + 32 * b).assumingMemoryBound(to: __m256i.self))
+        let v = reduce8(
+          blockProducts(w0, xv, signed: signed), blockProducts(w1, xv, signed: signed),
+          blockProducts(w2, xv, signed: signed), blockProducts(w3, xv, signed: signed),
+          blockProducts(w4, xv, signed: signed), blockProducts(w5, xv, signed: signed),
+          blockProducts(w6, xv, signed: signed), blockProducts(w7, xv, signed: signed))
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(dx[j * nb + b]))
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(f, dw))
+        if kind != 0 { acc = _mm256_add_ps(acc, _mm256_mul_ps(m, _mm256_set1_ps(s[j * nb + b]))) }
+      }
+      step(0, &acc0)
+      if count > 1 { step(1, &acc1) }
+      if count > 2 { step(2, &acc2) }
+      if count > 3 { step(3, &acc3) }
+    }
+    @inline(__always) func store(_ j: Int, _ acc: __m256) {
+      let out = y + (t0 + j) * ldy + r0
+      if r0 + 8 <= w.rows {
+        _mm256_storeu_ps(out, accumulate ? _mm256_add_ps(_mm256_loadu_ps(out), acc) : acc)
+      } else {
+        for i in 0..<(w.rows - r0) { out[i] = accumulate ? out[i] + acc[i] : acc[i] }
       }
     }
-    let out = y + t * ldy + r0
-    if r0 + 8 <= w.rows {
-      _mm256_storeu_ps(out, accumulate ? _mm256_add_ps(_mm256_loadu_ps(out), acc) : acc)
-    } else {
-      for i in 0..<(w.rows - r0) { out[i] = accumulate ? out[i] + acc[i] : acc[i] }
-    }
+    store(0, acc0)
+    if count > 1 { store(1, acc1) }
+    if count > 2 { store(2, acc2) }
+    if count > 3 { store(3, acc3) }
   }
 
   /// `count` IEEE halves at `source` as floats (exact), with F16C.

@@ -170,7 +170,9 @@ public struct AlignServerApp: Sendable {
       maxRunningSequences: config.maxRunningSequences, maxStepTokens: config.maxStepTokens,
       queueCapacity: config.queueCapacity, kvCapacityTokens: config.kvCacheTokens,
       agingInterval: config.priorityAgingSeconds, prefixCacheTokens: config.prefixCacheTokens,
-      kvCachePrecision: config.kvCachePrecision)
+      kvCachePrecision: config.kvCachePrecision,
+      promptLookup: PromptLookup(maxDraftTokens: config.speculativeTokens),
+      lookupMaxSequences: config.speculativeMaxSequences)
     let engine = EngineSettings(
       threads: config.engineThreads, maxBatchTokens: max(config.maxStepTokens, 256),
       gemmMinTokens: config.batchInvariant ? Int.max : EngineSettings().gemmMinTokens,

@@ -49,6 +49,10 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var kvCachePrecision: KVCachePrecision = .float16
   /// KV tokens kept for prompt prefixes later requests reuse (0: off), on top of kv_cache_tokens.
   public var prefixCacheTokens: Int = 4096
+  /// Prompt-lookup speculation: most tokens drafted per decoding sequence and step (0: off).
+  public var speculativeTokens: Int = 4
+  /// Draft only while at most this many sequences decode.
+  public var speculativeMaxSequences: Int = 4
   /// Engine worker threads.
   public var engineThreads: Int = 2
   /// The engine's kernels: auto (the fastest this CPU supports) or a set forced by name.
@@ -287,6 +291,13 @@ public enum ConfigurationLoader {
       "prefix_cache_tokens", \.prefixCacheTokens,
       "KV tokens kept for prompt prefixes that later requests reuse, on top of kv_cache_tokens (0 = off).",
       range: 0...10_000_000),
+    int(
+      "speculative_tokens", \.speculativeTokens,
+      "Prompt-lookup speculative decoding: most tokens drafted from the sequence's own text per step, verified in one forward pass; completions are identical with it on or off (0 = off).",
+      range: 0...64),
+    int(
+      "speculative_max_sequences", \.speculativeMaxSequences,
+      "Draft only while at most this many sequences decode (batched steps are compute-bound).", range: 1...1024),
     int("engine_threads", \.engineThreads, "Engine worker threads.", range: 1...256),
     enumeration(
       "kernels", \.kernels,

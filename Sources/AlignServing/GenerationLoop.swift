@@ -85,6 +85,9 @@ public struct GenerationLoopStats: Sendable, Equatable {
   public var maxDecodeBatch: Int
   /// KV tokens only the prefix cache holds.
   public var prefixCachedTokens = 0
+  /// Tokens prompt lookup proposed, and those kept.
+  public var draftedTokens: UInt64 = 0
+  public var acceptedDraftTokens: UInt64 = 0
 }
 
 /// One engine loop per loaded policy: continuous batching on a dedicated thread.
@@ -153,6 +156,8 @@ public final class GenerationLoop: @unchecked Sendable {
     var grammarState: JSONGrammar.State?
     /// Its prompt was offered to the prefix cache (once, when its prefill ended).
     var prefixOffered = false
+    /// The prompt and every token sampled since (what prompt lookup searches).
+    var history: [Int32]
   }
 
   public let model: PolicyModel
@@ -174,6 +179,9 @@ public final class GenerationLoop: @unchecked Sendable {
   /// KV tokens the prefix cache may hold on its own (0: off); loop-thread only from here on.
   private let prefixBudget: Int
   private var nextPrefixSequence = GenerationLoop.prefixSlotBase
+  /// Prompt lookup (nil: off) and the most decoding sequences it drafts for.
+  private let lookup: PromptLookup?
+  private let lookupMaxSequences: Int
 
   /// Creates the loop and starts its thread.
   /// - Throws: when the KV cache cannot be allocated.
@@ -186,6 +194,13 @@ public final class GenerationLoop: @unchecked Sendable {
     // Room for the generation reservations, one context of teacher-forcing work and the prefix
     // cache's own blocks.
     self.prefixBudget = max(0, configuration.prefixCacheTokens)
+    // Verified rows equal one-at-a-time decode rows only on the integer row-wise path (packed
+    // weights, batch-invariant settings — the defaults); elsewhere drafting could change outputs.
+    let lookupUsable =
+      configuration.promptLookup.maxDraftTokens > 0 && model.engine.settings.batchInvariant
+      && model.engine.model.decodesRowwise
+    self.lookup = lookupUsable ? configuration.promptLookup : nil
+    self.lookupMaxSequences = configuration.lookupMaxSequences
     self.cache = try model.engine.makeCache(
       capacityTokens: configuration.kvCapacityTokens + model.contextLength + prefixBudget,
       precision: configuration.kvCachePrecision)
@@ -482,7 +497,7 @@ public final class GenerationLoop: @unchecked Sendable {
         slots[slot] = SlotContext(
           request: request, spec: spec, sample: sample, sampler: sampler,
           detokenizer: StreamingDetokenizer(tokenizer: model.tokenizer), promptLength: spec.promptTokens.count,
-          grammarState: spec.constraint?.grammar.initialState)
+          grammarState: spec.constraint?.grammar.initialState, history: lookup == nil ? [] : spec.promptTokens)
       }
       do {
         if let reuse = shared.withLock({ $0.prefixes.unpin(request) }) {
@@ -541,13 +556,27 @@ public final class GenerationLoop: @unchecked Sendable {
   }
 
   private func execute(_ step: GenerationScheduler.Step) {
-    let batch = step.items.map { item in
+    let plainBatch = step.items.map { item in
       BatchItem(sequence: SequenceID(item.slot), tokens: item.tokens, logits: item.sampleSlots.isEmpty ? .none : .last)
+    }
+    var drafts = draftTokens(for: step)
+    var batch = plainBatch
+    for (index, draft) in drafts {
+      batch[index].tokens += draft
+      batch[index].logits = .each
     }
     let outputs: [ForwardOutput]
     let stepStart = ContinuousClock.now
     do {
-      outputs = try model.engine.forward(batch, cache: cache)
+      do {
+        outputs = try model.engine.forward(batch, cache: cache)
+      } catch EngineError.cacheFull where !drafts.isEmpty {
+        // Drafts stay inside each sequence's reservation, so this should not happen; if it does,
+        // run the step without them (a refused forward changes nothing).
+        drafts = [:]
+        batch = plainBatch
+        outputs = try model.engine.forward(batch, cache: cache)
+      }
       for fork in step.forks {
         try cache.fork(SequenceID(fork.from), into: SequenceID(fork.to))
       }
@@ -563,25 +592,77 @@ public final class GenerationLoop: @unchecked Sendable {
     metrics.batchSize.record(step.items.count)
     metrics.stepTokens.record(batch.reduce(0) { $0 + $1.tokens.count })
     metrics.prefillTokens.increment(by: step.items.filter { $0.tokens.count > 1 || $0.sampleSlots.isEmpty }.reduce(0) { $0 + $1.tokens.count })
-    if stepSeconds > 0 { metrics.tokensPerSecond.record(Double(sampledCount) / stepSeconds) }
     shared.withLock { state in
       state.stats.steps += 1
       state.stats.maxDecodeBatch = max(state.stats.maxDecodeBatch, decodeCount)
     }
 
     for item in step.items where !item.sampleSlots.isEmpty && item.tokens.count > 0 { offerPrefix(slot: item.slot) }
+    var drafted = 0, accepted = 0
     for (index, item) in step.items.enumerated() where !item.sampleSlots.isEmpty {
       let output = outputs[index]
       guard output.rows > 0 else { continue }
+      if let draft = drafts[index] {
+        // Walk the verified rows in order, keeping drafted tokens while each is what the sampler
+        // draws; the cache then drops the rejected ones (they were fed after the last kept one).
+        var kept = 0
+        for row in 0..<output.rows {
+          guard let token = sampleAndEmit(slot: item.slot, logits: output.row(row)), row < draft.count,
+            token == draft[row]
+          else { break }
+          kept += 1
+        }
+        drafted += draft.count
+        accepted += kept
+        if kept < draft.count, let length = cache.length(of: SequenceID(item.slot)) {
+          try? cache.truncate(SequenceID(item.slot), to: length - (draft.count - kept))
+        }
+        continue
+      }
       let logits = output.row(output.rows - 1)
       for slot in item.sampleSlots {
         sampleAndEmit(slot: slot, logits: logits)
       }
     }
+    // Tokens this step produced: one per sampling slot, plus the drafted tokens kept.
+    if stepSeconds > 0 { metrics.tokensPerSecond.record(Double(sampledCount + accepted) / stepSeconds) }
+    if drafted > 0 {
+      metrics.draftedTokens.increment(by: drafted)
+      metrics.acceptedDraftTokens.increment(by: accepted)
+      shared.withLock { state in
+        state.stats.draftedTokens += UInt64(drafted)
+        state.stats.acceptedDraftTokens += UInt64(accepted)
+      }
+    }
   }
 
-  private func sampleAndEmit(slot: SlotID, logits: ArraySlice<Float>) {
-    guard var context = slots[slot], !context.done else { return }
+  /// Prompt-lookup drafts for this step's decoding sequences, by item index: only while at most
+  /// `lookupMaxSequences` sequences decode, never past a completion's `maxTokens` or the context.
+  private func draftTokens(for step: GenerationScheduler.Step) -> [Int: [Int32]] {
+    guard let lookup else { return [:] }
+    let decoding = step.items.indices.filter { step.items[$0].tokens.count == 1 && step.items[$0].sampleSlots.count == 1 }
+    guard !decoding.isEmpty, decoding.count <= lookupMaxSequences else { return [:] }
+    var drafts: [Int: [Int32]] = [:]
+    for index in decoding {
+      let item = step.items[index]
+      guard item.sampleSlots[0] == item.slot, let context = slots[item.slot], !context.done,
+        context.history.last == item.tokens[0]
+      else { continue }
+      // A pass yields at most drafts + 1 tokens; the drafted ones are written to the cache after the
+      // fed token, inside the sequence's reservation (prompt + maxTokens).
+      let room = min(
+        context.spec.maxTokens - context.generated, model.contextLength - context.promptLength - context.generated) - 1
+      let draft = lookup.draft(context.history, limit: room)
+      if !draft.isEmpty { drafts[index] = draft }
+    }
+    return drafts
+  }
+
+  /// Samples the next token of `slot` from `logits` and emits it; returns the token when the
+  /// completion goes on after it (nil when it ended, failed or had ended before).
+  @discardableResult
+  private func sampleAndEmit(slot: SlotID, logits: ArraySlice<Float>) -> Int32? {
+    guard var context = slots[slot], !context.done else { return nil }
     let spec = context.spec
     let sampled: SampledToken
     do {
@@ -599,9 +680,10 @@ public final class GenerationLoop: @unchecked Sendable {
       }
     } catch {
       failRequest(context.request, message: "sampling failed: \(error)")
-      return
+      return nil
     }
     let token = sampled.token
+    if lookup != nil { context.history.append(token) }
     var finish: FinishReason? = nil
     var text = ""
     var emittedTokens: [SampledToken] = []
@@ -679,6 +761,7 @@ public final class GenerationLoop: @unchecked Sendable {
       }
       state.requests[context.request] = request
     }
+    return context.done ? nil : token
   }
 
   /// Finds the earliest stop string in `text`: the text before it and whether one matched.

@@ -21,6 +21,10 @@ public enum MetricNames {
   public static let generatedTokens = "alignd_generated_tokens_total"
   /// Counter: prompt tokens prefilled.
   public static let prefillTokens = "alignd_prefill_tokens_total"
+  /// Counter: tokens prompt lookup proposed (speculative decoding).
+  public static let draftedTokens = "alignd_speculative_drafted_tokens_total"
+  /// Counter: proposed tokens kept (each equal to what the sampler drew).
+  public static let acceptedDraftTokens = "alignd_speculative_accepted_tokens_total"
   /// Gauge: generated tokens per second of the last forward step.
   public static let decodeTokensPerSecond = "alignd_decode_tokens_per_second"
   /// Counter: requests refused at admission, labelled `model`, `reason`.

@@ -27,6 +27,9 @@ public struct ServingMetrics: Sendable {
   let generatedTokens: Counter
   /// Prompt tokens prefilled.
   let prefillTokens: Counter
+  /// Tokens prompt lookup proposed, and those kept.
+  let draftedTokens: Counter
+  let acceptedDraftTokens: Counter
   /// Forward-step throughput of the last step (generated tokens / step seconds).
   let tokensPerSecond: Gauge
   /// Requests refused at admission, by reason (queue_full, too_large).
@@ -53,6 +56,8 @@ public struct ServingMetrics: Sendable {
     constraintMask = Timer(label: MetricNames.constraintMask, dimensions: labels, factory: factory)
     generatedTokens = Counter(label: MetricNames.generatedTokens, dimensions: labels, factory: factory)
     prefillTokens = Counter(label: MetricNames.prefillTokens, dimensions: labels, factory: factory)
+    draftedTokens = Counter(label: MetricNames.draftedTokens, dimensions: labels, factory: factory)
+    acceptedDraftTokens = Counter(label: MetricNames.acceptedDraftTokens, dimensions: labels, factory: factory)
     tokensPerSecond = Gauge(label: MetricNames.decodeTokensPerSecond, dimensions: labels, factory: factory)
     queueFull = Counter(
       label: MetricNames.rejections, dimensions: labels + [("reason", "queue_full")], factory: factory)

@@ -8,7 +8,7 @@ struct AlignCtl: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "alignctl",
     abstract: "Client and admin tool for alignd.",
-    subcommands: [Generate.self, Tokenize.self, Logprobs.self, Bench.self, Health.self, Status.self, Keys.self, Checkpoint.self, Feedback.self, Log.self, TrainReward.self, EvalReward.self, Score.self, Check.self]
+    subcommands: [Generate.self, Tokenize.self, Logprobs.self, Bench.self, BenchLookup.self, Health.self, Status.self, Keys.self, Checkpoint.self, Feedback.self, Log.self, TrainReward.self, EvalReward.self, Score.self, Check.self]
   )
 }
 

@@ -50,8 +50,13 @@ public enum LogitsRequest: Sendable, Equatable {
   case none
   /// The output row of the item's last token (the next-token distribution).
   case last
-  /// One output row per token of the item (prompt log-probabilities).
+  /// One output row per token of the item (prompt log-probabilities), computed with sgemm.
   case all
+  /// One output row per token, each computed on the decode path (integer row products, whatever the
+  /// item's length), so row i is bitwise the row that decoding the item's tokens one at a time
+  /// would give after token i when the weights are packed (`TransformerModel.decodesRowwise`; float
+  /// weights go through sgemm either way). What verifying drafted tokens needs (speculative decoding).
+  case each
 }
 
 /// One sequence's share of a batched forward call.
@@ -190,6 +195,8 @@ public final class Engine: @unchecked Sendable {
     var tokenOffset: Int  // row of the first token in the step's buffers
     var outputAll: Bool
     var outputLast: Bool
+    /// Every row on the decode path (`LogitsRequest.each`).
+    var outputEach: Bool
     var hidden: Bool
   }
 
@@ -240,7 +247,7 @@ public final class Engine: @unchecked Sendable {
       switch item.logits {
       case .none: rows = 0
       case .last: rows = 1
-      case .all: rows = item.tokens.count
+      case .all, .each: rows = item.tokens.count
       }
       var o = ForwardOutput(
         sequence: item.sequence, width: hp.outputWidth, rows: rows, logits: [], hidden: nil)
@@ -257,14 +264,16 @@ public final class Engine: @unchecked Sendable {
         pieces.append(Piece(
           item: i, sequence: item.sequence, start: done[i], count: n,
           position: cache.length(of: item.sequence)!, tokenOffset: 0,
-          outputAll: item.logits == .all, outputLast: isEnd && item.logits == .last,
+          outputAll: item.logits == .all, outputLast: isEnd && item.logits == .last, outputEach: item.logits == .each,
           hidden: isEnd && item.wantHidden))
         budget -= n
       }
       if pieces.isEmpty { break }
-      // Decode-sized pieces first: their rows take the row-wise integer path, the rest sgemm.
-      let small = pieces.filter { $0.count < settings.gemmMinTokens }
-      pieces = small + pieces.filter { $0.count >= settings.gemmMinTokens }
+      // Decode-path pieces first (`.each` ones whatever their length, then decode-sized ones): their
+      // rows take the row-wise integer path, the rest sgemm.
+      let each = pieces.filter(\.outputEach)
+      let small = pieces.filter { !$0.outputEach && $0.count < settings.gemmMinTokens }
+      pieces = each + small + pieces.filter { !$0.outputEach && $0.count >= settings.gemmMinTokens }
       var offset = 0
       for k in pieces.indices {
         pieces[k].tokenOffset = offset
@@ -288,10 +297,11 @@ public final class Engine: @unchecked Sendable {
     let headDim = hp.headDim
     let half = hp.ropeDimension / 2
     let total = pieces.reduce(0) { $0 + $1.count }
+    let decodePath = pieces.reduce(0) { $0 + ($1.outputEach || $1.count < settings.gemmMinTokens ? $1.count : 0) }
     let rowwise =
       settings.batchInvariant
-      ? pieces.reduce(0) { $0 + ($1.count < settings.gemmMinTokens ? $1.count : 0) }
-      : (total < settings.gemmMinTokens ? total : 0)
+      ? decodePath
+      : (total < settings.gemmMinTokens ? total : pieces.reduce(0) { $0 + ($1.outputEach ? $1.count : 0) })
     let xp = x.floats, xnp = xn.floats, qp = q.floats, kp = k.floats, vp = v.floats
     let attp = att.floats, gatep = gate.floats, upp = up.floats
     let cosp = cosTable.floats, sinp = sinTable.floats
@@ -357,14 +367,17 @@ public final class Engine: @unchecked Sendable {
       matmul(layer.wDown, gatep, tokens: total, xp, accumulate: true, scratch: scratch, policy: policy, rowwiseTokens: rowwise)
     }
 
-    // Output rows: gather the wanted tokens, norm, project, copy out in chunks. Last-token rows (what
-    // sampling reads) use the batch-invariant row-wise products; all-position rows (prompt
+    // Output rows: gather the wanted tokens, norm, project, copy out in chunks. Last-token and `.each`
+    // rows (what sampling reads) use the batch-invariant row-wise products; all-position rows (prompt
     // log-probabilities) use sgemm.
     var wantedLast: [(piece: Int, token: Int)] = []
     var wantedAll: [(piece: Int, token: Int)] = []
+    var wantedEach: [(piece: Int, token: Int)] = []
     for (pi, p) in pieces.enumerated() {
       if p.outputAll {
         for j in 0..<p.count { wantedAll.append((pi, p.tokenOffset + j)) }
+      } else if p.outputEach {
+        for j in 0..<p.count { wantedEach.append((pi, p.tokenOffset + j)) }
       } else if p.outputLast {
         wantedLast.append((pi, p.tokenOffset + p.count - 1))
       }
@@ -378,7 +391,12 @@ public final class Engine: @unchecked Sendable {
       }
     }
     let width = hp.outputWidth
-    for (wanted, rowwiseOutput) in [(wantedLast, true), (wantedAll, false)] {
+    // Whether a chunk of n rows takes the row-wise products.
+    let invariant = settings.batchInvariant, gemmMin = settings.gemmMinTokens
+    let groups: [([(piece: Int, token: Int)], (Int) -> Bool)] = [
+      (wantedLast, { n in invariant || n < gemmMin }), (wantedEach, { _ in true }), (wantedAll, { _ in false }),
+    ]
+    for (wanted, rowwiseOutput) in groups {
       var c = 0
       while c < wanted.count {
         let n = min(outChunk, wanted.count - c)
@@ -389,7 +407,7 @@ public final class Engine: @unchecked Sendable {
         }
         matmul(
           model.output, outHidden.floats, tokens: n, outRows.floats, scratch: scratch, policy: policy,
-          rowwiseTokens: rowwiseOutput && (settings.batchInvariant || n < settings.gemmMinTokens) ? n : 0)
+          rowwiseTokens: rowwiseOutput(n) ? n : 0)
         for r in 0..<n {
           let item = pieces[wanted[c + r].piece].item
           outputs[item].logits.append(contentsOf: UnsafeBufferPointer(start: outRows.floats + r * width, count: width))

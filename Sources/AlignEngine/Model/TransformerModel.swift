@@ -238,6 +238,12 @@ public final class TransformerModel: Sendable {
     [output] + layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown] }
   }
 
+  /// Every matrix has a packed (Q4_0/Q4_1/Q8_0) layout, so decode rows take the integer row-wise
+  /// products and are bitwise the same whatever else shares the forward pass (float weights go
+  /// through sgemm, whose rounding may depend on the batch): what batch-invariant decoding and
+  /// exact speculative verification rest on.
+  public var decodesRowwise: Bool { matrices.allSatisfy { $0.packed != nil } }
+
   /// Bytes of weight data the model reads per forward token (all matrices; the one embedding row
   /// is left out).
   public var weightBytes: Int { matrices.reduce(0) { $0 + $1.rows * $1.rowBytes } }

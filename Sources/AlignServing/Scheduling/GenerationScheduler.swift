@@ -41,12 +41,23 @@ public struct GenerationScheduler {
     /// exactly with reference implementations); the server's `kv_cache_precision` defaults to
     /// float16 (half the memory, half the bytes attention reads per cached token).
     public var kvCachePrecision: KVCachePrecision
+    /// Prompt-lookup speculation in the engine loop (`maxDraftTokens` 0: off). A decoding sequence
+    /// feeds the tokens prompt lookup proposes with its last token and keeps those its sampler
+    /// draws anyway, so completions are the same as without it; only forward passes are saved.
+    /// The scheduler plans one token per decoding sequence either way (drafts ride on top).
+    public var promptLookup: PromptLookup
+    /// Draft only while at most this many sequences decode: a batched step is compute-bound, so
+    /// rejected drafts there cost time that a lone, memory-bound sequence gets for free.
+    public var lookupMaxSequences: Int
 
     public init(
       maxRunningSequences: Int = 32, maxStepTokens: Int = 256, queueCapacity: Int = 256,
       kvCapacityTokens: Int = 32 * 1024, agingInterval: Double = 2, kvBlockSize: Int = 1,
-      prefixCacheTokens: Int = 0, kvCachePrecision: KVCachePrecision = .float32
+      prefixCacheTokens: Int = 0, kvCachePrecision: KVCachePrecision = .float32,
+      promptLookup: PromptLookup = PromptLookup(maxDraftTokens: 0), lookupMaxSequences: Int = 4
     ) {
+      self.promptLookup = promptLookup
+      self.lookupMaxSequences = lookupMaxSequences
       self.prefixCacheTokens = prefixCacheTokens
       self.kvCachePrecision = kvCachePrecision
       self.maxRunningSequences = maxRunningSequences
