@@ -158,6 +158,10 @@ public final class GenerationLoop: @unchecked Sendable {
     var prefixOffered = false
     /// The prompt and every token sampled since (what prompt lookup searches).
     var history: [Int32]
+    /// Whether drafts have been paying for this completion, and a closed gate's proposed next
+    /// token (checked against the one drawn).
+    var draftGate = DraftGate()
+    var shadowDraft: Int32? = nil
   }
 
   public let model: PolicyModel
@@ -614,6 +618,7 @@ public final class GenerationLoop: @unchecked Sendable {
         }
         drafted += draft.count
         accepted += kept
+        slots[item.slot]?.draftGate.record(proposed: draft.count, kept: kept)
         if kept < draft.count, let length = cache.length(of: SequenceID(item.slot)) {
           try? cache.truncate(SequenceID(item.slot), to: length - (draft.count - kept))
         }
@@ -622,6 +627,11 @@ public final class GenerationLoop: @unchecked Sendable {
       let logits = output.row(output.rows - 1)
       for slot in item.sampleSlots {
         sampleAndEmit(slot: slot, logits: logits)
+        if var context = slots[slot], let shadow = context.shadowDraft {
+          context.shadowDraft = nil
+          context.draftGate.record(proposed: 1, kept: context.history.last == shadow ? 1 : 0)
+          slots[slot] = context
+        }
       }
     }
     // Tokens this step produced: one per sampling slot, plus the drafted tokens kept.
@@ -637,7 +647,9 @@ public final class GenerationLoop: @unchecked Sendable {
   }
 
   /// Prompt-lookup drafts for this step's decoding sequences, by item index: only while at most
-  /// `lookupMaxSequences` sequences decode, never past a completion's `maxTokens` or the context.
+  /// `lookupMaxSequences` sequences decode, never past a completion's `maxTokens` or the context,
+  /// and only for completions whose drafts have been paying (`DraftGate`; the others get their
+  /// proposal checked in the shadow).
   private func draftTokens(for step: GenerationScheduler.Step) -> [Int: [Int32]] {
     guard let lookup else { return [:] }
     let decoding = step.items.indices.filter { step.items[$0].tokens.count == 1 && step.items[$0].sampleSlots.count == 1 }
@@ -653,7 +665,12 @@ public final class GenerationLoop: @unchecked Sendable {
       let room = min(
         context.spec.maxTokens - context.generated, model.contextLength - context.promptLength - context.generated) - 1
       let draft = lookup.draft(context.history, limit: room)
-      if !draft.isEmpty { drafts[index] = draft }
+      guard let first = draft.first else { continue }
+      if context.draftGate.isOpen {
+        drafts[index] = draft
+      } else {
+        slots[item.slot]?.shadowDraft = first
+      }
     }
     return drafts
   }

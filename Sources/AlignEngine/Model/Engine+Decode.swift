@@ -40,6 +40,8 @@ extension Engine {
     var history = prompt
     var outputs = try forward([BatchItem(sequence: sequence, tokens: prompt)], cache: cache)
     var draft: [Int32] = []
+    var gate = DraftGate()
+    var shadow: Int32? = nil  // a closed gate's proposed next token, checked against the one drawn
     while true {
       // Walk the rows in order: keep drafted tokens while each equals the sampled one.
       var accepted = 0
@@ -56,6 +58,11 @@ extension Engine {
         accepted += 1
       }
       result.acceptedTokens += accepted
+      if let shadow {
+        gate.record(proposed: 1, kept: result.tokens.last == shadow ? 1 : 0)
+      } else if !draft.isEmpty {
+        gate.record(proposed: draft.count, kept: accepted)
+      }
       if ended { break }
       if accepted < draft.count {
         // The cache holds the fed token and every drafted one; keep those that were accepted.
@@ -63,6 +70,11 @@ extension Engine {
       }
       if decodeStart == nil { decodeStart = clock.now }
       draft = lookup?.draft(history, limit: maxTokens - result.tokens.count - 1) ?? []
+      shadow = nil
+      if !gate.isOpen, let first = draft.first {
+        shadow = first
+        draft = []
+      }
       result.draftedTokens += draft.count
       result.decodePasses += 1
       outputs = try forward(

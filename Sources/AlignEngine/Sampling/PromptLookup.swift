@@ -52,3 +52,30 @@ public struct PromptLookup: Sendable, Equatable {
     }
   }
 }
+
+/// Turns drafting off for a sequence while its drafts are mostly rejected: a verified row costs a
+/// good part of a forward pass on CPUs where one token's matrix products are compute-bound, so
+/// drafts must be kept often to pay. `rate` is a moving average of the share of drafted tokens
+/// kept; below `threshold` the sequence decodes plainly, but its proposals are still checked
+/// against the token actually drawn (for free), so drafting resumes when they start to match.
+public struct DraftGate: Sendable, Equatable {
+  /// Moving average of the share of proposed tokens that matched (starts optimistic).
+  public private(set) var rate: Float = 1
+  /// Drafts are fed while `rate` is at least this.
+  public var threshold: Float
+
+  /// Creates an open gate.
+  public init(threshold: Float = 0.4) {
+    self.threshold = threshold
+  }
+
+  /// Whether to feed the next drafts.
+  public var isOpen: Bool { rate >= threshold }
+
+  /// Records a pass: `kept` of `proposed` tokens matched (for a closed gate: its proposal's first
+  /// token against the token drawn, so `proposed` 1).
+  public mutating func record(proposed: Int, kept: Int) {
+    guard proposed > 0 else { return }
+    rate = 0.7 * rate + 0.3 * Float(kept) / Float(proposed)
+  }
+}
