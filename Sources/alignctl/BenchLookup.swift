@@ -101,7 +101,27 @@ struct BenchLookup: ParsableCommand {
       last = (plain, fast)
     }
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    // What a verifying pass costs here: one forward of 1 + k rows against one of 1 row, after the
+    // first prompt, alternated 15 times (the cache is cut back after each).
+    let cache = try engine.makeCache(capacityTokens: encoded[0].count + draftTokens + 2, precision: precision)
+    try cache.addSequence(0)
+    _ = try engine.forward([BatchItem(sequence: 0, tokens: encoded[0])], cache: cache)
+    let clock = ContinuousClock()
+    var one: [Double] = [], many: [Double] = []
+    for _ in 0..<15 {
+      for rows in [1, 1 + draftTokens] {
+        let start = clock.now
+        _ = try engine.forward(
+          [BatchItem(sequence: 0, tokens: Array(encoded[0].prefix(rows)), logits: rows == 1 ? .last : .each)], cache: cache)
+        let d = clock.now - start
+        let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        if rows == 1 { one.append(seconds) } else { many.append(seconds) }
+        try cache.truncate(0, to: encoded[0].count)
+      }
+    }
+    let passCost = median(many) / median(one)
     let fields: [String: Any] = [
+      "one_row_pass_ms": 1000 * median(one), "verify_pass_ms": 1000 * median(many), "verify_pass_cost": passCost,
       "prompts": set.count, "runs": runs, "threads": threads, "max_tokens": maxTokens, "kv_cache": precision.rawValue,
       "kernels": engine.kernels.rawValue, "draft_tokens": draftTokens, "max_ngram": maxNgram, "min_ngram": minNgram,
       "plain_decode_tok_s": median(plainRates), "lookup_decode_tok_s": median(lookupRates),
@@ -114,9 +134,9 @@ struct BenchLookup: ParsableCommand {
       try printJSON(fields)
     } else {
       print(String(
-        format: "%d prompts, %d tokens: plain %.1f tok/s, prompt lookup %.1f tok/s (%.2fx decode, %.2fx end to end); passes %d vs %d; accepted %d of %d drafted",
+        format: "%d prompts, %d tokens: plain %.1f tok/s, prompt lookup %.1f tok/s (%.2fx decode, %.2fx end to end); passes %d vs %d; accepted %d of %d drafted; a pass of %d rows costs %.2fx one of 1 row",
         set.count, last.plain.tokens, median(plainRates), median(lookupRates), median(ratios), median(endToEnd),
-        last.plain.passes, last.lookup.passes, last.lookup.accepted, last.lookup.drafted))
+        last.plain.passes, last.lookup.passes, last.lookup.accepted, last.lookup.drafted, 1 + draftTokens, passCost))
     }
   }
 }
