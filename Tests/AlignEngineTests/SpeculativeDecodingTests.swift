@@ -3,21 +3,7 @@ import AlignTestSupport
 import Foundation
 import Testing
 
-/// The committed editing prompt set (Benchmarks/prompts/editing.jsonl): what the prompt-lookup
-/// benchmark runs, and what these tests decode.
-enum EditingPrompts {
-  struct Entry: Decodable {
-    let id: String
-    let messages: [[String: String]]
-  }
-
-  static func load() throws -> [Entry] {
-    let url = TestModels.repositoryRoot.appendingPathComponent("Benchmarks/prompts/editing.jsonl")
-    return try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map {
-      try JSONDecoder().decode(Entry.self, from: Data($0.utf8))
-    }
-  }
-
+extension EditingPrompts {
   static func tokens(_ entry: Entry, _ tokenizer: Tokenizer) throws -> [Int32] {
     let messages = entry.messages.map { ChatMessage(role: $0["role"] ?? "user", content: $0["content"] ?? "") }
     return try #require(try tokenizer.encodeChat(messages))

@@ -8,15 +8,8 @@ import Testing
 /// Prompt-lookup speculation in the engine loop: served completions are the same with it on or off.
 @Suite("Speculative decoding in the generation loop", .serialized)
 struct SpeculativeGenerationTests {
-  struct Prompt: Decodable {
-    let id: String
-    let messages: [[String: String]]
-  }
-
   static func editingPrompts(_ tokenizer: Tokenizer) throws -> [(id: String, tokens: [Int32])] {
-    let url = TestModels.repositoryRoot.appendingPathComponent("Benchmarks/prompts/editing.jsonl")
-    return try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map { line in
-      let prompt = try JSONDecoder().decode(Prompt.self, from: Data(line.utf8))
+    try EditingPrompts.load().map { prompt in
       let messages = prompt.messages.map { ChatMessage(role: $0["role"] ?? "user", content: $0["content"] ?? "") }
       return (prompt.id, try #require(try tokenizer.encodeChat(messages)))
     }
