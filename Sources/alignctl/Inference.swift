@@ -44,15 +44,20 @@ struct TargetOptions: ParsableArguments {
     return options
   }
 
-  /// Loads the local model with an engine loop (the same code path the server uses).
+  /// Loads the local model with an engine loop: the same code path and defaults as `alignd serve`
+  /// (batch-invariant prompt chunks on the integer row kernels, a float16 KV cache, prompt lookup),
+  /// so a greedy completion here is the server's, and no BLAS library's CPU-specific sgemm rounding
+  /// enters it.
   func localLoop(threads: Int = 2) throws -> GenerationLoop {
     guard let model else { throw ArgumentParser.ValidationError("--model is required") }
     let policy = try PolicyModel(
       ggufPath: model, version: URL(fileURLWithPath: model).lastPathComponent,
-      settings: EngineSettings(threads: threads))
+      settings: EngineSettings(threads: threads, gemmMinTokens: .max))
     return try GenerationLoop(
       model: policy,
-      configuration: .init(maxRunningSequences: 16, kvCapacityTokens: min(policy.contextLength * 2, 16384)))
+      configuration: .init(
+        maxRunningSequences: 16, kvCapacityTokens: min(policy.contextLength * 2, 16384), kvCachePrecision: .float16,
+        promptLookup: PromptLookup()))
   }
 }
 
